@@ -1,0 +1,74 @@
+/**
+ * The pluggable channel between a chat's terminal (stdin/stdout) and its TCP socket.
+ *
+ * The chat plumbing (chat-server.ts, chat-client.ts, chat-session.ts) is the same for the plain
+ * chat (`vcrypto server`/`client`) and the encrypted one (`crypto-server`/`crypto-client`): status
+ * lines on stderr, one peer at a time, a busy notice for a second peer, EOF handling, no crash on
+ * resets, back-pressure both ways. The only difference is the channel:
+ *
+ *   stdin --plaintext--> channel.seal() --wire bytes--> socket
+ *   socket --wire bytes--> channel.open() --plaintext--> stdout
+ *
+ * Contract for a `ChatChannelFactory(socket, role)`:
+ *  - It is called once per connection, right after the TCP connection is established, before any
+ *    chat data moves. It may do a handshake on `socket` (write to it, read from it with
+ *    `socket.read()`/'data' events). If it read more bytes than its handshake needs, it must give the
+ *    rest back with `socket.unshift(rest)` and leave the socket paused before resolving.
+ *  - It must reject (never hang, never throw synchronously) when the socket closes or errors, or
+ *    the peer breaks the handshake. The plumbing closes THAT connection and reports the error's
+ *    message on stderr; the server then waits for the next peer. The plumbing attaches its own
+ *    'error' listener to the socket before calling the factory, so the factory need not.
+ *  - It must not keep listeners on the socket after it settles (remove what it added).
+ *
+ * Contract for a `ChatChannel`:
+ *  - `seal` and `open` are called strictly one at a time per direction (the plumbing awaits each
+ *    call before the next), in stream order. The two directions may run concurrently.
+ *  - `seal(plaintext)` returns the wire bytes to send for that chunk (any framing inside).
+ *  - `open(wire)` receives the socket's bytes exactly as TCP delivered them (split anywhere) and
+ *    returns the plaintext they complete (possibly empty). Bad bytes: throw `ChannelError`; the
+ *    plumbing then drops the connection (not the process).
+ *  - `finish()` is called when the peer ends the stream cleanly (TCP FIN): throw `ChannelError`
+ *    if a partial frame is left over (truncation), otherwise return.
+ *  - `close()` is called exactly once when the connection is over, whatever the reason (also after
+ *    an error): release resources and zero the keys. It must not throw.
+ *  - `status` is one line for stderr describing the channel (e.g. which device does the crypto);
+ *    never a secret.
+ *  - The plumbing never modifies or reuses a buffer after passing it in, so a channel may return
+ *    it as is (the identity channel does); a returned buffer is written out and then dropped.
+ */
+import type { Socket } from 'node:net';
+
+export type ChatRole = 'server' | 'client';
+
+export interface ChatChannel {
+  /** One line for stderr, e.g. "plain TCP (no encryption)". Never a secret. */
+  readonly status: string;
+  /** Plaintext from stdin -> wire bytes for the socket. */
+  seal(plaintext: Uint8Array): Promise<Uint8Array>;
+  /** Wire bytes from the socket (split anywhere) -> plaintext for stdout (possibly empty). */
+  open(wire: Uint8Array): Promise<Uint8Array>;
+  /** The peer ended its stream cleanly: throw ChannelError if that truncated a frame. */
+  finish(): void;
+  /** The connection is over: release resources, zero keys. Never throws. */
+  close(): void;
+}
+
+/** Sets up a channel on a freshly connected socket (may handshake). See the contract above. */
+export type ChatChannelFactory = (socket: Socket, role: ChatRole) => Promise<ChatChannel>;
+
+/**
+ * The peer sent bytes the channel cannot accept (bad frame, failed authentication, truncated
+ * stream). Ends only that connection; the message is printed as one line on stderr.
+ */
+export class ChannelError extends Error {
+  override readonly name = 'ChannelError';
+}
+
+/** The plain chat's channel: the identity. Raw bytes on the wire, so `nc` can be the other peer. */
+export const plainChannel: ChatChannelFactory = async () => ({
+  status: 'plain TCP, no encryption',
+  seal: async (plaintext) => plaintext,
+  open: async (wire) => wire,
+  finish: () => {},
+  close: () => {},
+});
