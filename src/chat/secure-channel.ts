@@ -1,0 +1,292 @@
+/**
+ * The encrypted chat's ChatChannel: Noise_NNpsk0_25519_AESGCM_SHA256 (see secure-framing.ts for the
+ * bytes on the wire), with every SHA-256 / HMAC-SHA256 / AES-GCM computed by the selected crypto device
+ * through the cryptodev session API. One device handle per connection, closed (with its sessions)
+ * when the connection ends. Never falls back to plaintext: any failure rejects or throws ChannelError.
+ */
+import type { Socket } from 'node:net';
+import type { CryptoDevice, CryptoHandle } from '../driver/api.js';
+import { ChannelError, type ChatChannel, type ChatChannelFactory, type ChatRole } from './chat-channel.js';
+import type { CipherState } from './noise/cipher-state.js';
+import { HandshakeState, PSKLEN, protocolName, type TransportKeys } from './noise/handshake-state.js';
+import { NoiseError, NoiseErrorCode, wipe } from './noise/noise-error.js';
+import {
+  FrameDecoder,
+  HELLO_LENGTH,
+  HELLO_MAGIC,
+  MAX_FRAGMENT,
+  MAX_MESSAGE,
+  PayloadType,
+  SECURE_CHAT_VERSION,
+  checkHello,
+  concatBytes,
+  encodeFrame,
+  hello,
+  printableLine,
+  prologue,
+} from './secure-framing.js';
+
+export const SECURE_PROTOCOL = protocolName('NNpsk0');
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** What both sides say when the PSKs differ or the handshake was tampered with. */
+export const AUTH_FAILED = 'authentication failed';
+
+export interface SecureChannelOptions {
+  /** Does the symmetric crypto (a handle is opened per connection). */
+  readonly device: CryptoDevice;
+  /** The 32-byte pre-shared key. Copied per connection; the caller wipes its own buffer when done. */
+  readonly psk: Uint8Array;
+  /** A peer that has not finished the handshake by then is dropped (default 10 s). */
+  readonly handshakeTimeoutMs?: number;
+}
+
+/** A ChatChannelFactory that runs the Noise handshake on each new connection. */
+export function secureChannel(options: SecureChannelOptions): ChatChannelFactory {
+  if (options.psk.length !== PSKLEN) throw new RangeError(`the chat key must be ${PSKLEN} bytes`);
+  return (socket, role) => establish(socket, role, options);
+}
+
+async function establish(socket: Socket, role: ChatRole, options: SecureChannelOptions): Promise<ChatChannel> {
+  const reader = new HandshakeReader(socket, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  let handle: CryptoHandle | undefined;
+  let hs: HandshakeState | undefined;
+  const psk = Uint8Array.from(options.psk);
+  try {
+    handle = await options.device.open();
+    hs = await HandshakeState.initialize(handle, {
+      pattern: 'NNpsk0',
+      initiator: role === 'client',
+      prologue: prologue(SECURE_CHAT_VERSION),
+      psk,
+    });
+    wipe(psk);
+    if (role === 'client') {
+      // -> psk, e   (sent together with our hello: one round trip for the whole handshake)
+      socket.write(concatBytes(hello(), encodeFrame(await hs.writeMessage(new Uint8Array(0)))));
+      await expectHello(reader, role);
+      // <- e, ee
+      await readHandshakeMessage(reader, hs, socket);
+    } else {
+      socket.write(hello());
+      await expectHello(reader, role);
+      await readHandshakeMessage(reader, hs, socket);
+      socket.write(encodeFrame(await hs.writeMessage(new Uint8Array(0))));
+    }
+    const keys = await hs.split();
+    reader.detach();
+    return new SecureChannel(handle, keys, options.device.info.description);
+  } catch (err) {
+    reader.detach();
+    wipe(psk);
+    await hs?.destroy().catch(() => {});
+    await handle?.close().catch(() => {});
+    throw toChannelError(err);
+  }
+}
+
+async function expectHello(reader: HandshakeReader, role: ChatRole): Promise<void> {
+  const peer = role === 'client' ? 'server' : 'client';
+  const bytes = await reader.readHello();
+  const check = checkHello(bytes);
+  if (check.ok) return;
+  if (check.reason === 'version') {
+    throw new ChannelError(`the ${peer} speaks secure chat protocol version ${check.version}; this vcrypto speaks version ${SECURE_CHAT_VERSION}`);
+  }
+  const text = printableLine(await reader.readLine(bytes));
+  throw new ChannelError(
+    text === undefined ? `the ${peer} does not speak the vcrypto secure chat protocol` : `the ${peer} does not speak the secure chat protocol; it said: ${text}`,
+  );
+}
+
+async function readHandshakeMessage(reader: HandshakeReader, hs: HandshakeState, socket: Socket): Promise<void> {
+  const message = await reader.readFrame();
+  if (message.length === 0) throw new ChannelError(`${AUTH_FAILED}: the peer rejected the handshake (different key?)`);
+  try {
+    await hs.readMessage(message);
+  } catch (err) {
+    if (err instanceof NoiseError && (err.code === NoiseErrorCode.DECRYPT_FAILED || err.code === NoiseErrorCode.BAD_MESSAGE || err.code === NoiseErrorCode.BAD_KEY)) {
+      socket.write(encodeFrame(new Uint8Array(0))); // ALERT, so the peer reports the same thing
+      throw new ChannelError(`${AUTH_FAILED}: the peer does not have the same key, or the handshake was tampered with`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+function toChannelError(err: unknown): ChannelError {
+  if (err instanceof ChannelError) return err;
+  if (err instanceof NoiseError) return new ChannelError(`secure channel: ${err.message}`, { cause: err });
+  const message = err instanceof Error ? err.message : String(err);
+  return new ChannelError(`secure channel setup failed: ${message}`, { cause: err });
+}
+
+/**
+ * Reads the handshake from the socket with a deadline, then gives unread bytes back (`unshift`) and
+ * leaves the socket paused, as the ChatChannelFactory contract asks.
+ */
+class HandshakeReader {
+  #buffer: Uint8Array = new Uint8Array(0);
+  #waiter: (() => void) | undefined;
+  #failure: Error | undefined;
+  readonly #timer: NodeJS.Timeout;
+  readonly #onData = (chunk: Buffer) => {
+    this.#buffer = concatBytes(this.#buffer, chunk);
+    this.#wake();
+  };
+  readonly #onEnd = () => this.#fail(new ChannelError('the peer closed the connection during the handshake'));
+  readonly #onError = (err: Error) => this.#fail(new ChannelError(`connection failed during the handshake: ${err.message}`));
+
+  constructor(private readonly socket: Socket, timeoutMs: number) {
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('close', this.#onEnd);
+    socket.on('error', this.#onError);
+    this.#timer = setTimeout(() => this.#fail(new ChannelError(`handshake timed out after ${timeoutMs} ms`)), timeoutMs);
+  }
+
+  #fail(err: Error): void {
+    this.#failure ??= err;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.();
+  }
+
+  async #need(n: number): Promise<void> {
+    while (this.#buffer.length < n) {
+      if (this.#failure) throw this.#failure;
+      await new Promise<void>((resolve) => (this.#waiter = resolve));
+    }
+  }
+
+  #take(n: number): Uint8Array {
+    const out = this.#buffer.slice(0, n);
+    this.#buffer = this.#buffer.slice(n);
+    return out;
+  }
+
+  async readHello(): Promise<Uint8Array> {
+    await this.#need(1);
+    // A peer that is not us (e.g. a plain chat server's busy notice) already differs in its first byte.
+    if (this.#buffer[0] !== HELLO_MAGIC[0]) return this.#take(1);
+    await this.#need(HELLO_LENGTH);
+    return this.#take(HELLO_LENGTH);
+  }
+
+  /**
+   * For a peer that is not us: `first` plus what follows up to a newline (at most 200 bytes), or until
+   * it closes or the deadline passes, so its one-line notice can be shown in the error.
+   */
+  async readLine(first: Uint8Array): Promise<Uint8Array> {
+    let bytes = first;
+    try {
+      while (!bytes.includes(0x0a) && bytes.length < 200) {
+        await this.#need(1);
+        bytes = concatBytes(bytes, this.#take(this.#buffer.length));
+      }
+    } catch {
+      // closed or timed out: show what arrived
+    }
+    return bytes;
+  }
+
+  async readFrame(): Promise<Uint8Array> {
+    await this.#need(2);
+    const len = (this.#buffer[0]! << 8) | this.#buffer[1]!;
+    await this.#need(2 + len);
+    this.#take(2);
+    return this.#take(len);
+  }
+
+  detach(): void {
+    clearTimeout(this.#timer);
+    this.socket.off('data', this.#onData);
+    this.socket.off('end', this.#onEnd);
+    this.socket.off('close', this.#onEnd);
+    this.socket.off('error', this.#onError);
+    this.socket.pause();
+    if (this.#buffer.length > 0 && !this.socket.destroyed) this.socket.unshift(Buffer.from(this.#buffer));
+    this.#buffer = new Uint8Array(0);
+  }
+}
+
+/** After the handshake: AEAD frames both ways, fragments reassembled, any bad frame fatal. */
+class SecureChannel implements ChatChannel {
+  readonly status: string;
+  readonly #decoder = new FrameDecoder();
+  readonly #send: CipherState;
+  readonly #receive: CipherState;
+  #fragments: Uint8Array[] = [];
+  #fragmentBytes = 0;
+  #closed = false;
+
+  constructor(private readonly handle: CryptoHandle, keys: TransportKeys, deviceDescription: string) {
+    this.#send = keys.send;
+    this.#receive = keys.receive;
+    this.status = `${SECURE_PROTOCOL} (secure chat v${SECURE_CHAT_VERSION}); crypto by ${deviceDescription}`;
+  }
+
+  async seal(plaintext: Uint8Array): Promise<Uint8Array> {
+    const frames: Uint8Array[] = [];
+    for (let at = 0; at < plaintext.length; at += MAX_FRAGMENT) {
+      const data = plaintext.subarray(at, at + MAX_FRAGMENT);
+      const last = at + MAX_FRAGMENT >= plaintext.length;
+      const payload = new Uint8Array(1 + data.length);
+      payload[0] = last ? PayloadType.DATA_FINAL : PayloadType.DATA_MORE;
+      payload.set(data, 1);
+      frames.push(encodeFrame(await this.#send.encryptWithAd(new Uint8Array(0), payload)));
+      wipe(payload);
+    }
+    return frames.length === 1 ? frames[0]! : frames.reduce(concatBytes, new Uint8Array(0));
+  }
+
+  async open(wire: Uint8Array): Promise<Uint8Array> {
+    const complete: Uint8Array[] = [];
+    for (const frame of this.#decoder.push(wire)) {
+      if (frame.length === 0) throw new ChannelError(`${AUTH_FAILED}: the peer rejected a message from us`);
+      let payload: Uint8Array;
+      try {
+        payload = await this.#receive.decryptWithAd(new Uint8Array(0), frame);
+      } catch (err) {
+        if (err instanceof NoiseError && err.code === NoiseErrorCode.DECRYPT_FAILED) {
+          throw new ChannelError(`${AUTH_FAILED}: a message was altered, replayed, reordered or dropped in transit`, { cause: err });
+        }
+        throw new ChannelError(`secure channel: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      const type = payload[0];
+      if (type !== PayloadType.DATA_FINAL && type !== PayloadType.DATA_MORE) {
+        throw new ChannelError(`secure channel: unknown message type ${String(type)}`);
+      }
+      this.#fragmentBytes += payload.length - 1;
+      if (this.#fragmentBytes > MAX_MESSAGE) throw new ChannelError(`secure channel: a chat message exceeds ${MAX_MESSAGE} bytes`);
+      this.#fragments.push(payload.subarray(1));
+      if (type === PayloadType.DATA_FINAL) {
+        complete.push(...this.#fragments);
+        this.#fragments = [];
+        this.#fragmentBytes = 0;
+      }
+    }
+    return complete.length === 1 ? complete[0]! : complete.reduce(concatBytes, new Uint8Array(0));
+  }
+
+  finish(): void {
+    if (this.#decoder.pending > 0 || this.#fragments.length > 0) {
+      throw new ChannelError('the connection ended in the middle of a message (truncated in transit)');
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#fragments = [];
+    this.#decoder.takeRest();
+    // close() must not throw: release the device sessions (their keys are zeroed device-side) in the background.
+    void (async () => {
+      await this.#send.destroy();
+      await this.#receive.destroy();
+      await this.handle.close();
+    })().catch(() => {});
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * The secure chat channel between two in-process peers over real loopback TCP: handshake, messages
+ * both ways, fragmentation and reassembly with the stream split anywhere, and every failure the issue
+ * lists (wrong key, tampered / replayed / dropped / reordered / truncated frames, a wrong version, a
+ * non-vcrypto peer, a silent peer).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { secureChannel, AUTH_FAILED } from '../../src/chat/secure-channel.js';
+import { ChannelError, type ChatChannel } from '../../src/chat/chat-channel.js';
+import { FrameDecoder, encodeFrame, hello, MAX_FRAGMENT } from '../../src/chat/secure-framing.js';
+import { createHostDevice } from '../../src/driver/host-device.js';
+import type { CryptoDevice } from '../../src/driver/api.js';
+
+/** A connected loopback socket pair. */
+async function socketPair(): Promise<[client: Socket, server: Socket, cleanup: () => Promise<void>]> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const client = connect(port, '127.0.0.1');
+  await once(client, 'connect');
+  const [serverSide] = await accepted;
+  for (const s of [client, serverSide]) s.on('error', () => {});
+  return [client, serverSide, async () => {
+    client.destroy();
+    serverSide.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  }];
+}
+
+/** Reads everything the socket delivers until `n` bytes are in (after the channel handed it back). */
+async function readBytes(socket: Socket, n: number): Promise<Uint8Array> {
+  let got = new Uint8Array(0);
+  for await (const chunk of socket as AsyncIterable<Buffer>) {
+    got = Buffer.concat([got, chunk]);
+    if (got.length >= n) break;
+  }
+  return got;
+}
+
+async function withDevice(fn: (device: CryptoDevice) => Promise<void>): Promise<void> {
+  const device = createHostDevice();
+  try {
+    await fn(device);
+  } finally {
+    await device.close();
+  }
+}
+
+async function pair(device: CryptoDevice, pskC: Uint8Array, pskS = pskC) {
+  const [c, s, cleanup] = await socketPair();
+  const results = await Promise.allSettled([
+    secureChannel({ device, psk: pskC })(c, 'client'),
+    secureChannel({ device, psk: pskS })(s, 'server'),
+  ]);
+  return { c, s, cleanup, results };
+}
+
+const enc = (t: string) => new TextEncoder().encode(t);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+test('two peers: handshake, messages both ways, status names the protocol and the device', async () => {
+  await withDevice(async (device) => {
+    const { c, s, cleanup, results } = await pair(device, randomBytes(32));
+    try {
+      const [rc, rs] = results;
+      assert.ok(rc.status === 'fulfilled' && rs.status === 'fulfilled');
+      const client = rc.value;
+      const server = rs.value;
+      assert.match(client.status, /Noise_NNpsk0_25519_AESGCM_SHA256.*host \(node:crypto/);
+      const wire = await client.seal(enc('hello server\n'));
+      assert.equal(wire.length, 2 + 1 + 13 + 16);
+      assert.ok(!Buffer.from(wire).includes(Buffer.from('hello')));
+      assert.equal(dec(await server.open(wire)), 'hello server\n');
+      assert.equal(dec(await client.open(await server.seal(enc('hi client\n')))), 'hi client\n');
+      server.finish();
+      client.close();
+      server.close();
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+test('a chat message larger than one Noise message is split, reassembled, and survives any stream split', async () => {
+  await withDevice(async (device) => {
+    const { cleanup, results } = await pair(device, randomBytes(32));
+    try {
+      const [rc, rs] = results.map((r) => (r.status === 'fulfilled' ? r.value : assert.fail('handshake'))) as [ChatChannel, ChatChannel];
+      const big = randomBytes(3 * MAX_FRAGMENT + 1234);
+      const wire = await rc.seal(big);
+      const frames = new FrameDecoder().push(wire);
+      assert.equal(frames.length, 4);
+      assert.ok(frames.every((f) => f.length <= 65535));
+      // Deliver in odd-sized pieces: nothing comes out until the final fragment authenticates.
+      const out: Uint8Array[] = [];
+      for (let at = 0; at < wire.length; at += 7919) {
+        const piece = await rs.open(wire.subarray(at, at + 7919));
+        if (at + 7919 < wire.length) assert.equal(piece.length, 0);
+        out.push(piece);
+      }
+      assert.deepEqual(Buffer.concat(out), big);
+      // Two messages in one TCP read, then one split inside its length prefix.
+      const two = Buffer.concat([await rc.seal(enc('one ')), await rc.seal(enc('two '))]);
+      assert.equal(dec(await rs.open(two)), 'one two ');
+      const three = await rc.seal(enc('three'));
+      assert.equal((await rs.open(three.subarray(0, 1))).length, 0);
+      assert.throws(() => rs.finish(), ChannelError); // a partial frame at EOF is truncation
+      assert.equal(dec(await rs.open(three.subarray(1))), 'three');
+      rs.finish();
+      rc.close();
+      rs.close();
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+test('wrong key: both sides report authentication failed', async () => {
+  await withDevice(async (device) => {
+    const { cleanup, results } = await pair(device, randomBytes(32), randomBytes(32));
+    try {
+      for (const r of results) {
+        assert.equal(r.status, 'rejected');
+        assert.ok(r.reason instanceof ChannelError);
+        assert.match((r.reason as Error).message, new RegExp(`^${AUTH_FAILED}`));
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+for (const [what, mutate] of [
+  ['a flipped bit', (frames: Uint8Array[]) => { frames[1]![5]! ^= 0x20; return frames; }],
+  ['a replayed frame', (frames: Uint8Array[]) => [frames[0]!, frames[0]!, frames[1]!]],
+  ['a dropped frame', (frames: Uint8Array[]) => [frames[0]!, frames[2]!]],
+  ['reordered frames', (frames: Uint8Array[]) => [frames[1]!, frames[0]!, frames[2]!]],
+  ['a truncated frame (one byte cut)', (frames: Uint8Array[]) => [frames[0]!, frames[1]!.subarray(0, frames[1]!.length - 1), frames[2]!]],
+] as const) {
+  test(`transport: ${what} is rejected and nothing of it is output`, async () => {
+    await withDevice(async (device) => {
+      const { cleanup, results } = await pair(device, randomBytes(32));
+      try {
+        const [rc, rs] = results.map((r) => (r.status === 'fulfilled' ? r.value : assert.fail('handshake'))) as [ChatChannel, ChatChannel];
+        const frames = [await rc.seal(enc('first message')), await rc.seal(enc('second message')), await rc.seal(enc('third message'))].map((f) => Uint8Array.from(f));
+        const delivered: string[] = [];
+        let error: unknown;
+        for (const f of mutate(frames)) {
+          try {
+            delivered.push(dec(await rs.open(f)));
+          } catch (err) {
+            error = err;
+            break;
+          }
+        }
+        assert.ok(error instanceof ChannelError, `rejected (delivered: ${JSON.stringify(delivered)})`);
+        assert.match(error.message, new RegExp(AUTH_FAILED));
+        assert.ok(delivered.every((d) => d === 'first message' || d === ''), JSON.stringify(delivered));
+        rc.close();
+        rs.close();
+      } finally {
+        await cleanup();
+      }
+    });
+  });
+}
+
+test('a peer that speaks another protocol version is refused by name', async () => {
+  await withDevice(async (device) => {
+    const [c, s, cleanup] = await socketPair();
+    try {
+      s.write(hello(2));
+      const p = secureChannel({ device, psk: randomBytes(32) })(c, 'client');
+      await assert.rejects(p, /speaks secure chat protocol version 2; this vcrypto speaks version 1/);
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+test('a non-vcrypto server (a plain busy notice) is reported with its text, not as a crash', async () => {
+  await withDevice(async (device) => {
+    const [c, s, cleanup] = await socketPair();
+    try {
+      s.end('busy: the server is chatting with another peer, try again later\n');
+      const p = secureChannel({ device, psk: randomBytes(32) })(c, 'client');
+      await assert.rejects(p, /does not speak the secure chat protocol; it said: busy: the server is chatting/);
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+test('server side: a garbage first frame gets an alert and "authentication failed"; a silent peer times out', async () => {
+  await withDevice(async (device) => {
+    const [c, s, cleanup] = await socketPair();
+    try {
+      const p = secureChannel({ device, psk: randomBytes(32) })(s, 'server');
+      c.write(Buffer.concat([hello(), encodeFrame(randomBytes(64))]));
+      await assert.rejects(p, new RegExp(`^ChannelError: ${AUTH_FAILED}`));
+      // What the server sent: its hello, then the zero-length ALERT frame.
+      const got = await readBytes(c, 6);
+      assert.deepEqual([...got.subarray(0, 6)], [...hello(), 0, 0]);
+    } finally {
+      await cleanup();
+    }
+    const [c2, s2, cleanup2] = await socketPair();
+    try {
+      const p = secureChannel({ device, psk: randomBytes(32), handshakeTimeoutMs: 150 })(s2, 'server');
+      await assert.rejects(p, /handshake timed out/);
+      assert.ok(c2);
+    } finally {
+      await cleanup2();
+    }
+  });
+});
+
+test('the peer closing mid-handshake rejects (never hangs), and the listeners are removed', async () => {
+  await withDevice(async (device) => {
+    const [c, s, cleanup] = await socketPair();
+    try {
+      const before = s.listenerCount('data');
+      const p = secureChannel({ device, psk: randomBytes(32) })(s, 'server');
+      c.end(hello().subarray(0, 3));
+      await assert.rejects(p, /closed the connection during the handshake/);
+      assert.equal(s.listenerCount('data'), before);
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+test('the key must be 32 bytes', async () => {
+  await withDevice(async (device) => {
+    assert.throws(() => secureChannel({ device, psk: new Uint8Array(16) }), RangeError);
+  });
+});
