@@ -1,0 +1,138 @@
+/**
+ * `connectDevice(port, info)`: a `CryptoDevice` proxy whose calls travel over a MessagePort to
+ * `serveDevice` (protocol.ts). Used by worker threads (test-fork-crypto): each worker opens its OWN
+ * handle on the one device the main thread owns.
+ *
+ * Every call carries a request id; when the port closes (the server went away) or the proxy is closed,
+ * every pending call is rejected with CryptoError('EIO'), and later calls fail with EBADF.
+ * Request data is cloned (the caller keeps its buffers); result buffers arrive transferred when possible.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import {
+  CryptoError,
+  type AeadRequest,
+  type AeadResult,
+  type ChainRequest,
+  type ChainResult,
+  type CryptoDevice,
+  type CryptoHandle,
+  type CryptRequest,
+  type CryptResult,
+  type DeviceInfo,
+  type Session,
+  type SessionOptions,
+} from '../../driver/api.js';
+import { CRYPTO_ERROR_CODES, type RpcRequest, type RpcResponse } from './protocol.js';
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+type Call = DistributiveOmit<RpcRequest, 'id'>;
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+}
+
+function isResponse(msg: unknown): msg is RpcResponse {
+  if (typeof msg !== 'object' || msg === null) return false;
+  const m = msg as Record<string, unknown>;
+  return typeof m.id === 'number' && typeof m.ok === 'boolean';
+}
+
+export function connectDevice(port: MessagePort, info: DeviceInfo): CryptoDevice {
+  const pending = new Map<number, Pending>();
+  let nextId = 1;
+  let closed = false;
+  const handles = new Set<ProxyHandle>();
+
+  const failAll = (why: string): void => {
+    closed = true;
+    const all = [...pending.values()];
+    pending.clear();
+    for (const p of all) p.reject(new CryptoError('EIO', why));
+  };
+
+  port.on('message', (msg: unknown) => {
+    if (!isResponse(msg)) return;
+    const p = pending.get(msg.id);
+    if (!p) return;
+    pending.delete(msg.id);
+    if (msg.ok) {
+      p.resolve(msg.value);
+    } else {
+      const code = CRYPTO_ERROR_CODES.includes(msg.error?.code) ? msg.error.code : 'EIO';
+      p.reject(new CryptoError(code, String(msg.error?.message ?? 'remote error')));
+    }
+  });
+  port.once('close', () => failAll('device connection closed'));
+
+  const call = (c: Call): Promise<unknown> => {
+    if (closed) return Promise.reject(new CryptoError('EBADF', 'device is closed'));
+    const id = nextId++;
+    return new Promise<unknown>((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      try {
+        port.postMessage({ ...c, id });
+      } catch (err) {
+        pending.delete(id);
+        reject(new CryptoError('EINVAL', `request cannot be sent: ${(err as Error).message}`, { cause: err }));
+      }
+    });
+  };
+
+  class ProxyHandle implements CryptoHandle {
+    readonly device = info;
+    private closedHandle = false;
+    constructor(private readonly id: number) {}
+
+    private live(): number {
+      if (this.closedHandle) throw new CryptoError('EBADF', 'handle is closed');
+      return this.id;
+    }
+    private sid(session: Session): bigint {
+      if (!session || typeof session.id !== 'bigint') throw new CryptoError('ENOENT', 'not a session');
+      return session.id;
+    }
+
+    async createSession(opts: SessionOptions): Promise<Session> {
+      const v = (await call({ method: 'createSession', handle: this.live(), opts })) as { id: bigint; kind: SessionOptions['kind'] };
+      return Object.freeze({ id: v.id, options: Object.freeze({ kind: v.kind }) });
+    }
+    async closeSession(session: Session): Promise<void> {
+      await call({ method: 'closeSession', handle: this.live(), session: this.sid(session) });
+    }
+    async crypt(session: Session, req: CryptRequest): Promise<CryptResult> {
+      return (await call({ method: 'crypt', handle: this.live(), session: this.sid(session), req })) as CryptResult;
+    }
+    async aead(session: Session, req: AeadRequest): Promise<AeadResult> {
+      return (await call({ method: 'aead', handle: this.live(), session: this.sid(session), req })) as AeadResult;
+    }
+    async digest(session: Session, data: Uint8Array): Promise<Uint8Array> {
+      return (await call({ method: 'digest', handle: this.live(), session: this.sid(session), data })) as Uint8Array;
+    }
+    async chain(session: Session, req: ChainRequest): Promise<ChainResult> {
+      return (await call({ method: 'chain', handle: this.live(), session: this.sid(session), req })) as ChainResult;
+    }
+    async close(): Promise<void> {
+      if (this.closedHandle) return;
+      this.closedHandle = true;
+      handles.delete(this);
+      if (!closed) await call({ method: 'closeHandle', handle: this.id }).catch(() => undefined);
+    }
+  }
+
+  return {
+    info,
+    async open(): Promise<CryptoHandle> {
+      const id = (await call({ method: 'open' })) as number;
+      const h = new ProxyHandle(id);
+      handles.add(h);
+      return h;
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      await Promise.allSettled([...handles].map((h) => h.close()));
+      failAll('device proxy closed');
+      port.close();
+    },
+  };
+}

@@ -1,0 +1,163 @@
+/**
+ * `serveDevice(device, port)`: answers the RPC of protocol.ts on one MessagePort, against a device that
+ * this thread owns. Each `open` over the port is a separate handle on the device (its own sessions);
+ * when the port closes (the peer closed it, or its worker exited) every handle opened through it is
+ * closed, which frees their sessions and zeroes their keys.
+ *
+ * The peer is not trusted to be well-formed: a malformed message gets an EINVAL response (or is dropped
+ * when it has no id), never an exception out of the message handler.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { CryptoError, type CryptoDevice, type CryptoHandle, type Session } from '../../driver/api.js';
+import { CRYPTO_ERROR_CODES, RPC_METHODS, transferables, type RpcError, type RpcRequest, type RpcResponse } from './protocol.js';
+
+interface ServedHandle {
+  handle: CryptoHandle;
+  sessions: Map<bigint, Session>;
+}
+
+export interface DeviceServer {
+  /** Stops serving: closes the port and every handle opened through it. Idempotent. */
+  close(): Promise<void>;
+  /** Resolves once the port has closed and its handles are closed. */
+  readonly closed: Promise<void>;
+}
+
+function isRequest(msg: unknown): msg is RpcRequest {
+  if (typeof msg !== 'object' || msg === null) return false;
+  const m = msg as Record<string, unknown>;
+  if (typeof m.id !== 'number' || !Number.isSafeInteger(m.id)) return false;
+  if (typeof m.method !== 'string' || !(RPC_METHODS as readonly string[]).includes(m.method)) return false;
+  if (m.method !== 'open' && (typeof m.handle !== 'number' || !Number.isSafeInteger(m.handle))) return false;
+  if (['closeSession', 'crypt', 'aead', 'digest', 'chain'].includes(m.method) && typeof m.session !== 'bigint') return false;
+  if (['crypt', 'aead', 'chain'].includes(m.method) && (typeof m.req !== 'object' || m.req === null)) return false;
+  if (m.method === 'createSession' && (typeof m.opts !== 'object' || m.opts === null)) return false;
+  if (m.method === 'digest' && !(m.data instanceof Uint8Array)) return false;
+  return true;
+}
+
+function toRpcError(err: unknown): RpcError {
+  if (err instanceof CryptoError && CRYPTO_ERROR_CODES.includes(err.code)) {
+    const prefix = `${err.code}: `;
+    return { code: err.code, message: err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message };
+  }
+  return { code: 'EIO', message: err instanceof Error ? err.message : String(err) };
+}
+
+export function serveDevice(device: CryptoDevice, port: MessagePort): DeviceServer {
+  const handles = new Map<number, ServedHandle>();
+  let nextHandle = 1;
+  let stopped = false;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
+
+  const reply = (res: RpcResponse, transfer: ArrayBuffer[] = []): void => {
+    if (stopped) return;
+    try {
+      port.postMessage(res, transfer);
+    } catch {
+      // The port closed under us: nothing to answer to.
+    }
+  };
+
+  const served = (id: number): ServedHandle => {
+    const h = handles.get(id);
+    if (!h) throw new CryptoError('EBADF', `no open handle ${id}`);
+    return h;
+  };
+  const sessionOf = (h: ServedHandle, id: bigint): Session => {
+    const s = h.sessions.get(id);
+    if (!s) throw new CryptoError('ENOENT', `no session ${id} on this handle`);
+    return s;
+  };
+
+  async function dispatch(req: RpcRequest): Promise<{ value: unknown; transfer?: ArrayBuffer[] }> {
+    switch (req.method) {
+      case 'open': {
+        const handle = await device.open();
+        if (stopped) {
+          await handle.close();
+          throw new CryptoError('EBADF', 'server stopped');
+        }
+        const id = nextHandle++;
+        handles.set(id, { handle, sessions: new Map() });
+        return { value: id };
+      }
+      case 'closeHandle': {
+        const h = handles.get(req.handle);
+        if (!h) return { value: undefined }; // idempotent
+        handles.delete(req.handle);
+        await h.handle.close();
+        return { value: undefined };
+      }
+      case 'createSession': {
+        const h = served(req.handle);
+        try {
+          const s = await h.handle.createSession(req.opts);
+          h.sessions.set(s.id, s);
+          return { value: { id: s.id, kind: s.options.kind } };
+        } finally {
+          // The cloned keys are ours: the device keeps its own copy.
+          const o = req.opts as { key?: unknown; macKey?: unknown };
+          if (o.key instanceof Uint8Array) o.key.fill(0);
+          if (o.macKey instanceof Uint8Array) o.macKey.fill(0);
+        }
+      }
+      case 'closeSession': {
+        const h = served(req.handle);
+        const s = sessionOf(h, req.session);
+        await h.handle.closeSession(s);
+        h.sessions.delete(req.session);
+        return { value: undefined };
+      }
+      case 'crypt': {
+        const h = served(req.handle);
+        const r = await h.handle.crypt(sessionOf(h, req.session), req.req);
+        return { value: r, transfer: transferables([r.dst, r.iv]) };
+      }
+      case 'aead': {
+        const h = served(req.handle);
+        const r = await h.handle.aead(sessionOf(h, req.session), req.req);
+        return { value: r, transfer: transferables([r.dst, r.tag]) };
+      }
+      case 'digest': {
+        const h = served(req.handle);
+        const r = await h.handle.digest(sessionOf(h, req.session), req.data);
+        return { value: r, transfer: transferables([r]) };
+      }
+      case 'chain': {
+        const h = served(req.handle);
+        const r = await h.handle.chain(sessionOf(h, req.session), req.req);
+        return { value: r, transfer: transferables([r.dst, r.mac]) };
+      }
+    }
+  }
+
+  const onMessage = (msg: unknown): void => {
+    if (!isRequest(msg)) {
+      const id = (msg as { id?: unknown } | null)?.id;
+      if (typeof id === 'number') reply({ id, ok: false, error: { code: 'EINVAL', message: 'malformed request' } });
+      return;
+    }
+    dispatch(msg).then(
+      ({ value, transfer }) => reply({ id: msg.id, ok: true, value }, transfer),
+      (err: unknown) => reply({ id: msg.id, ok: false, error: toRpcError(err) }),
+    );
+  };
+
+  const shutdown = async (): Promise<void> => {
+    if (stopped) return closed;
+    stopped = true;
+    port.off('message', onMessage);
+    port.close();
+    const all = [...handles.values()];
+    handles.clear();
+    await Promise.allSettled(all.map((h) => h.handle.close()));
+    resolveClosed();
+    return closed;
+  };
+
+  port.on('message', onMessage);
+  port.once('close', () => void shutdown());
+  return { close: shutdown, closed };
+}

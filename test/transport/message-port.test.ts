@@ -1,0 +1,166 @@
+/**
+ * The MessagePort device proxy: results equal the device's own (NIST SP 800-38A, RFC 4231 through the
+ * proxy), errors keep their codes, handles stay separate, every pending call is rejected when either
+ * side closes, and the server closes the handles of a port that went away.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MessageChannel } from 'node:worker_threads';
+import { once } from 'node:events';
+import { createHostDevice, HOST_DEVICE_INFO } from '../../src/driver/host-device.js';
+import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
+import { serveDevice } from '../../src/transport/message-port/serve-device.js';
+import { connectDevice } from '../../src/transport/message-port/connect-device.js';
+
+const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const isCode = (code: CryptoError['code']) => (err: unknown) => err instanceof CryptoError && err.code === code;
+
+function pair(device: CryptoDevice = createHostDevice()) {
+  const { port1, port2 } = new MessageChannel();
+  const server = serveDevice(device, port1);
+  const proxy = connectDevice(port2, device.info);
+  return { device, server, proxy };
+}
+
+test('NIST SP 800-38A F.2.1 CBC-AES128 and RFC 4231 case 2 through the proxy', async () => {
+  const { device, proxy, server } = pair();
+  const h = await proxy.open();
+  const s = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: hex('2b7e151628aed2a6abf7158809cf4f3c') });
+  const r = await h.crypt(s, {
+    op: 'encrypt',
+    src: hex('6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51'),
+    iv: hex('000102030405060708090a0b0c0d0e0f'),
+    writeIv: true,
+  });
+  assert.equal(toHex(r.dst), '7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2');
+  assert.equal(toHex(r.iv!), '5086cb9b507219ee95db113a917678b2');
+  const m = await h.createSession({ kind: 'mac', hash: 'sha256', key: Buffer.from('Jefe') });
+  assert.equal(toHex(await h.digest(m, Buffer.from('what do ya want for nothing?'))), '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+  // A 1 MiB result (transferred, not pooled) arrives intact: compare with the device used directly.
+  const big = new Uint8Array(1 << 20).map((_, i) => (i * 7) & 0xff);
+  const direct = await device.open();
+  const ds = await direct.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: hex('2b7e151628aed2a6abf7158809cf4f3c') });
+  const iv = new Uint8Array(16);
+  assert.equal(toHex((await h.crypt(s, { op: 'encrypt', src: big, iv })).dst), toHex((await direct.crypt(ds, { op: 'encrypt', src: big, iv })).dst));
+  assert.equal(big[1], 7, 'request buffers are cloned, not detached');
+  await proxy.close();
+  await server.closed;
+  await device.close();
+});
+
+test('errors keep their codes; handles are separate; closed handle → EBADF', async () => {
+  const { device, proxy, server } = pair();
+  const a = await proxy.open();
+  const b = await proxy.open();
+  await assert.rejects(a.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(7) }), isCode('EINVAL'));
+  const g = await a.createSession({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(16) });
+  const enc = await a.aead(g, { op: 'encrypt', src: Buffer.from('hello'), iv: new Uint8Array(12) });
+  const tag = enc.tag!.slice();
+  tag[0]! ^= 1;
+  await assert.rejects(a.aead(g, { op: 'decrypt', src: enc.dst, iv: new Uint8Array(12), tag }), isCode('EBADMSG'));
+  assert.equal(Buffer.from((await a.aead(g, { op: 'decrypt', src: enc.dst, iv: new Uint8Array(12), tag: enc.tag! })).dst).toString(), 'hello');
+  await assert.rejects(b.digest(g, new Uint8Array(1)), isCode('ENOENT'));
+  await a.closeSession(g);
+  await assert.rejects(a.aead(g, { op: 'encrypt', src: new Uint8Array(1), iv: new Uint8Array(12) }), isCode('ENOENT'));
+  await a.close();
+  await assert.rejects(a.createSession({ kind: 'hash', hash: 'sha1' }), isCode('EBADF'));
+  const s = await b.createSession({ kind: 'hash', hash: 'sha1' });
+  assert.equal(toHex(await b.digest(s, Buffer.from('abc'))), 'a9993e364706816aba3e25717850c26c9cd0d89d');
+  await proxy.close();
+  await assert.rejects(proxy.open(), isCode('EBADF'));
+  await server.closed;
+  await device.close();
+});
+
+/** A device whose crypt() never completes until released, and that records handle closes. */
+function stallingDevice() {
+  const host = createHostDevice();
+  const stats = { opened: 0, closed: 0, stalled: 0 };
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const device: CryptoDevice = {
+    info: HOST_DEVICE_INFO,
+    async open(): Promise<CryptoHandle> {
+      const h = await host.open();
+      stats.opened++;
+      return {
+        device: h.device,
+        createSession: (o) => h.createSession(o),
+        closeSession: (s) => h.closeSession(s),
+        crypt: async (s, r) => {
+          stats.stalled++;
+          await gate;
+          return h.crypt(s, r);
+        },
+        aead: (s, r) => h.aead(s, r),
+        digest: (s, d) => h.digest(s, d),
+        chain: (s, r) => h.chain(s, r),
+        close: async () => {
+          stats.closed++;
+          await h.close();
+        },
+      };
+    },
+    close: () => host.close(),
+  };
+  return { device, stats, release };
+}
+
+test('pending calls are rejected with EIO when the server side closes; the server closes its handles', async () => {
+  const { device, stats, release } = stallingDevice();
+  const { proxy, server } = pair(device);
+  const h = await proxy.open();
+  const s = await h.createSession({ kind: 'cipher', cipher: 'aes-ecb', key: new Uint8Array(16) });
+  const p1 = h.crypt(s, { op: 'encrypt', src: new Uint8Array(16) });
+  const p2 = h.crypt(s, { op: 'encrypt', src: new Uint8Array(32) });
+  while (stats.stalled < 2) await new Promise((r) => setImmediate(r));
+  await server.close();
+  await assert.rejects(p1, isCode('EIO'));
+  await assert.rejects(p2, isCode('EIO'));
+  assert.equal(stats.closed, 1, 'the handle opened through the port was closed');
+  await assert.rejects(h.createSession({ kind: 'hash', hash: 'sha1' }), isCode('EBADF'));
+  release();
+  await proxy.close();
+  await device.close();
+});
+
+test('pending calls are rejected with EIO when the proxy closes; the server sees the port go away', async () => {
+  const { device, stats, release } = stallingDevice();
+  const { proxy, server } = pair(device);
+  const h = await proxy.open();
+  await proxy.open();
+  const s = await h.createSession({ kind: 'cipher', cipher: 'aes-ecb', key: new Uint8Array(16) });
+  const p = h.crypt(s, { op: 'encrypt', src: new Uint8Array(16) });
+  while (stats.stalled < 1) await new Promise((r) => setImmediate(r));
+  const closing = proxy.close();
+  await assert.rejects(p, isCode('EIO'));
+  await closing;
+  await server.closed;
+  assert.equal(stats.opened, 2);
+  assert.equal(stats.closed, 2);
+  release();
+  await device.close();
+});
+
+test('malformed requests get EINVAL responses, the server keeps serving', async () => {
+  const device = createHostDevice();
+  const { port1, port2 } = new MessageChannel();
+  const server = serveDevice(device, port1);
+  const responses: unknown[] = [];
+  port2.on('message', (m) => responses.push(m));
+  for (const bad of [{ id: 1, method: 'bogus' }, { id: 2, method: 'crypt', handle: 1 }, { id: 3, method: 'digest', handle: 'x', session: 1n }, 'junk', null]) {
+    port2.postMessage(bad);
+  }
+  port2.postMessage({ id: 4, method: 'open' });
+  while (responses.length < 4) await once(port2, 'message');
+  assert.deepEqual(responses.slice(0, 3).map((r) => (r as { error: { code: string } }).error.code), ['EINVAL', 'EINVAL', 'EINVAL']);
+  assert.deepEqual(responses[3], { id: 4, ok: true, value: 1 });
+  port2.postMessage({ id: 5, method: 'crypt', handle: 1, session: 99n, req: {} });
+  const [res] = (await once(port2, 'message')) as [{ id: number; error: { code: string } }];
+  assert.equal(res.id, 5);
+  assert.equal(res.error.code, 'ENOENT');
+  port2.close();
+  await server.closed;
+  await device.close();
+});
