@@ -66,7 +66,7 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 test('two peers: handshake, messages both ways, status names the protocol and the device', async () => {
   await withDevice(async (device) => {
-    const { c, s, cleanup, results } = await pair(device, randomBytes(32));
+    const { cleanup, results } = await pair(device, randomBytes(32));
     try {
       const [rc, rs] = results;
       assert.ok(rc.status === 'fulfilled' && rs.status === 'fulfilled');
