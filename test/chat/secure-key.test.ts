@@ -49,7 +49,7 @@ test('readKeyFile: reads, warns about loose permissions, reports a missing file 
     chmodSync(file, 0o600);
     const warnings: string[] = [];
     assert.equal(Buffer.from(await readKeyFile(file, (l) => warnings.push(l))).toString('hex'), HEX);
-    assert.deepEqual(warnings, []);
+    assert.equal(warnings.length, 0);
     chmodSync(file, 0o644);
     await readKeyFile(file, (l) => warnings.push(l));
     assert.match(warnings[0] ?? '', /accessible by other users/);
@@ -71,7 +71,7 @@ test('passphrase: scrypt N=2^15 r=8 p=1 with the documented salt, as openssl com
   assert.equal(expected.length, 64);
   const warnings: string[] = [];
   assert.equal(Buffer.from(await keyFromPassphrase(pass, (l) => warnings.push(l))).toString('hex'), expected);
-  assert.deepEqual(warnings, []);
+  assert.equal(warnings.length, 0);
   assert.equal(Buffer.from(await keyFromPassphraseEnv('CHAT_PASS', { CHAT_PASS: pass })).toString('hex'), expected);
 });
 
