@@ -1,0 +1,90 @@
+/**
+ * The libc functions this project calls through koffi, bound once per thread (koffi is safe to load
+ * in worker threads; each thread gets its own bindings). This is the ONLY module that imports
+ * koffi besides its siblings in src/sys/ (ARCHITECTURE.md §2, enforced by eslint).
+ *
+ * Conventions of every wrapper in src/sys/:
+ *  - a failing call throws `SysError` (errno + the call's name); EAGAIN is returned as a value where a
+ *    caller must handle it (non-blocking sockets and eventfds);
+ *  - each function says who owns the file descriptor or mapping it returns or takes.
+ */
+import koffi from 'koffi';
+
+const lib = koffi.load('libc.so.6');
+
+export const native = {
+  close: lib.func('int close(int fd)'),
+  read: lib.func('long read(int fd, void *buf, unsigned long count)'),
+  write: lib.func('long write(int fd, const void *buf, unsigned long count)'),
+  poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
+  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+  memfdCreate: lib.func('int memfd_create(const char *name, unsigned int flags)'),
+  ftruncate: lib.func('int ftruncate(int fd, int64_t length)'),
+  mmap: lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+  munmap: lib.func('int munmap(void *addr, size_t length)'),
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
+  bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
+  listen: lib.func('int listen(int fd, int backlog)'),
+  accept4: lib.func('int accept4(int fd, void *addr, void *addrlen, int flags)'),
+  connect: lib.func('int connect(int fd, const void *addr, uint32_t addrlen)'),
+  sendmsg: lib.func('long sendmsg(int fd, const void *msg, int flags)'),
+  recvmsg: lib.func('long recvmsg(int fd, void *msg, int flags)'),
+  shutdown: lib.func('int shutdown(int fd, int how)'),
+};
+
+/** Native memory (koffi.alloc / mmap results) as an opaque handle. */
+export type NativePointer = unknown;
+
+export const errnoValues = {
+  EINTR: 4,
+  EBADF: 9,
+  EAGAIN: 11,
+  EINVAL: 22,
+  EPIPE: 32,
+  ECONNRESET: 104,
+  ECONNREFUSED: 111,
+} as const;
+
+/** A failed system call (tier 3: a host failure, or the peer vanished). */
+export class SysError extends Error {
+  override readonly name = 'SysError';
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(`${call} failed: errno ${errno}${errnoName(errno)}`);
+  }
+}
+
+function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(errnoValues)) if (value === errno) return ` (${name})`;
+  return '';
+}
+
+export function lastErrno(): number {
+  return koffi.errno();
+}
+
+/** Throws SysError when a call returned a negative value. */
+export function check(call: string, result: number): number {
+  if (result < 0) throw new SysError(call, koffi.errno());
+  return result;
+}
+
+export function addressOf(pointer: NativePointer): bigint {
+  return koffi.address(pointer);
+}
+
+/** An ArrayBuffer over native memory. Valid only until that memory is freed/unmapped. */
+export function viewOf(pointer: NativePointer, length: number): ArrayBuffer {
+  return koffi.view(pointer, length);
+}
+
+export function allocNative(length: number): NativePointer {
+  return koffi.alloc('uint8_t', length);
+}
+
+export function freeNative(pointer: NativePointer): void {
+  koffi.free(pointer);
+}

@@ -1,0 +1,67 @@
+/**
+ * Shared memory: memfd_create + mmap(MAP_SHARED), and mapping fds received from a peer.
+ *
+ * Ownership: a `Mapping` owns its address range until `unmap()`; after that every view obtained from
+ * it is invalid and must not be touched (the caller drops them first). `createMemfd` returns an fd
+ * owned by the caller. `mapShared` borrows the fd (the mapping stays valid after the fd is closed).
+ */
+import { native, check, addressOf, viewOf, SysError, lastErrno, type NativePointer } from './libc.js';
+
+const MFD_CLOEXEC = 0x0001;
+const PROT_READ = 0x1;
+const PROT_WRITE = 0x2;
+const MAP_SHARED = 0x01;
+const MAP_FAILED = 0xffffffffffffffffn;
+/** ArrayBuffers (and so koffi views) are limited in size; 2 GiB is far above any region we serve. */
+export const MAX_MAPPING_BYTES = 2 ** 31;
+
+export class Mapping {
+  private pointer: NativePointer | undefined;
+  /** The mapping's start in this process's address space. */
+  readonly address: bigint;
+  readonly length: number;
+  /** An ArrayBuffer over the whole mapping (valid until unmap()). */
+  readonly buffer: ArrayBuffer;
+
+  constructor(pointer: NativePointer, length: number) {
+    this.pointer = pointer;
+    this.address = addressOf(pointer);
+    this.length = length;
+    this.buffer = viewOf(pointer, length);
+  }
+
+  get mapped(): boolean {
+    return this.pointer !== undefined;
+  }
+
+  /** Releases the address range. Idempotent. */
+  unmap(): void {
+    if (this.pointer === undefined) return;
+    native.munmap(this.pointer, this.length);
+    this.pointer = undefined;
+  }
+}
+
+/** A new anonymous shared-memory file of `size` bytes. The caller owns the fd. */
+export function createMemfd(name: string, size: number): number {
+  const fd = check('memfd_create', native.memfdCreate(name, MFD_CLOEXEC) as number);
+  if ((native.ftruncate(fd, size) as number) < 0) {
+    const errno = lastErrno();
+    native.close(fd);
+    throw new SysError('ftruncate', errno);
+  }
+  return fd;
+}
+
+/**
+ * mmap(NULL, length, RW, MAP_SHARED, fd, 0). Borrows `fd`. `length` must be a positive safe
+ * integer ≤ MAX_MAPPING_BYTES (callers validate peer-supplied sizes before calling).
+ */
+export function mapShared(fd: number, length: number): Mapping {
+  if (!Number.isSafeInteger(length) || length <= 0 || length > MAX_MAPPING_BYTES) {
+    throw new RangeError(`mapping length ${length} out of range`);
+  }
+  const pointer = native.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (pointer === null || addressOf(pointer) === MAP_FAILED) throw new SysError('mmap', lastErrno());
+  return new Mapping(pointer, length);
+}
