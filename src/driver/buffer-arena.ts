@@ -1,0 +1,76 @@
+/**
+ * The driver's allocator for request buffers in guest memory: power-of-two size classes carved from a
+ * bump pointer, one free list per class. Allocation and free are O(1); every block is 16-byte aligned
+ * (blocks are at least MIN_BLOCK bytes and the arena base is aligned).
+ *
+ * Fragmentation across classes is bounded by resetting the bump pointer whenever no block is live.
+ * Callers queue work when `alloc` returns -1 and retry after a `free` (backpressure, not failure):
+ * since a completed request always frees its block and the arena resets when idle, any request that
+ * fits `maxBlock` is eventually served.
+ */
+
+/** Smallest block: a request header (72 bytes) plus a little data. */
+const MIN_BLOCK_LOG2 = 8;
+
+export class BufferArena {
+  /** Offset of the arena in the memory region (bytes). */
+  readonly base: number;
+  readonly size: number;
+  readonly #free: number[][] = [];
+  #bump = 0;
+  #live = 0;
+
+  constructor(base: number, size: number) {
+    if (base % 16 !== 0) throw new RangeError('arena base must be 16-byte aligned');
+    if (size < 1 << MIN_BLOCK_LOG2) throw new RangeError('arena too small');
+    this.base = base;
+    this.size = size;
+  }
+
+  /** Largest allocation that can ever succeed. */
+  get maxBlock(): number {
+    let c = 1 << MIN_BLOCK_LOG2;
+    while (c * 2 <= this.size) c *= 2;
+    return c;
+  }
+
+  get liveBlocks(): number {
+    return this.#live;
+  }
+
+  /** Size class (log2 of the block size) for `len` bytes. */
+  static classOf(len: number): number {
+    let c = MIN_BLOCK_LOG2;
+    while (1 << c < len) c++;
+    return c;
+  }
+
+  /** Allocates at least `len` bytes; returns the offset (relative to the memory region) or -1 if full now. */
+  alloc(len: number): number {
+    if (len > this.maxBlock) return -1;
+    const cls = BufferArena.classOf(len);
+    const list = this.#free[cls];
+    if (list !== undefined && list.length > 0) {
+      this.#live++;
+      return list.pop()!;
+    }
+    const block = 1 << cls;
+    if (this.#bump + block > this.size) return -1;
+    // Keep power-of-two blocks aligned to 16 at least: the bump pointer only ever moves by blocks >= 256.
+    const off = this.base + this.#bump;
+    this.#bump += block;
+    this.#live++;
+    return off;
+  }
+
+  /** Frees a block returned by `alloc(len)` (same `len`). */
+  free(offset: number, len: number): void {
+    const cls = BufferArena.classOf(len);
+    (this.#free[cls] ??= []).push(offset);
+    if (--this.#live === 0) {
+      // Nothing live: start over, so blocks carved for one size can serve any other.
+      this.#bump = 0;
+      this.#free.length = 0;
+    }
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * BufferArena: power-of-two blocks, 16-byte aligned, never overlapping while live; full -> -1
+ * (the driver queues the request); resets when idle so any size can be served again.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BufferArena } from '../../src/driver/buffer-arena.js';
+
+describe('BufferArena', () => {
+  it('hands out aligned, non-overlapping blocks inside the arena', () => {
+    const a = new BufferArena(4096, 64 * 1024);
+    const live: { off: number; len: number }[] = [];
+    for (const len of [1, 72, 300, 4096, 100, 5000, 256, 257]) {
+      const off = a.alloc(len);
+      assert.ok(off >= 4096 && off + len <= 4096 + 64 * 1024, `block for ${len} inside the arena`);
+      assert.equal(off % 16, 0);
+      for (const b of live) assert.ok(off + len <= b.off || b.off + b.len <= off, 'no overlap');
+      live.push({ off, len });
+    }
+    assert.equal(a.liveBlocks, live.length);
+  });
+
+  it('returns -1 when full, reuses freed blocks of the same class, and resets when idle', () => {
+    const a = new BufferArena(0, 4096);
+    assert.equal(a.maxBlock, 4096);
+    assert.equal(a.alloc(4097), -1, 'larger than the arena');
+    const x = a.alloc(2048);
+    const y = a.alloc(2000);
+    assert.notEqual(x, -1);
+    assert.notEqual(y, -1);
+    assert.equal(a.alloc(16), -1, 'full');
+    a.free(x, 2048);
+    assert.equal(a.alloc(1500), x, 'same class comes back from the free list');
+    assert.equal(a.alloc(100), -1, 'a smaller class cannot use it while it is live');
+    a.free(x, 1500);
+    a.free(y, 2000);
+    assert.equal(a.liveBlocks, 0);
+    // Idle: everything is carvable again, in any class.
+    const blocks = Array.from({ length: 16 }, () => a.alloc(256));
+    assert.ok(blocks.every((b) => b >= 0));
+    assert.equal(new Set(blocks).size, 16);
+  });
+});
