@@ -34,7 +34,11 @@ export type VirtqueueErrorKind =
   | 'readable-after-writable' // a device-readable descriptor after a writable one
   | 'address-out-of-bounds' // [addr, addr+len) not inside guest memory (or overflows u64)
   | 'chain-too-large' // total length over the cap (also catches u32 sums that would wrap)
-  | 'ring-out-of-bounds'; // the rings themselves are not inside guest memory
+  | 'ring-out-of-bounds' // the rings themselves are not inside guest memory (or misaligned)
+  // Driver side (DriverQueue.getUsed): the device broke the protocol; the queue is broken.
+  | 'used-id-invalid' // used element id is not the head of an outstanding chain
+  | 'used-len-invalid' // used element len exceeds the chain's device-writable bytes (§2.7.8.1)
+  | 'used-index-jump'; // used.idx moved past more entries than are in flight
 
 export class VirtqueueError extends Error {
   override readonly name = 'VirtqueueError';
