@@ -3,6 +3,18 @@
  * Add a command: create `commands/<name>.ts` exporting a `Command`, then add ONE line here.
  */
 import type { Command } from '../command.js';
+import { testCryptoCommand } from './test-crypto.js';
+import { testForkCryptoCommand } from './test-fork-crypto.js';
+import { encCommand } from './enc.js';
+import { decCommand } from './dec.js';
+import { dgstCommand } from './dgst.js';
+import { benchCommand } from './bench.js';
 
 export const commands: readonly Command[] = [
+  testCryptoCommand,
+  testForkCryptoCommand,
+  encCommand,
+  decCommand,
+  dgstCommand,
+  benchCommand,
 ];

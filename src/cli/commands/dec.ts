@@ -1,0 +1,4 @@
+/** `vcrypto dec`: the decrypting twin of `vcrypto enc` (enc.ts). */
+import { cipherCommand } from './enc.js';
+
+export const decCommand = cipherCommand('decrypt');

@@ -1,0 +1,268 @@
+/**
+ * The crypto commands, run built (`npm run build` first), against `openssl` as the oracle:
+ * enc/dec byte-identical to `openssl enc` for the 9 ciphers and edge sizes, dec of openssl's output,
+ * streamed multi-MiB inputs, padding and key errors; dgst equal to `openssl dgst` (5 digests, plain and
+ * HMAC, FILE and stdin); test-crypto / test-fork-crypto output; bench --json shape.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const CLI_MAIN = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+const TIMEOUT_MS = 60_000;
+/** The devices every CLI test runs on. Add 'virtio' here once its case lands in transport/open-device.ts. */
+const DEVICES = ['host'] as const;
+
+const tmp = mkdtempSync(join(tmpdir(), 'vcrypto-crypto-cli-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+interface Run {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs a program to completion with `input` on stdin; kills it and fails after TIMEOUT_MS. */
+function run(command: string, args: readonly string[], input: Uint8Array | string = ''): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${command} ${args.join(' ')} timed out; stderr: ${Buffer.concat(err).toString()}`));
+    }, TIMEOUT_MS);
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() });
+    });
+    child.stdin.on('error', () => undefined); // the program may exit before reading all input
+    child.stdin.end(input);
+  });
+}
+
+const vcrypto = (args: readonly string[], input?: Uint8Array | string): Promise<Run> => run(process.execPath, [CLI_MAIN, ...args], input);
+
+async function openssl(args: readonly string[], input?: Uint8Array | string): Promise<Buffer> {
+  const r = await run('openssl', args, input);
+  assert.equal(r.code, 0, `openssl ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Runs `fn` over `items` with at most `limit` at a time (the machine is shared). */
+async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: limit }, worker));
+}
+
+const CIPHERS = ['128', '192', '256'].flatMap((bits) => ['cbc', 'ctr', 'ecb'].map((mode) => `aes-${bits}-${mode}`));
+const keyFor = (cipher: string): string => randomBytes(Number(cipher.split('-')[1]) / 8).toString('hex');
+const ivArgs = (cipher: string, iv: string, tool: 'openssl' | 'vcrypto'): string[] =>
+  cipher.endsWith('-ecb') ? [] : [tool === 'openssl' ? '-iv' : '--iv', iv];
+
+for (const device of DEVICES) {
+  test(`[${device}] enc and dec are byte-identical to openssl enc: 9 ciphers x sizes 0,1,15,16,17,100000`, async () => {
+    const cases = CIPHERS.flatMap((cipher) => [0, 1, 15, 16, 17, 100000].map((size) => ({ cipher, size })));
+    await pool(cases, 3, async ({ cipher, size }) => {
+      const key = keyFor(cipher);
+      const iv = randomBytes(16).toString('hex');
+      const plain = randomBytes(size);
+      const what = `${cipher} size ${size}`;
+      const expected = await openssl(['enc', `-${cipher}`, '-K', key, ...ivArgs(cipher, iv, 'openssl')], plain);
+      const enc = await vcrypto(['enc', '--device', device, '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], plain);
+      assert.equal(enc.code, 0, `${what}: ${enc.stderr}`);
+      assert.equal(enc.stdout.toString('hex'), expected.toString('hex'), what);
+      const dec = await vcrypto(['dec', '--device', device, '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], expected);
+      assert.equal(dec.code, 0, `${what}: ${dec.stderr}`);
+      assert.ok(dec.stdout.equals(plain), `${what}: dec of openssl's ciphertext`);
+    });
+  });
+
+  test(`[${device}] --nopad matches openssl -nopad for whole blocks, and rejects a partial block`, async () => {
+    await pool(['aes-128-cbc', 'aes-192-ecb', 'aes-256-cbc'], 3, async (cipher) => {
+      const key = keyFor(cipher);
+      const iv = randomBytes(16).toString('hex');
+      const plain = randomBytes(4096 + 48);
+      const expected = await openssl(['enc', `-${cipher}`, '-nopad', '-K', key, ...ivArgs(cipher, iv, 'openssl')], plain);
+      assert.equal(expected.length, plain.length);
+      const enc = await vcrypto(['enc', '--device', device, '--nopad', '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], plain);
+      assert.equal(enc.code, 0, enc.stderr);
+      assert.ok(enc.stdout.equals(expected), cipher);
+      const dec = await vcrypto(['dec', '--device', device, '--nopad', '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], expected);
+      assert.ok(dec.stdout.equals(plain), cipher);
+      const partial = await vcrypto(['enc', '--device', device, '--nopad', '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], randomBytes(17));
+      assert.equal(partial.code, 1);
+      assert.match(partial.stderr, /multiple of the 16-byte block size/);
+    });
+  });
+
+  test(`[${device}] a few MiB streamed through enc and dec equal openssl (CBC chaining and CTR counters across requests)`, async () => {
+    const input = join(tmp, `big-${device}`);
+    const plain = randomBytes(3 * 1024 * 1024 + 5);
+    writeFileSync(input, plain);
+    await pool(['aes-256-cbc', 'aes-128-ctr', 'aes-192-ecb'], 2, async (cipher) => {
+      const key = keyFor(cipher);
+      // CTR: start near a 2^32 boundary so the counter carries out of its low word mid-stream.
+      const iv = cipher.endsWith('-ctr') ? '00112233445566778899aabbfffffff0' : randomBytes(16).toString('hex');
+      const expected = await openssl(['enc', `-${cipher}`, '-K', key, ...ivArgs(cipher, iv, 'openssl'), '-in', input]);
+      const enc = await vcrypto(['enc', '--device', device, '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], plain);
+      assert.equal(enc.code, 0, enc.stderr);
+      assert.ok(enc.stdout.equals(expected), `${cipher}: ${enc.stdout.length} vs ${expected.length} bytes`);
+      const dec = await vcrypto(['dec', '--device', device, '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], expected);
+      assert.equal(dec.code, 0, dec.stderr);
+      assert.ok(dec.stdout.equals(plain), cipher);
+    });
+  });
+
+  test(`[${device}] dec: bad padding, truncated input, empty input → "bad decrypt", exit 1 (as openssl)`, async () => {
+    const key = keyFor('aes-128-cbc');
+    const iv = randomBytes(16).toString('hex');
+    const args = ['dec', '--device', device, '--cipher', 'aes-128-cbc', '--key', key, '--iv', iv];
+    // Plaintexts whose last block is not PKCS#7: ends in 0x00, ends in 0x11 (> 16), ends in 03 02 03.
+    const badLastBlocks = [Buffer.alloc(16), Buffer.alloc(16, 0x11), Buffer.concat([Buffer.alloc(13), Buffer.from([3, 2, 3])])];
+    for (const last of badLastBlocks) {
+      const ct = await openssl(['enc', '-aes-128-cbc', '-nopad', '-K', key, '-iv', iv], Buffer.concat([randomBytes(32), last]));
+      const ref = await run('openssl', ['enc', '-d', '-aes-128-cbc', '-K', key, '-iv', iv], ct);
+      assert.equal(ref.code, 1, 'openssl rejects it too');
+      const r = await vcrypto(args, ct);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /bad decrypt/);
+    }
+    const good = await openssl(['enc', '-aes-128-cbc', '-K', key, '-iv', iv], 'hello');
+    for (const input of [good.subarray(0, 15), good.subarray(0, 0)]) {
+      const r = await vcrypto(args, input);
+      assert.equal(r.code, 1, `input of ${input.length} bytes`);
+      assert.match(r.stderr, /bad decrypt/);
+    }
+  });
+
+  test(`[${device}] enc/dec argument errors: wrong key length, bad hex, missing IV → exit 1; bad cipher → exit 2`, async () => {
+    const iv = '00'.repeat(16);
+    const cases: [string[], number, RegExp][] = [
+      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(15), '--iv', iv], 1, /expected 32 hex digits/],
+      [['--cipher', 'aes-256-ctr', '--key', '00'.repeat(16), '--iv', iv], 1, /expected 64 hex digits/],
+      [['--cipher', 'aes-128-cbc', '--key', 'zz'.repeat(16), '--iv', iv], 1, /not a hex string/],
+      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(16), '--iv', '0g'.repeat(16)], 1, /invalid iv/],
+      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(16), '--iv', '00'.repeat(8)], 1, /expected 32 hex digits/],
+      [['--cipher', 'aes-128-ctr', '--key', '00'.repeat(16)], 1, /needs an IV/],
+      [['--cipher', 'des-cbc', '--key', '00'.repeat(8), '--iv', iv], 2, /unknown cipher/],
+      [['--cipher', 'aes-128-cbc', '--iv', iv], 2, /--key is required/],
+    ];
+    for (const [args, code, message] of cases) {
+      for (const cmd of ['enc', 'dec']) {
+        const r = await vcrypto([cmd, '--device', device, ...args], 'x'.repeat(32));
+        assert.equal(r.code, code, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, message);
+        assert.equal(r.stdout.length, 0);
+      }
+    }
+  });
+
+  test(`[${device}] dgst equals openssl dgst: 5 digests, plain and --hmac, FILE and stdin`, async () => {
+    const file = join(tmp, `dgst-${device}.bin`);
+    const fileData = randomBytes(70_001);
+    writeFileSync(file, fileData);
+    const stdinData = randomBytes(1000);
+    const cases = ['sha1', 'sha224', 'sha256', 'sha384', 'sha512'].flatMap((digest) => [
+      { digest, hmac: undefined as string | undefined },
+      { digest, hmac: 'Jefe the key' },
+    ]);
+    await pool(cases, 3, async ({ digest, hmac }) => {
+      const hmacOpenssl = hmac === undefined ? [] : ['-hmac', hmac];
+      const refFile = (await openssl(['dgst', `-${digest}`, ...hmacOpenssl, '-r', file])).toString().split(' ')[0];
+      const refStdin = (await openssl(['dgst', `-${digest}`, ...hmacOpenssl, '-r'], stdinData)).toString().split(' ')[0];
+      const r = await vcrypto(['dgst', '--device', device, '--digest', digest, ...(hmac === undefined ? [] : ['--hmac', hmac]), file, '-'], stdinData);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.toString(), `${refFile}  ${file}\n${refStdin}  -\n`, `${digest} hmac=${hmac}`);
+    });
+    const noArgs = await vcrypto(['dgst', '--device', device, '--digest', 'sha256'], 'abc');
+    assert.equal(noArgs.stdout.toString(), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  -\n');
+    const missing = await vcrypto(['dgst', '--device', device, '--digest', 'sha256', join(tmp, 'does-not-exist')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /No such file/);
+    assert.equal((await vcrypto(['dgst', '--device', device, '--digest', 'md5'])).code, 2);
+  });
+
+  test(`[${device}] test-crypto prints the lab's lines; --iterations adds SUCC = N`, async () => {
+    const lab = [
+      'Starting Session...[OK]',
+      'Doing encryption of 16384 bytes of data...[OK]',
+      'Doing decryption of 16384 bytes of data...[OK]',
+      'Doing Verification of data... Success',
+      'Ending Session...[OK]',
+    ];
+    const one = await vcrypto(['test-crypto', '--device', device]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.deepEqual(one.stdout.toString().trimEnd().split('\n'), lab);
+    for (const bits of ['128', '256']) {
+      const many = await vcrypto(['test-crypto', '--device', device, '--key-bits', bits, '--iterations', '3']);
+      assert.equal(many.code, 0, many.stderr);
+      assert.deepEqual(many.stdout.toString().trimEnd().split('\n'), [...lab, ...lab, ...lab, 'SUCC = 3']);
+    }
+    assert.equal((await vcrypto(['test-crypto', '--device', device, '--key-bits', '100'])).code, 2);
+    assert.equal((await vcrypto(['test-crypto', '--device', device, '--iterations', '0'])).code, 2);
+  });
+
+  test(`[${device}] test-fork-crypto with 4 children: each child verifies on its own handle`, async () => {
+    const r = await vcrypto(['test-fork-crypto', '--device', device, '--children', '4']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.toString().trimEnd().split('\n');
+    for (const k of [1, 2, 3, 4]) {
+      const mine = lines.filter((l) => l.startsWith(`[child ${k}] `)).map((l) => l.slice(`[child ${k}] `.length));
+      assert.deepEqual(mine, [
+        'Starting Session...[OK]',
+        'Doing encryption of 16384 bytes of data...[OK]',
+        'Doing decryption of 16384 bytes of data...[OK]',
+        'Doing Verification of data... Success',
+        'Ending Session...[OK]',
+      ]);
+    }
+    assert.equal(lines.at(-1), '4/4 children succeeded');
+    assert.equal(lines.length, 21);
+  });
+}
+
+test('bench --json prints exactly one JSON object of the documented shape', async () => {
+  const r = await vcrypto(['bench', '--device', `raw,${DEVICES.join(',')}`, '--sizes', '64,1024', '--depth', '1,4', '--seconds', '0.05', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const parsed = JSON.parse(r.stdout.toString()) as { results: Record<string, unknown>[] };
+  assert.deepEqual(Object.keys(parsed), ['results']);
+  const expected = [
+    ...[64, 1024].map((size) => ({ device: 'raw', size, depth: 1 })),
+    ...DEVICES.flatMap((device) => [64, 1024].flatMap((size) => [1, 4].map((depth) => ({ device, size, depth })))),
+  ];
+  assert.deepEqual(parsed.results.map(({ device, size, depth }) => ({ device, size, depth })), expected);
+  for (const res of parsed.results) {
+    assert.deepEqual(Object.keys(res).sort(), ['depth', 'device', 'mbPerSec', 'op', 'opsPerSec', 'size']);
+    assert.equal(res.op, 'aes-128-cbc-encrypt');
+    assert.ok(typeof res.opsPerSec === 'number' && res.opsPerSec > 0);
+    assert.ok(typeof res.mbPerSec === 'number' && Math.abs(res.mbPerSec - ((res.opsPerSec as number) * (res.size as number)) / 1e6) < 0.01 + (res.mbPerSec as number) * 1e-3);
+  }
+  const table = await vcrypto(['bench', '--device', 'raw,host', '--sizes', '64', '--depth', '2', '--seconds', '0.05']);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout.toString(), /^host\s+64\s+2\s+\d+\s+[\d.]+\s+[\d.]+x\s+[\d.]+x$/m);
+  assert.equal((await vcrypto(['bench', '--sizes', '100'])).code, 2);
+  assert.equal((await vcrypto(['bench', '--device', 'nonsense'])).code, 2);
+});
+
+test('unknown --device spec is a usage error (exit 2); vhost-user without a path too', async () => {
+  for (const spec of ['nonsense', 'vhost-user:']) {
+    const r = await vcrypto(['test-crypto', '--device', spec]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /device spec/);
+  }
+});
