@@ -44,7 +44,8 @@ export async function openDevice(spec: string = DEFAULT_DEVICE_SPEC): Promise<Cr
     case 'host':
       return createHostDevice();
     // --- back-ends added by their owners: one case each ---
-    // case 'virtio': return (await import('./in-process/....js')).open...();
+    case 'virtio':
+      return (await import('./in-process/create-in-process-device.js')).createInProcessDevice();
     // case 'vhost-user': return (await import('./vhost-user/....js')).open...(parsed.path);
     default:
       throw new CryptoError('ENOTSUP', `device '${spec}' is not available in this build`);

@@ -1,0 +1,42 @@
+/**
+ * `--device virtio` (the default): our virtio-crypto driver talking to the virtio-crypto device on a
+ * worker thread through the embedded transport. The process exits normally once nothing is in flight
+ * (the worker is only ref'ed while requests are outstanding); `close()` stops the worker.
+ */
+import type { CryptoDevice } from '../../driver/api.js';
+import { VirtioCryptoDriver } from '../../driver/virtio-crypto-driver.js';
+import { InProcessTransport } from './in-process-transport.js';
+
+export interface InProcessDeviceOptions {
+  /** Data queues (max_dataqueues). Default 1: the device is one worker thread either way. */
+  dataQueues?: number;
+  /** Queue size the driver uses (power of 2). Default 256. */
+  queueSize?: number;
+  /** Guest memory bytes (rings + request buffers). Default 32 MiB. */
+  memoryBytes?: number;
+  /** Session table size of the device. Default 1024. */
+  maxSessions?: number;
+  /** Largest request data length (config max_size). Default 1 MiB. */
+  maxSize?: bigint;
+}
+
+export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): Promise<CryptoDevice> {
+  const queueSize = opts.queueSize ?? 256;
+  const transport = await InProcessTransport.create({
+    maxDataQueues: opts.dataQueues ?? 1,
+    queueMaxSize: Math.max(queueSize, 1024),
+    ...(opts.memoryBytes !== undefined && { memoryBytes: opts.memoryBytes }),
+    ...(opts.maxSessions !== undefined && { maxSessions: opts.maxSessions }),
+    ...(opts.maxSize !== undefined && { maxSize: opts.maxSize }),
+  });
+  try {
+    return await VirtioCryptoDriver.create(transport, {
+      spec: 'virtio',
+      queueSize,
+      onBusyChange: (busy) => (busy ? transport.hold() : transport.release()),
+    });
+  } catch (err) {
+    await transport.close();
+    throw err;
+  }
+}

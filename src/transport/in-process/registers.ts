@@ -1,0 +1,53 @@
+/**
+ * The embedded transport's register block: a small Int32Array on a SharedArrayBuffer shared by the
+ * driver (main thread) and the device (worker thread). It plays the part of virtio-pci's notify and
+ * ISR registers; everything rarer (status, features, queue addresses) travels as messages.
+ *
+ * Memory ordering: every access below is an Atomics operation (sequentially consistent), so a
+ * kick published with `Atomics.add` after the driver wrote `avail.idx` is ordered after that write,
+ * and an interrupt raised after the device wrote `used.idx` is ordered after it (VIRTIO 1.2 §2.7.13:
+ * "the driver MUST perform a suitable memory barrier before ... notify").
+ */
+
+export const Register = {
+  /** Doorbell sequence: bumped by the driver on every kick or control message; the device waits on it. */
+  DOORBELL: 0,
+  /** Bit i set = queue i was kicked (available-buffer notification, VIRTIO 1.2 §2.9). */
+  KICK_PENDING: 1,
+  /** Interrupt sequence: bumped by the device when it raises a used-buffer notification. */
+  INTERRUPT: 2,
+  /** Bit i set = queue i has used buffers to look at (like virtio-pci's ISR, per queue). */
+  INTERRUPT_PENDING: 3,
+  /** Set to 1 by the driver side to ask the device loop to stop. */
+  STOP: 4,
+} as const;
+
+/** Number of Int32 words in the register block (rounded up for cache-line separation). */
+export const REGISTER_WORDS = 16;
+
+/** Queues are addressed by bit in a 32-bit mask: at most 31 data queues plus the control queue. */
+export const MAX_QUEUES = 32;
+
+export function createRegisterBlock(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(REGISTER_WORDS * Int32Array.BYTES_PER_ELEMENT));
+}
+
+/** Driver side: available-buffer notification for queue `index`. Never blocks. */
+export function ringDoorbell(regs: Int32Array, index: number): void {
+  Atomics.or(regs, Register.KICK_PENDING, 1 << index);
+  Atomics.add(regs, Register.DOORBELL, 1);
+  Atomics.notify(regs, Register.DOORBELL, 1);
+}
+
+/** Driver side: wake the device for a control message without kicking a queue. */
+export function wakeDevice(regs: Int32Array): void {
+  Atomics.add(regs, Register.DOORBELL, 1);
+  Atomics.notify(regs, Register.DOORBELL, 1);
+}
+
+/** Device side: used-buffer notification for the queues in `mask`. */
+export function raiseInterrupt(regs: Int32Array, mask: number): void {
+  Atomics.or(regs, Register.INTERRUPT_PENDING, mask);
+  Atomics.add(regs, Register.INTERRUPT, 1);
+  Atomics.notify(regs, Register.INTERRUPT);
+}

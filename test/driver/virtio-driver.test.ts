@@ -1,0 +1,364 @@
+/**
+ * The virtio-crypto driver over a loopback VirtioTransport written here (DeviceQueue + VirtioCryptoDevice
+ * on the main thread, kicks and interrupts on setImmediate): the driver must not care which transport it
+ * runs on. The loopback can hold kicks, so ordering-sensitive cases (close with requests pending, a
+ * session destroyed under a request) are deterministic. Oracles: NIST SP 800-38A bytes, FIPS 180 "abc",
+ * the spec's status codes and init sequence (VIRTIO 1.2 §3.1.1, §5.9).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CryptoError, type CryptoHandle } from '../../src/driver/api.js';
+import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../src/driver/virtio-transport.js';
+import { VirtioCryptoDriver, errorFromStatus } from '../../src/driver/virtio-crypto-driver.js';
+import { VirtioCryptoDevice } from '../../src/device/virtio-crypto-device.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+import { VIRTIO_CRYPTO_STATUS } from '../../src/spec/virtio-crypto.js';
+import { DeviceQueue } from '../../src/virtqueue/device-queue.js';
+import { ringSizes } from '../../src/virtqueue/layout.js';
+import { decodeConfig, encodeConfig } from '../../src/wire/virtio-crypto.js';
+
+const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const KEY128 = hex('2b7e151628aed2a6abf7158809cf4f3c');
+const CBC_IV = hex('000102030405060708090a0b0c0d0e0f');
+const PLAIN = hex('6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51');
+const CBC_CT = '7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2'; // SP 800-38A F.2.1
+
+const VERSION_1 = 1n << 32n;
+const EVENT_IDX = 1n << 29n;
+const INDIRECT = 1n << 28n;
+
+interface LoopbackOptions {
+  dataQueues?: number;
+  maxSessions?: number;
+  maxSize?: number;
+  features?: bigint;
+  /** Device clears FEATURES_OK whatever the driver asks. */
+  refuseFeatures?: boolean;
+  /** Edit the config space the driver reads. */
+  editConfig?: (c: ReturnType<typeof decodeConfig>) => void;
+  memoryBytes?: number;
+}
+
+/** A VirtioTransport whose device runs on this thread. `held` defers kicks until `release()`. */
+class Loopback implements VirtioTransport {
+  readonly description = 'loopback (test)';
+  readonly memory: DriverMemory;
+  readonly device: VirtioCryptoDevice;
+  readonly statusWrites: number[] = [];
+  readonly setupIndices: number[] = [];
+  readonly kicks: number[] = [];
+  controlRequests = 0;
+  held = false;
+  closed = false;
+  #status = 0;
+  #features = 0n;
+  #queues: (QueueAddresses | null)[] = [];
+  #dq: (DeviceQueue | null)[] = [];
+  #pending = new Set<number>();
+  #irq: ((i: number) => void) | null = null;
+  #failure: ((e: Error) => void) | null = null;
+  readonly #guest: GuestMemory;
+  readonly #opts: LoopbackOptions;
+
+  constructor(opts: LoopbackOptions = {}) {
+    this.#opts = opts;
+    const bytes = new Uint8Array(new SharedArrayBuffer(opts.memoryBytes ?? 4 << 20));
+    this.memory = { guestPhysAddr: 0x2000_0000n, bytes };
+    this.#guest = new GuestMemory([{ guestPhysAddr: this.memory.guestPhysAddr, bytes }]);
+    this.device = new VirtioCryptoDevice({ maxDataQueues: opts.dataQueues ?? 1, maxSessions: opts.maxSessions ?? 64, maxSize: opts.maxSize ?? 1 << 20 });
+  }
+
+  get queueCount(): number {
+    return this.device.maxDataQueues + 1;
+  }
+
+  async getDeviceFeatures(): Promise<bigint> {
+    return this.#opts.features ?? VERSION_1 | EVENT_IDX | INDIRECT;
+  }
+  async setDriverFeatures(f: bigint): Promise<void> {
+    this.#features = f;
+  }
+  async getStatus(): Promise<number> {
+    return this.#status;
+  }
+  async setStatus(s: number): Promise<void> {
+    this.statusWrites.push(s);
+    if (s === 0) {
+      this.#status = 0;
+      this.#dq = [];
+      this.device.reset();
+      return;
+    }
+    if ((s & 8) !== 0 && this.#opts.refuseFeatures) s &= ~8;
+    if ((s & 4) !== 0 && (this.#status & 4) === 0) {
+      const eventIdx = (this.#features & EVENT_IDX) !== 0n;
+      this.#dq = this.#queues.map((q) => {
+        if (!q) return null;
+        const z = ringSizes(q.size);
+        return new DeviceQueue({
+          size: q.size,
+          desc: this.#guest.view(q.descAddr, z.descBytes),
+          avail: this.#guest.view(q.availAddr, z.availBytes),
+          used: this.#guest.view(q.usedAddr, z.usedBytes),
+          memory: this.#guest,
+          eventIdx,
+        });
+      });
+    }
+    this.#status = s;
+  }
+  async readConfig(): Promise<Uint8Array> {
+    const c = decodeConfig(this.device.configSpace());
+    this.#opts.editConfig?.(c);
+    return encodeConfig(c);
+  }
+  async getQueueMaxSize(i: number): Promise<number> {
+    return i < this.queueCount ? 1024 : 0;
+  }
+  async setupQueue(i: number, q: QueueAddresses): Promise<void> {
+    this.setupIndices.push(i);
+    this.#queues[i] = q;
+  }
+  notify(i: number): void {
+    this.kicks.push(i);
+    this.#pending.add(i);
+    if (!this.held) setImmediate(() => this.#serve());
+  }
+  onInterrupt(h: (i: number) => void): void {
+    this.#irq = h;
+  }
+  onFailure(h: (e: Error) => void): void {
+    this.#failure = h;
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+  /** A used-buffer notification for queue `i`, as the device would send it. */
+  interrupt(i: number): void {
+    this.#irq?.(i);
+  }
+  fail(message: string): void {
+    this.#failure?.(new Error(message));
+  }
+  /** Serves held kicks: the control queue first (as the embedded device does). */
+  release(): void {
+    this.held = false;
+    this.#serve();
+  }
+  /** Raw access for the malicious-device test. */
+  usedRingOf(i: number): Uint8Array {
+    const q = this.#queues[i]!;
+    return this.#guest.view(q.usedAddr, ringSizes(q.size).usedBytes);
+  }
+
+  #serve(): void {
+    if (this.held) return;
+    const ctrl = this.queueCount - 1;
+    const order = [ctrl, ...Array.from({ length: ctrl }, (_, i) => i)];
+    const irqs: number[] = [];
+    for (const i of order) {
+      if (!this.#pending.delete(i)) continue;
+      const q = this.#dq[i];
+      if (!q) continue;
+      for (;;) {
+        let p;
+        while ((p = q.popChain()) !== null) {
+          if (!p.ok) {
+            q.addUsed(p.head, 0);
+            continue;
+          }
+          if (i === ctrl) this.controlRequests++;
+          q.addUsed(p.chain.head, i === ctrl ? this.device.processControl(p.chain) : this.device.processData(p.chain));
+        }
+        q.publishUsed();
+        if (!q.enableNotifications()) break;
+      }
+      if (q.needsNotification()) irqs.push(i);
+    }
+    for (const i of irqs) setImmediate(() => this.#irq?.(i));
+  }
+}
+
+async function withDriver(opts: LoopbackOptions & { queueSize?: number }, fn: (d: VirtioCryptoDriver, t: Loopback, h: CryptoHandle) => Promise<void>): Promise<void> {
+  const t = new Loopback(opts);
+  const d = await VirtioCryptoDriver.create(t, { spec: 'loopback', ...(opts.queueSize !== undefined && { queueSize: opts.queueSize }) });
+  const h = await d.open();
+  try {
+    await fn(d, t, h);
+  } finally {
+    await d.close();
+  }
+}
+
+function rejectsWith(p: Promise<unknown>, code: CryptoError['code'], message?: RegExp): Promise<void> {
+  return assert.rejects(p, (err: unknown) => err instanceof CryptoError && err.code === code && (!message || message.test(err.message)));
+}
+
+describe('virtio-crypto driver over a loopback transport', () => {
+  it('initializes in the §3.1.1 order, negotiates VERSION_1 + EVENT_IDX, and puts the controlq at index N', async () => {
+    await withDriver({ dataQueues: 2 }, async (d, t, h) => {
+      // reset, ACKNOWLEDGE, +DRIVER, +FEATURES_OK, +DRIVER_OK
+      assert.deepEqual(t.statusWrites, [0, 1, 3, 11, 15]);
+      assert.equal(d.negotiatedFeatures, VERSION_1 | EVENT_IDX);
+      assert.deepEqual(t.setupIndices, [0, 1, 2]);
+      assert.equal(h.device.maxDataQueues, 2);
+      const s = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 });
+      assert.ok(t.kicks.includes(2), 'control requests go to queue 2 = max_dataqueues');
+      assert.equal(toHex((await h.crypt(s, { op: 'encrypt', src: PLAIN, iv: CBC_IV })).dst), CBC_CT);
+    });
+  });
+
+  it('fails init with EIO (and sets FAILED) without VERSION_1, when FEATURES_OK is refused, or before HW_READY', async () => {
+    for (const opts of [{ features: EVENT_IDX }, { refuseFeatures: true }, { editConfig: (c: { status: number }) => void (c.status = 0) }] as LoopbackOptions[]) {
+      const t = new Loopback(opts);
+      await rejectsWith(VirtioCryptoDriver.create(t, { spec: 'x' }), 'EIO');
+      assert.equal((await t.getStatus()) & 0x80, 0x80, 'FAILED set');
+      assert.equal(t.statusWrites.includes(15), false, 'never DRIVER_OK');
+    }
+  });
+
+  it('spreads requests over the data queues and gets every answer right (SP 800-38A, FIPS 180)', async () => {
+    await withDriver({ dataQueues: 3 }, async (_d, t, h) => {
+      const cbc = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 });
+      const sha = await h.createSession({ kind: 'hash', hash: 'sha1' });
+      const results = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          i % 2 === 0 ? h.crypt(cbc, { op: 'encrypt', src: PLAIN, iv: CBC_IV }).then((r) => toHex(r.dst)) : h.digest(sha, Buffer.from('abc')).then(toHex),
+        ),
+      );
+      results.forEach((r, i) => assert.equal(r, i % 2 === 0 ? CBC_CT : 'a9993e364706816aba3e25717850c26c9cd0d89d'));
+      for (const q of [0, 1, 2]) assert.ok(t.kicks.includes(q), `data queue ${q} used`);
+    });
+  });
+
+  it('batches: many submissions in one tick cost one kick per queue', async () => {
+    await withDriver({}, async (_d, t, h) => {
+      const sha = await h.createSession({ kind: 'hash', hash: 'sha256' });
+      t.kicks.length = 0;
+      await Promise.all(Array.from({ length: 50 }, () => h.digest(sha, new Uint8Array(10))));
+      assert.deepEqual(t.kicks, [0]);
+    });
+  });
+
+  it('backpressure: 300 requests through 4-entry queues and a small arena all complete, in order of their own data', async () => {
+    await withDriver({ queueSize: 4, memoryBytes: 256 * 1024 }, async (_d, _t, h) => {
+      const ctr = await h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key: KEY128 });
+      const inputs = Array.from({ length: 300 }, (_, i) => new Uint8Array(1 + ((i * 97) % 3000)).fill(i & 0xff));
+      const outs = await Promise.all(inputs.map((src) => h.crypt(ctr, { op: 'encrypt', src, iv: CBC_IV })));
+      const back = await Promise.all(outs.map((o) => h.crypt(ctr, { op: 'decrypt', src: o.dst, iv: CBC_IV })));
+      back.forEach((b, i) => assert.equal(toHex(b.dst), toHex(inputs[i]!)));
+    });
+  });
+
+  it('closing a handle with requests pending rejects them with EBADF; the device and other handles go on', async () => {
+    await withDriver({}, async (d, t, h) => {
+      const s = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 });
+      const other = await d.open();
+      const os = await other.createSession({ kind: 'hash', hash: 'sha1' });
+      t.held = true;
+      const pending = Array.from({ length: 20 }, () => h.crypt(s, { op: 'encrypt', src: PLAIN, iv: CBC_IV }));
+      const otherPending = other.digest(os, Buffer.from('abc'));
+      await new Promise((r) => setImmediate(r)); // submitted and kicked, not served
+      await Promise.all([h.close(), ...pending.map((p) => rejectsWith(p, 'EBADF')), (t.release(), Promise.resolve())]);
+      assert.equal(toHex(await otherPending), 'a9993e364706816aba3e25717850c26c9cd0d89d');
+      await rejectsWith(h.crypt(s, { op: 'encrypt', src: PLAIN, iv: CBC_IV }), 'EBADF');
+      assert.equal(t.device.sessionCount, 1, "the closed handle's two cipher sessions were destroyed");
+    });
+  });
+
+  it('closing the device fails everything pending with EBADF and resets the device', async () => {
+    const t = new Loopback();
+    const d = await VirtioCryptoDriver.create(t, { spec: 'x' });
+    const h = await d.open();
+    const s = await h.createSession({ kind: 'hash', hash: 'sha256' });
+    t.held = true;
+    const pending = Array.from({ length: 5 }, () => h.digest(s, new Uint8Array(3)));
+    await Promise.all([d.close(), ...pending.map((p) => rejectsWith(p, 'EBADF'))]);
+    assert.equal(t.statusWrites.at(-1), 0, 'reset');
+    assert.equal(t.closed, true);
+    await rejectsWith(d.open(), 'EBADF');
+    await rejectsWith(h.digest(s, new Uint8Array(3)), 'EBADF');
+  });
+
+  it('maps VIRTIO_CRYPTO_INVSESS: a session destroyed before its request is served → ENOENT', async () => {
+    await withDriver({}, async (_d, t, h) => {
+      const s = await h.createSession({ kind: 'hash', hash: 'sha256' });
+      t.held = true;
+      const req = h.digest(s, new Uint8Array(8)); // on the data queue
+      const close = h.closeSession(s); // on the control queue, served first
+      t.release();
+      await close;
+      await rejectsWith(req, 'ENOENT', /VIRTIO_CRYPTO_INVSESS/);
+    });
+  });
+
+  it('maps VIRTIO_CRYPTO_NOSPC: a full session table → ENOSPC, and a half-created cipher pair is undone', async () => {
+    await withDriver({ maxSessions: 3 }, async (_d, t, h) => {
+      await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 }); // 2 device sessions
+      await rejectsWith(h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 }), 'ENOSPC', /VIRTIO_CRYPTO_NOSPC/);
+      assert.equal(t.device.sessionCount, 2, 'the encrypt half that did fit was destroyed');
+      await h.createSession({ kind: 'hash', hash: 'sha1' });
+      await rejectsWith(h.createSession({ kind: 'hash', hash: 'sha1' }), 'ENOSPC');
+    });
+  });
+
+  it('maps every status in one function', () => {
+    const S = VIRTIO_CRYPTO_STATUS;
+    assert.equal(errorFromStatus(S.VIRTIO_CRYPTO_OK, 'x'), null);
+    const codes = [
+      [S.VIRTIO_CRYPTO_ERR, 'EIO'],
+      [S.VIRTIO_CRYPTO_BADMSG, 'EBADMSG'],
+      [S.VIRTIO_CRYPTO_NOTSUPP, 'ENOTSUP'],
+      [S.VIRTIO_CRYPTO_INVSESS, 'ENOENT'],
+      [S.VIRTIO_CRYPTO_NOSPC, 'ENOSPC'],
+      [S.VIRTIO_CRYPTO_KEY_REJECTED, 'EINVAL'],
+      [200, 'EIO'],
+    ] as const;
+    for (const [status, code] of codes) assert.equal(errorFromStatus(status, 'x')?.code, code, `status ${status}`);
+  });
+
+  it('rejects what the device cannot serve before sending it: unoffered algorithms, over max_size', async () => {
+    await withDriver({ maxSize: 4096, editConfig: (c) => void ((c.aeadAlgo = 0), (c.hashAlgo &= ~(1 << 6))) }, async (_d, t, h) => {
+      const before = t.controlRequests;
+      await rejectsWith(h.createSession({ kind: 'aead', aead: 'aes-gcm', key: KEY128 }), 'ENOTSUP');
+      await rejectsWith(h.createSession({ kind: 'hash', hash: 'sha512' }), 'ENOTSUP');
+      assert.equal(t.controlRequests, before, 'nothing reached the device');
+      const s = await h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key: KEY128 });
+      t.kicks.length = 0;
+      // cipher: iv + src + dst must fit max_size (§5.9.5): 16 + 2 * 2040 = 4096 fits, 2041 does not.
+      await h.crypt(s, { op: 'encrypt', src: new Uint8Array(2040), iv: CBC_IV });
+      await rejectsWith(h.crypt(s, { op: 'encrypt', src: new Uint8Array(2041), iv: CBC_IV }), 'ENOSPC');
+      assert.equal(t.kicks.length, 1);
+    });
+  });
+
+  it('a transport failure rejects pending requests with EIO and fails later ones', async () => {
+    await withDriver({}, async (_d, t, h) => {
+      const s = await h.createSession({ kind: 'hash', hash: 'sha1' });
+      t.held = true;
+      const p = h.digest(s, new Uint8Array(1));
+      await new Promise((r) => setImmediate(r));
+      t.fail('lost the device');
+      await rejectsWith(p, 'EIO', /lost the device/);
+      await rejectsWith(h.digest(s, new Uint8Array(1)), 'EIO');
+    });
+  });
+
+  it('a device completing a descriptor that is not outstanding is a device failure (EIO), not a crash', async () => {
+    await withDriver({}, async (_d, t, h) => {
+      const s = await h.createSession({ kind: 'hash', hash: 'sha1' });
+      t.held = true;
+      const p = h.digest(s, new Uint8Array(1));
+      await new Promise((r) => setImmediate(r));
+      // Forge used.ring[0] = { id: 1 (the chain's 2nd descriptor, not a head), len 0 } and used.idx = 1.
+      const used = t.usedRingOf(0);
+      const dv = new DataView(used.buffer, used.byteOffset, used.byteLength);
+      const idx = dv.getUint16(2, true);
+      dv.setUint32(4 + 8 * (idx % 1024), 1, true);
+      dv.setUint16(2, idx + 1, true);
+      t.interrupt(0);
+      await rejectsWith(p, 'EIO', /not outstanding/);
+    });
+  });
+});
