@@ -1,0 +1,336 @@
+/**
+ * The device model against independent oracles, through its virtio interface (controlq + dataq
+ * byte layouts): NIST SP 800-38A (AES ECB/CBC/CTR), IEEE 1619 (XTS), the GCM spec test cases
+ * (McGrew & Viega = NIST GCM), RFC 4231 / RFC 2202 (HMAC), FIPS 180 (SHA), `openssl dgst` for
+ * chaining; the config space against bytes written by hand from §5.9.5.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { VirtioCryptoDevice } from '../../src/device/virtio-crypto-device.js';
+import {
+  encodeAeadCreateSessionReq,
+  encodeAlgChainCreateSessionReq,
+  encodeAlgChainDataReq,
+  encodeCipherCreateSessionReq,
+  encodeHashCreateSessionReq,
+  encodeMacCreateSessionReq,
+} from '../../src/wire/virtio-crypto.js';
+import { aeadReq, cipherReq, concat, ctrlCreate, ctrlCreateOk, hashReq, hex, makeChain, toHex } from './helpers.js';
+
+const ENCRYPT = 0x000;
+const DECRYPT = 0x001;
+const HASH = 0x100;
+const MAC = 0x200;
+const AEAD_ENCRYPT = 0x300;
+const AEAD_DECRYPT = 0x301;
+const ALG = { ECB: 2, CBC: 3, CTR: 4, XTS: 13 } as const;
+
+const dev = (): VirtioCryptoDevice => new VirtioCryptoDevice({ maxDataQueues: 2 });
+
+test('config space: exactly the advertised services, algorithms, limits (bytes by hand, §5.9.5)', () => {
+  const d = new VirtioCryptoDevice({ maxDataQueues: 3, maxSize: 65536 });
+  assert.equal(
+    toHex(d.configSpace()),
+    [
+      '01000000', // status = VIRTIO_CRYPTO_S_HW_READY
+      '03000000', // max_dataqueues
+      '0f000000', // crypto_services: CIPHER(0) HASH(1) MAC(2) AEAD(3)
+      '1c200000', // cipher_algo_l: AES_ECB(2) AES_CBC(3) AES_CTR(4) AES_XTS(13)
+      '00000000', // cipher_algo_h
+      '7c000000', // hash_algo: SHA1(2) SHA_224(3) SHA_256(4) SHA_384(5) SHA_512(6)
+      '7c000000', // mac_algo_l: HMAC_SHA1(2) .. HMAC_SHA_512(6)
+      '00000000', // mac_algo_h
+      '02000000', // aead_algo: GCM(1)
+      '40000000', // max_cipher_key_len 64 (AES-256-XTS)
+      '00020000', // max_auth_key_len 512
+      '00000000', // reserved
+      '0000010000000000', // max_size 65536
+    ].join(''),
+  );
+  assert.throws(() => new VirtioCryptoDevice({ maxDataQueues: 0 }), RangeError);
+  assert.throws(() => new VirtioCryptoDevice({ maxDataQueues: 65536 }), RangeError);
+});
+
+// NIST SP 800-38A Appendix F.
+const PLAIN = hex(`6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51
+                   30c81c46a35ce411e5fbc1191a0a52ef f69f2445df4f9b17ad2b417be66c3710`);
+const KEYS = {
+  128: '2b7e151628aed2a6abf7158809cf4f3c',
+  192: '8e73b0f7da0e6452c810f32b809079e562f8ead2522c6b7b',
+  256: '603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4',
+} as const;
+const CBC_IV = hex('000102030405060708090a0b0c0d0e0f');
+const CTR_IV = hex('f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff');
+const NIST = {
+  ECB: {
+    128: '3ad77bb40d7a3660a89ecaf32466ef97 f5d3d58503b9699de785895a96fdbaaf 43b1cd7f598ece23881b00e3ed030688 7b0c785e27e8ad3f8223207104725dd4',
+    192: 'bd334f1d6e45f25ff712a214571fa5cc 974104846d0ad3ad7734ecb3ecee4eef ef7afd2270e2e60adce0ba2face6444e 9a4b41ba738d6c72fb16691603c18e0e',
+    256: 'f3eed1bdb5d2a03c064b5a7e3db181f8 591ccb10d410ed26dc5ba74a31362870 b6ed21b99ca6f4f9f153e7b1beafed1d 23304b7a39f9f3ff067d8d8f9e24ecc7',
+  },
+  CBC: {
+    128: '7649abac8119b246cee98e9b12e9197d 5086cb9b507219ee95db113a917678b2 73bed6b8e3c1743b7116e69e22229516 3ff1caa1681fac09120eca307586e1a7',
+    192: '4f021db243bc633d7178183a9fa071e8 b4d9ada9ad7dedf4e5e738763f69145a 571b242012fb7ae07fa9baac3df102e0 08b0e27988598881d920a9e64f5615cd',
+    256: 'f58c4c04d6e5f1ba779eabfb5f7bfbd6 9cfc4e967edb808d679f777bc6702c7d 39f23369a9d9bacfa530e26304231461 b2eb05e2c39be9fcda6c19078c6a9d1b',
+  },
+  CTR: {
+    128: '874d6191b620e3261bef6864990db6ce 9806f66b7970fdff8617187bb9fffdff 5ae4df3edbd5d35e5b4f09020db03eab 1e031dda2fbe03d1792170a0f3009cee',
+    192: '1abc932417521ca24f2b0459fe7e6e0b 090339ec0aa6faefd5ccc2c6f4ce8e94 1e36b26bd1ebc670d1bd1d665620abf7 4f78a7f6d29809585a97daec58c6b050',
+    256: '601ec313775789a5b7a7f504bbf3d228 f443e3ca4d62b59aca84e990cacaf5c5 2b0930daa23de94ce87017ba2d84988d dfc9c58db67aada613c2dd08457941a6',
+  },
+} as const;
+
+for (const mode of ['ECB', 'CBC', 'CTR'] as const) {
+  for (const bits of [128, 192, 256] as const) {
+    test(`NIST SP 800-38A AES-${bits}-${mode} through the dataq (contiguous, split, duplicated)`, () => {
+      const d = dev();
+      const key = hex(KEYS[bits]);
+      const id = ctrlCreateOk(d, encodeCipherCreateSessionReq({ algo: ALG[mode], keyLen: key.length, op: 1 }), key);
+      const iv = mode === 'ECB' ? new Uint8Array(0) : mode === 'CTR' ? CTR_IV : CBC_IV;
+      const ct = hex(NIST[mode][bits]);
+      const shapes = [
+        {},
+        { hdrCut: 5, srcCuts: [7, 33], dstCuts: [1, 50] }, // byte-granular, splitting AES blocks
+        { srcCuts: [12, 33], dstCuts: [21], dup: true }, // Linux's duplicated sg entries
+      ];
+      for (const shape of shapes) {
+        const e = cipherReq(d, ENCRYPT, id, iv, PLAIN, shape);
+        assert.equal(e.status, 0, JSON.stringify(shape));
+        assert.equal(toHex(e.out), toHex(ct), JSON.stringify(shape));
+        const dd = cipherReq(d, DECRYPT, id, iv, ct, shape);
+        assert.equal(dd.status, 0);
+        assert.equal(toHex(dd.out), toHex(PLAIN), JSON.stringify(shape));
+      }
+    });
+  }
+}
+
+test('in place (src and dst are the same guest memory): CBC encrypt then decrypt', () => {
+  const d = dev();
+  const key = hex(KEYS[128]);
+  const id = ctrlCreateOk(d, encodeCipherCreateSessionReq({ algo: ALG.CBC, keyLen: 16, op: 1 }), key);
+  const page = new Uint8Array(PLAIN);
+  const hdr = cipherHeader(ENCRYPT, id, 16, page.length);
+  const status = new Uint8Array(1).fill(0xff);
+  // Linux in-place with a 2-entry sg list: src [A,B] -> A,B,B ; dst [A,B] -> A,B,B ; then status.
+  const a = page.subarray(0, 24);
+  const b = page.subarray(24);
+  const written = d.processData(makeChain([hdr, CBC_IV, a, b, b], [a, b, b, status]));
+  assert.equal(status[0], 0);
+  assert.equal(toHex(page), toHex(hex(NIST.CBC[128])));
+  assert.equal(written, 24 + 40 + 40 + 1);
+  d.processData(makeChain([cipherHeader(DECRYPT, id, 16, page.length), CBC_IV, page], [page, status]));
+  assert.equal(status[0], 0);
+  assert.equal(toHex(page), toHex(PLAIN));
+});
+
+function cipherHeader(opcode: number, id: bigint, ivLen: number, len: number): Uint8Array {
+  const h = new Uint8Array(72);
+  const dv = new DataView(h.buffer);
+  dv.setUint32(0, opcode, true);
+  dv.setBigUint64(8, id, true);
+  dv.setUint32(24, ivLen, true);
+  dv.setUint32(28, len, true);
+  dv.setUint32(32, len, true);
+  dv.setUint32(64, 1, true); // VIRTIO_CRYPTO_SYM_OP_CIPHER
+  return h;
+}
+
+test('IEEE 1619 XTS: vector 2 (AES-128), vector 10 (AES-256, first 2 blocks), vector 18 (20 bytes, ciphertext stealing)', () => {
+  const d = dev();
+  const cases = [
+    {
+      key: '11111111111111111111111111111111' + '22222222222222222222222222222222',
+      tweak: '33333333330000000000000000000000',
+      pt: '44'.repeat(32),
+      ct: 'c454185e6a16936e39334038acef838bfb186fff7480adc4289382ecd6d394f0',
+    },
+    {
+      key: '2718281828459045235360287471352662497757247093699959574966967627' + '3141592653589793238462643383279502884197169399375105820974944592',
+      tweak: 'ff000000000000000000000000000000',
+      pt: '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f',
+      ct: '1c3b3a102f770386e4836c99e370cf9bea00803f5e482357a4ae12d414a3e63b',
+    },
+    {
+      key: 'fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0' + 'bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0',
+      tweak: '9a785634120000000000000000000000',
+      pt: '000102030405060708090a0b0c0d0e0f10111213',
+      ct: '9d84c813f719aa2c7be3f66171c7c5c2edbf9dac',
+    },
+  ];
+  for (const c of cases) {
+    const key = hex(c.key);
+    const id = ctrlCreateOk(d, encodeCipherCreateSessionReq({ algo: ALG.XTS, keyLen: key.length, op: 1 }), key);
+    const e = cipherReq(d, ENCRYPT, id, hex(c.tweak), hex(c.pt), { srcCuts: [3], dstCuts: [17] });
+    assert.equal(e.status, 0);
+    assert.equal(toHex(e.out), c.ct);
+    const back = cipherReq(d, DECRYPT, id, hex(c.tweak), hex(c.ct));
+    assert.equal(toHex(back.out), c.pt);
+  }
+  // XTS needs a full block: 15 bytes -> ERR (and dst untouched)
+  const key = hex(cases[0]!.key);
+  const id = ctrlCreateOk(d, encodeCipherCreateSessionReq({ algo: ALG.XTS, keyLen: 32, op: 1 }), key);
+  const short = cipherReq(d, ENCRYPT, id, new Uint8Array(16), new Uint8Array(15));
+  assert.equal(short.status, 1);
+  assert.equal(toHex(short.out), 'aa'.repeat(15));
+  // IEEE 1619 requires Key1 != Key2: identical halves are rejected at session creation.
+  const dup = ctrlCreate(d, encodeCipherCreateSessionReq({ algo: ALG.XTS, keyLen: 32, op: 1 }), new Uint8Array(32).fill(7));
+  assert.equal(dup.status, 6); // VIRTIO_CRYPTO_KEY_REJECTED
+});
+
+test('FIPS 180 "abc" through HASH sessions (full and truncated hash_result_len)', () => {
+  const d = dev();
+  const expected = [
+    [2, 'a9993e364706816aba3e25717850c26c9cd0d89d'],
+    [3, '23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7'],
+    [4, 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'],
+    [5, 'cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7'],
+    [6, 'ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f'],
+  ] as const;
+  for (const [algo, digest] of expected) {
+    const id = ctrlCreateOk(d, encodeHashCreateSessionReq({ algo, hashResultLen: digest.length / 2 }));
+    const r = hashReq(d, HASH, id, Buffer.from('abc'), digest.length / 2);
+    assert.equal(r.status, 0);
+    assert.equal(toHex(r.out), digest);
+    const t = hashReq(d, HASH, id, Buffer.from('abc'), 12);
+    assert.equal(toHex(t.out), digest.slice(0, 24));
+  }
+  // FIPS 180 two-block message, SHA-256
+  const id = ctrlCreateOk(d, encodeHashCreateSessionReq({ algo: 4, hashResultLen: 32 }));
+  const msg = Buffer.from('abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq');
+  assert.equal(toHex(hashReq(d, HASH, id, msg, 32).out), '248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1');
+  // MD5 and SHA3 exist in the spec but not in this device
+  assert.equal(ctrlCreate(d, encodeHashCreateSessionReq({ algo: 1, hashResultLen: 16 })).status, 3);
+  assert.equal(ctrlCreate(d, encodeHashCreateSessionReq({ algo: 8, hashResultLen: 32 })).status, 3);
+});
+
+// RFC 4231 §4.2/§4.3 (HMAC-SHA2) and RFC 2202 §3 (HMAC-SHA1) test cases 1 and 2.
+const HMAC_CASES = [
+  {
+    key: '0b'.repeat(20),
+    data: Buffer.from('Hi There'),
+    2: 'b617318655057264e28bc0b6fb378c8ef146be00',
+    3: '896fb1128abbdf196832107cd49df33f47b4b1169912ba4f53684b22',
+    4: 'b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7',
+    5: 'afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59cfaea9ea9076ede7f4af152e8b2fa9cb6',
+    6: '87aa7cdea5ef619d4ff0b4241a1d6cb02379f4e2ce4ec2787ad0b30545e17cdedaa833b7d6b8a702038b274eaea3f4e4be9d914eeb61f1702e696c203a126854',
+  },
+  {
+    key: Buffer.from('Jefe').toString('hex'),
+    data: Buffer.from('what do ya want for nothing?'),
+    2: 'effcdf6ae5eb2fa2d27416d5f184df9c259a7c79',
+    3: 'a30e01098bc6dbbf45690f3a7e9e6d0f8bbea2a39e6148008fd05e44',
+    4: '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843',
+    5: 'af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e8e2240ca5e69e2c78b3239ecfab21649',
+    6: '164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737',
+  },
+] as const;
+
+test('RFC 2202 / RFC 4231 HMAC-SHA1..SHA512 through MAC sessions', () => {
+  const d = dev();
+  for (const tc of HMAC_CASES) {
+    for (const algo of [2, 3, 4, 5, 6] as const) {
+      const key = hex(tc.key);
+      const len = tc[algo].length / 2;
+      const id = ctrlCreateOk(d, encodeMacCreateSessionReq({ algo, hashResultLen: len, authKeyLen: key.length }), key);
+      const r = hashReq(d, MAC, id, tc.data, len);
+      assert.equal(r.status, 0);
+      assert.equal(toHex(r.out), tc[algo], `algo ${algo}`);
+    }
+  }
+  // RFC 4231 test case 6: a 131-byte key (longer than the block size), sent in two descriptors
+  const key = new Uint8Array(131).fill(0xaa);
+  const id = ctrlCreateOk(d, encodeMacCreateSessionReq({ algo: 4, hashResultLen: 32, authKeyLen: 131 }), key.subarray(0, 50), key.subarray(50));
+  const r = hashReq(d, MAC, id, Buffer.from('Test Using Larger Than Block-Size Key - Hash Key First'), 32);
+  assert.equal(toHex(r.out), '60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54');
+});
+
+// The GCM specification test cases 3 and 4 (AES-128).
+const GCM_KEY = hex('feffe9928665731c6d6a8f9467308308');
+const GCM_IV = hex('cafebabefacedbaddecaf888');
+const GCM_P = hex('d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255');
+const GCM_C = '42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985';
+const GCM_AAD = hex('feedfacedeadbeeffeedfacedeadbeefabaddad2');
+
+test('AES-GCM test cases 3, 4 (and 1 with an empty message); tag mismatch -> BADMSG with dst untouched', () => {
+  const d = dev();
+  const id = ctrlCreateOk(d, encodeAeadCreateSessionReq({ algo: 1, keyLen: 16, tagLen: 16, aadLen: 0, op: 1 }), GCM_KEY);
+  const r3 = aeadReq(d, AEAD_ENCRYPT, id, GCM_IV, GCM_P, new Uint8Array(0), 64 + 16);
+  assert.equal(r3.status, 0);
+  assert.equal(toHex(r3.out), GCM_C + '4d5c2af327cd64a62cf35abd2ba6fab4');
+  const p4 = GCM_P.subarray(0, 60);
+  const r4 = aeadReq(d, AEAD_ENCRYPT, id, GCM_IV, p4, GCM_AAD, 60 + 16);
+  assert.equal(toHex(r4.out), GCM_C.slice(0, 120) + '5bc94fbc3221a5db94fae95ae7121a47');
+  const back = aeadReq(d, AEAD_DECRYPT, id, GCM_IV, r4.out, GCM_AAD, 60);
+  assert.equal(back.status, 0);
+  assert.equal(toHex(back.out), toHex(p4));
+  const tampered = new Uint8Array(r4.out);
+  tampered[70]! ^= 1;
+  const bad = aeadReq(d, AEAD_DECRYPT, id, GCM_IV, tampered, GCM_AAD, 60);
+  assert.equal(bad.status, 2); // VIRTIO_CRYPTO_BADMSG
+  assert.equal(toHex(bad.out), 'aa'.repeat(60));
+  const noAad = aeadReq(d, AEAD_DECRYPT, id, GCM_IV, r4.out, new Uint8Array(0), 60);
+  assert.equal(noAad.status, 2);
+  // test case 1: K = 0^128, IV = 0^96, empty P -> T = 58e2fccefa7e3061367f1d57a4e7455a
+  const id0 = ctrlCreateOk(d, encodeAeadCreateSessionReq({ algo: 1, keyLen: 16, tagLen: 16, aadLen: 0, op: 1 }), new Uint8Array(16));
+  const r1 = aeadReq(d, AEAD_ENCRYPT, id0, new Uint8Array(12), new Uint8Array(0), new Uint8Array(0), 16);
+  assert.equal(toHex(r1.out), '58e2fccefa7e3061367f1d57a4e7455a');
+  // 16-byte IVs and 12-byte tags are not what this device offers
+  assert.equal(aeadReq(d, AEAD_ENCRYPT, id, new Uint8Array(16), p4, GCM_AAD, 76).status, 1);
+  assert.equal(ctrlCreate(d, encodeAeadCreateSessionReq({ algo: 1, keyLen: 16, tagLen: 12, aadLen: 0, op: 1 }), GCM_KEY).status, 3);
+  assert.equal(ctrlCreate(d, encodeAeadCreateSessionReq({ algo: 3, keyLen: 32, tagLen: 16, aadLen: 0, op: 1 }), new Uint8Array(32)).status, 3);
+});
+
+function opensslHmac(hash: string, key: Uint8Array, data: Uint8Array): string {
+  const out = execFileSync('openssl', ['dgst', `-${hash}`, '-mac', 'HMAC', '-macopt', `hexkey:${toHex(key)}`, '-hex'], { input: data });
+  return out.toString().trim().split(/\s+/).pop()!;
+}
+
+for (const [hashAlgo, hashName, len] of [
+  [2, 'sha1', 20],
+  [4, 'sha256', 32],
+] as const) {
+  test(`chaining AES-128-CBC + HMAC-${hashName}: cipher-then-hash (encrypt) and hash-then-cipher (decrypt), vs NIST + openssl dgst`, () => {
+    const d = dev();
+    const key = hex(KEYS[128]);
+    const macKey = hex('0b'.repeat(20));
+    const mk = (order: number, op: number): bigint =>
+      ctrlCreateOk(
+        d,
+        encodeAlgChainCreateSessionReq({ algChainOrder: order, hashMode: 2, cipher: { algo: ALG.CBC, keyLen: 16, op }, hashAlgo, hashResultLen: len, authKeyLen: 20, aadLen: 0 }),
+        key,
+        macKey,
+      );
+    const enc = mk(2, 1);
+    const dec = mk(1, 2);
+    const aad = hex('0102030405060708');
+    const ctHex = NIST.CBC[128].replace(/ /g, '');
+    const run = (opcode: number, id: bigint, src: Uint8Array): { status: number; dst: Uint8Array; mac: Uint8Array } => {
+      const hdr = encodeAlgChainDataReq(opcode, id, {
+        ivLen: 16,
+        srcDataLen: src.length,
+        dstDataLen: src.length,
+        cipherStartSrcOffset: 0,
+        lenToCipher: src.length,
+        hashStartSrcOffset: 0,
+        lenToHash: src.length,
+        aadLen: aad.length,
+        hashResultLen: len,
+      });
+      const dst = new Uint8Array(src.length);
+      const mac = new Uint8Array(len);
+      const st = new Uint8Array(1).fill(0xff);
+      // spec order (§5.9.7.5 alg_chain_data_vlf): iv, src, aad | dst, hash_result, status
+      d.processData(makeChain([hdr, CBC_IV, src.subarray(0, 5), src.subarray(5), aad], [dst, mac, st]));
+      return { status: st[0]!, dst, mac };
+    };
+    const e = run(ENCRYPT, enc, PLAIN);
+    assert.equal(e.status, 0);
+    assert.equal(toHex(e.dst), ctHex);
+    assert.equal(toHex(e.mac), opensslHmac(hashName, macKey, concat(aad, hex(ctHex)))); // MAC over aad || ciphertext
+    const p = run(DECRYPT, dec, hex(ctHex));
+    assert.equal(p.status, 0);
+    assert.equal(toHex(p.dst), toHex(PLAIN));
+    assert.equal(toHex(p.mac), toHex(e.mac)); // hash-then-cipher: MAC over the ciphertext input
+  });
+}
