@@ -3,6 +3,7 @@
  * Add a command: create `commands/<name>.ts` exporting a `Command`, then add ONE line here.
  */
 import type { Command } from '../command.js';
+import { vmCommand } from './vm.js';
 import { testCryptoCommand } from './test-crypto.js';
 import { testForkCryptoCommand } from './test-fork-crypto.js';
 import { encCommand } from './enc.js';
@@ -11,6 +12,7 @@ import { dgstCommand } from './dgst.js';
 import { benchCommand } from './bench.js';
 
 export const commands: readonly Command[] = [
+  vmCommand,
   testCryptoCommand,
   testForkCryptoCommand,
   encCommand,

@@ -1,0 +1,200 @@
+/**
+ * `vcrypto vm`: boots a real Linux guest (Debian kernel, cached initramfs) on stock QEMU under
+ * TCG with a virtio-crypto-pci device served by our `vcrypto device` (vhost-user) or by QEMU's
+ * builtin back-end, runs the guest probe or a command, and exits with the guest's status.
+ * `--bench` runs the probe's throughput mode with builtin and ours and prints both.
+ */
+import { CliError, UsageError, parseCommandArgs, parsePositiveInt, type Command } from '../command.js';
+import { formatBenchTable, type BenchColumn } from '../../vm/bench.js';
+import { ensureGuestImage, type GuestImage } from '../../vm/guest-image.js';
+import { VmError } from '../../vm/host-tools.js';
+import { parseProbeOutput } from '../../vm/probe-report.js';
+import { MAX_GUEST_COMMAND_BYTES } from '../../vm/qemu.js';
+import { runGuestSession, type BackendChoice, type SessionResult } from '../../vm/session.js';
+
+const HELP = `Usage: vcrypto vm [--backend ours|builtin] [--socket PATH] [--cmd "..."] [--probe-args "..."]
+                  [--timeout S] [--msix on|off] [--verbose]
+       vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--timeout S]
+
+Boots a Linux guest (kernel from Debian's linux-image-amd64, busybox, the virtio_crypto and
+AF_ALG modules and the guest probe; built once and cached) on qemu-system-x86_64 -accel tcg
+with a virtio-crypto-pci device, runs the probe (or --cmd) in the guest and exits with its status.
+
+The probe checks /proc/crypto for virtio_crypto_aes_cbc with "selftest : passed", runs NIST
+SP 800-38A CBC known answers through that driver (one-shot, multi-part, misaligned, in place),
+compares larger buffers with the kernel's cbc(aes-generic), and runs concurrent processes.
+
+Options:
+  --backend ours|builtin  ours: our vhost-user device (default); builtin: QEMU's cryptodev-backend-builtin
+  --socket PATH           use a running 'vcrypto device --socket PATH' instead of starting one (ours)
+  --cmd "..."             shell command to run in the guest instead of the probe (busybox sh)
+  --probe-args="..."      arguments for the probe, e.g. --probe-args="--forks 8 --rounds 20" or
+                          --probe-args="bench --seconds 2" (use '=' when they start with '--')
+  --timeout S             fail if the guest has not finished after S seconds (default 180)
+  --msix on|off           builtin only: MSI-X interrupts (default on) or vectors=0 (INTx);
+                          ours always uses vectors=0 (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)
+  --verbose               show the boot log and the device's output on stderr
+  --bench                 throughput: builtin (MSI-X), builtin (vectors=0), then ours; prints ratios
+  --seconds S             seconds per request size in --bench (default 1)
+  --sizes LIST            request sizes in bytes for --bench (default 16,256,4096,16384,65536)
+
+Environment: VCRYPTO_CACHE_DIR overrides the image cache (default: .cache/vm in the package).
+Needs (Debian packages): qemu-system-x86, busybox-static, gcc + libc6-dev, apt/dpkg (to fetch
+the kernel package; the first run downloads it).
+
+Examples:
+  vcrypto vm                                   probe with our device
+  vcrypto vm --backend builtin                 probe with QEMU's builtin back-end
+  vcrypto vm --cmd "grep -A8 virtio_crypto_aes_cbc /proc/crypto"
+  vcrypto vm --backend builtin --probe-args="--forks 16 --rounds 4"
+  vcrypto vm --bench --seconds 2`;
+
+const DEFAULT_BENCH_SIZES = '16,256,4096,16384,65536';
+
+function parseSizes(text: string): string {
+  const sizes = text.split(',');
+  for (const s of sizes) {
+    if (!/^\d+$/.test(s) || Number(s) < 16 || Number(s) > 65536 || Number(s) % 16 !== 0) {
+      throw new UsageError(`invalid --sizes entry '${s}': expected multiples of 16 from 16 to 65536`);
+    }
+  }
+  return sizes.join(',');
+}
+
+/** Shell-quotes one argument for busybox sh. */
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+function describeFailure(result: SessionResult, label: string): string {
+  const lines: string[] = [];
+  if (result.timedOut) lines.push(`${label}: the guest did not finish in time (QEMU killed)`);
+  else if (result.deviceExit) lines.push(`${label}: our device process exited during the run (${result.deviceExit.signal ?? `code ${result.deviceExit.code}`})`);
+  else if (result.exitCode === undefined) lines.push(`${label}: the guest reported no result (QEMU exit ${result.qemuExit.signal ?? result.qemuExit.code})`);
+  const qemuErr = result.qemuStderr.trim();
+  if (qemuErr) lines.push(`QEMU stderr: ${qemuErr.split('\n').slice(-5).join(' | ')}`);
+  if (result.deviceLog.trim()) lines.push(`device output (last lines):\n  ${result.deviceLog.trim().split('\n').slice(-10).join('\n  ')}`);
+  if (result.consoleTail.length) lines.push(`guest console (last lines):\n  ${result.consoleTail.slice(-25).join('\n  ')}`);
+  return lines.join('\n');
+}
+
+async function bench(image: GuestImage, seconds: number, sizes: string, timeoutMs: number, verbose: boolean, signal: AbortSignal): Promise<number> {
+  const runs: { label: string; backend: BackendChoice }[] = [
+    { label: 'builtin', backend: { kind: 'builtin', msix: true } },
+    { label: 'builtin-vec0', backend: { kind: 'builtin', msix: false } },
+    { label: 'ours', backend: { kind: 'ours' } },
+  ];
+  const columns: BenchColumn[] = [];
+  let failed = false;
+  for (const run of runs) {
+    if (signal.aborted) throw new CliError('interrupted', 130);
+    process.stderr.write(`vm: bench with ${run.label} (${sizes.split(',').length} sizes x ${seconds} s)\n`);
+    try {
+      const result = await runGuestSession({
+        image,
+        backend: run.backend,
+        command: `/bin/probe bench --seconds ${seconds} --sizes ${sizes}`,
+        timeoutMs,
+        onEvent: verbose ? (e) => { if (e.kind === 'boot' || e.kind === 'output') process.stderr.write(`${e.line}\n`); } : undefined,
+        onDeviceOutput: verbose ? (t) => process.stderr.write(t) : undefined,
+        signal,
+      });
+      const report = parseProbeOutput(result.output);
+      if (result.exitCode !== 0 || report.bench.length === 0) {
+        failed = true;
+        const notOk = report.checks.filter((c) => !c.ok).map((c) => c.text).join('; ');
+        process.stderr.write(`${describeFailure(result, run.label)}\n`);
+        columns.push({ label: run.label, samples: report.bench, error: notOk || `guest exit ${result.exitCode ?? 'unknown'}` });
+      } else {
+        columns.push({ label: run.label, samples: report.bench });
+      }
+    } catch (err) {
+      if (!(err instanceof VmError)) throw err;
+      failed = true;
+      columns.push({ label: run.label, samples: [], error: err.message });
+    }
+  }
+  process.stdout.write('AF_ALG AES-128-CBC encrypt through virtio_crypto_aes_cbc, TCG guest, one process\n');
+  process.stdout.write(`${formatBenchTable(columns)}\n`);
+  return failed ? 1 : 0;
+}
+
+export const vmCommand: Command = {
+  name: 'vm',
+  summary: 'boot a Linux guest on QEMU with our virtio-crypto device and run the AF_ALG probe',
+  help: HELP,
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, {
+      backend: { type: 'string' },
+      socket: { type: 'string' },
+      cmd: { type: 'string' },
+      'probe-args': { type: 'string' },
+      timeout: { type: 'string' },
+      msix: { type: 'string' },
+      verbose: { type: 'boolean' },
+      bench: { type: 'boolean' },
+      seconds: { type: 'string' },
+      sizes: { type: 'string' },
+    });
+    const backendName = values.backend ?? 'ours';
+    if (backendName !== 'ours' && backendName !== 'builtin') throw new UsageError(`invalid --backend '${backendName}': expected ours or builtin`);
+    if (values.socket !== undefined && backendName !== 'ours') throw new UsageError('--socket needs --backend ours');
+    if (values.socket !== undefined && values.socket.includes(',')) throw new UsageError("--socket path must not contain ',' (QEMU option syntax)");
+    if (values.msix !== undefined && values.msix !== 'on' && values.msix !== 'off') throw new UsageError(`invalid --msix '${values.msix}': expected on or off`);
+    if (values.msix === 'on' && backendName === 'ours') throw new UsageError('--msix on is only for --backend builtin: QEMU 7.2 under TCG segfaults with MSI-X and vhost-user');
+    if (values.cmd !== undefined && values['probe-args'] !== undefined) throw new UsageError('--cmd and --probe-args exclude each other');
+    const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '180', 3600) * 1000;
+    const verbose = values.verbose === true;
+
+    let command: string | undefined;
+    if (values.cmd !== undefined) command = values.cmd;
+    else if (values['probe-args'] !== undefined) command = ['/bin/probe', ...values['probe-args'].split(/\s+/).filter(Boolean).map(shellQuote)].join(' ');
+    if (command !== undefined && (command.length === 0 || Buffer.byteLength(command) > MAX_GUEST_COMMAND_BYTES)) {
+      throw new UsageError(`the guest command must be 1-${MAX_GUEST_COMMAND_BYTES} bytes (it travels on the kernel command line)`);
+    }
+    if (values.bench && (values.cmd !== undefined || values['probe-args'] !== undefined || values.backend !== undefined || values.socket !== undefined)) {
+      throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --timeout, --verbose');
+    }
+    if (!values.bench && (values.seconds !== undefined || values.sizes !== undefined)) throw new UsageError('--seconds and --sizes are --bench options');
+
+    // SIGINT/SIGTERM: kill QEMU and our device before exiting (they are our children).
+    const interrupted = new AbortController();
+    const onSignal = () => interrupted.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
+      if (values.bench) {
+        const seconds = parsePositiveInt('--seconds', values.seconds ?? '1', 60);
+        return await bench(image, seconds, parseSizes(values.sizes ?? DEFAULT_BENCH_SIZES), timeoutMs, verbose, interrupted.signal);
+      }
+      const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket };
+      const result = await runGuestSession({
+        image,
+        backend,
+        command,
+        timeoutMs,
+        logLevel: verbose ? 7 : 4,
+        log: (line) => process.stderr.write(`${line}\n`),
+        onEvent: (e) => {
+          if (e.kind === 'output') process.stdout.write(`${e.line}\n`);
+          else if (e.kind === 'boot' && verbose) process.stderr.write(`${e.line}\n`);
+        },
+        onDeviceOutput: verbose ? (t) => process.stderr.write(t) : undefined,
+        signal: interrupted.signal,
+      });
+      if (interrupted.signal.aborted) throw new CliError('interrupted: QEMU stopped', 130);
+      if (result.exitCode === undefined || result.deviceExit) {
+        throw new CliError(describeFailure(result, `vm (${backendName})`));
+      }
+      process.stderr.write(`vm: guest exited with status ${result.exitCode} after ${result.seconds.toFixed(1)} s (${backendName})\n`);
+      return result.exitCode;
+    } catch (err) {
+      if (err instanceof VmError) throw new CliError(err.hint ? `${err.message}: ${err.hint}` : err.message, 1, { cause: err });
+      throw err;
+    } finally {
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
+    }
+  },
+};

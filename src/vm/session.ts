@@ -1,0 +1,79 @@
+/**
+ * One guest run end to end: the cached image, our device process when the back-end is ours and
+ * no socket was given (started in a private temporary directory, stopped afterwards), and QEMU.
+ * Everything started here is stopped here, on success and on failure.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ConsoleEvent } from './console.js';
+import { startDevice, type DeviceProcess } from './device-process.js';
+import type { GuestImage } from './guest-image.js';
+import { runGuest, type CryptoBackend, type GuestResult } from './qemu.js';
+
+export type BackendChoice =
+  | { readonly kind: 'builtin'; readonly msix: boolean }
+  /** Ours: `socketPath` names a running `vcrypto device`; absent -> we start one. */
+  | { readonly kind: 'ours'; readonly socketPath?: string };
+
+export interface SessionOptions {
+  readonly image: GuestImage;
+  readonly backend: BackendChoice;
+  readonly command?: string;
+  readonly timeoutMs: number;
+  readonly logLevel?: number;
+  readonly onEvent?: (event: ConsoleEvent) => void;
+  readonly onDeviceOutput?: (text: string) => void;
+  readonly log?: (line: string) => void;
+  /** Aborting kills QEMU (and then our device): for SIGINT/SIGTERM of the CLI. */
+  readonly signal?: AbortSignal;
+}
+
+export interface SessionResult extends GuestResult {
+  /** Output of the device process we started (empty for builtin or --socket). */
+  readonly deviceLog: string;
+  /** Set when our device process exited while the guest was running. */
+  readonly deviceExit?: { readonly code: number | null; readonly signal: NodeJS.Signals | null };
+}
+
+export async function runGuestSession(options: SessionOptions): Promise<SessionResult> {
+  const { image, backend } = options;
+  let device: DeviceProcess | undefined;
+  let tempDir: string | undefined;
+  try {
+    let qemuBackend: CryptoBackend;
+    if (backend.kind === 'builtin') {
+      qemuBackend = { kind: 'builtin', msix: backend.msix };
+    } else if (backend.socketPath !== undefined) {
+      qemuBackend = { kind: 'vhost-user', socketPath: backend.socketPath };
+    } else {
+      tempDir = await mkdtemp(join(tmpdir(), 'vcrypto-vm-'));
+      const socketPath = join(tempDir, 'vc.sock');
+      options.log?.(`vm: starting 'vcrypto device --socket ${socketPath}'`);
+      device = await startDevice(socketPath, { onOutput: options.onDeviceOutput });
+      qemuBackend = { kind: 'vhost-user', socketPath };
+    }
+    const abort = new AbortController();
+    if (options.signal?.aborted) abort.abort();
+    options.signal?.addEventListener('abort', () => abort.abort(), { once: true });
+    let deviceExit: SessionResult['deviceExit'];
+    void device?.exited.then((exit) => {
+      if (!abort.signal.aborted) {
+        // Our device died mid-run: the guest would hang on its requests, so stop QEMU now.
+        deviceExit = exit;
+        abort.abort();
+      }
+    });
+    const result = await runGuest(
+      { kernel: image.kernel, initrd: image.initrd, backend: qemuBackend, command: options.command, logLevel: options.logLevel },
+      { timeoutMs: options.timeoutMs, onEvent: options.onEvent, signal: abort.signal },
+    );
+    // QEMU is gone: our device exiting now is expected, not a failure.
+    const exitDuringRun = deviceExit;
+    abort.abort();
+    return { ...result, deviceLog: device?.log() ?? '', deviceExit: exitDuringRun };
+  } finally {
+    await device?.stop();
+    if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
+  }
+}
