@@ -25,11 +25,23 @@ function topHelp(): string {
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {
+    process.stderr.write(`${PROGRAM}: missing command\n${topHelp()}\n`);
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     const target = name === 'help' ? rest[0] : undefined;
-    const cmd = target === undefined ? undefined : commands.find((c) => c.name === target);
-    process.stdout.write((cmd ? cmd.help : topHelp()) + '\n');
-    return name === undefined ? 2 : 0;
+    if (target === undefined) {
+      process.stdout.write(topHelp() + '\n');
+      return 0;
+    }
+    const cmd = commands.find((c) => c.name === target);
+    if (!cmd) {
+      process.stderr.write(`${PROGRAM}: unknown command '${target}'\n${topHelp()}\n`);
+      return 2;
+    }
+    process.stdout.write(cmd.help + '\n');
+    return 0;
   }
   if (name === '--version' || name === '-V') {
     process.stdout.write('0.1.0\n');
@@ -37,10 +49,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const cmd: Command | undefined = commands.find((c) => c.name === name);
   if (!cmd) {
-    process.stderr.write(`${PROGRAM}: unknown command '${name}'\n${topHelp()}\n`);
+    const what = name.startsWith('-') ? 'option' : 'command';
+    process.stderr.write(`${PROGRAM}: unknown ${what} '${name}'\n${topHelp()}\n`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  const terminator = rest.indexOf('--');
+  const options = terminator === -1 ? rest : rest.slice(0, terminator);
+  if (options.includes('--help') || options.includes('-h')) {
     process.stdout.write(cmd.help + '\n');
     return 0;
   }
