@@ -3,13 +3,9 @@
  * Add a command: create `commands/<name>.ts` exporting a `Command`, then add ONE line here.
  */
 import type { Command } from '../command.js';
-import { deviceCommand } from './device.js';
 import { vmCommand } from './vm.js';
 import { clientCommand } from './client.js';
 import { serverCommand } from './server.js';
-import { cryptoServerCommand } from './crypto-server.js';
-import { cryptoClientCommand } from './crypto-client.js';
-import { keygenCommand } from './keygen.js';
 import { testCryptoCommand } from './test-crypto.js';
 import { testForkCryptoCommand } from './test-fork-crypto.js';
 import { encCommand } from './enc.js';
@@ -20,9 +16,6 @@ import { benchCommand } from './bench.js';
 export const commands: readonly Command[] = [
   serverCommand,
   clientCommand,
-  cryptoServerCommand,
-  cryptoClientCommand,
-  keygenCommand,
   vmCommand,
   testCryptoCommand,
   testForkCryptoCommand,
@@ -30,5 +23,4 @@ export const commands: readonly Command[] = [
   decCommand,
   dgstCommand,
   benchCommand,
-  deviceCommand,
 ];
