@@ -3,6 +3,7 @@
  * Add a command: create `commands/<name>.ts` exporting a `Command`, then add ONE line here.
  */
 import type { Command } from '../command.js';
+import { deviceCommand } from './device.js';
 import { vmCommand } from './vm.js';
 import { clientCommand } from './client.js';
 import { serverCommand } from './server.js';
@@ -23,4 +24,5 @@ export const commands: readonly Command[] = [
   decCommand,
   dgstCommand,
   benchCommand,
+  deviceCommand,
 ];

@@ -1,0 +1,79 @@
+/**
+ * `vcrypto device --socket PATH`: serve the virtio-crypto device as a vhost-user back-end, for stock
+ * QEMU's cryptodev-vhost-user (7.2) or our own driver (`--device vhost-user:PATH`).
+ */
+import { resolve } from 'node:path';
+import { type Command, UsageError, CliError, parseCommandArgs, parsePositiveInt } from '../command.js';
+import { VhostUserBackendServer, DEFAULT_DATA_QUEUES, DEFAULT_MAX_SESSIONS } from '../../transport/vhost-user/backend-server.js';
+
+const help = `Usage: vcrypto device --socket PATH [--queues N] [--max-sessions N]
+       vcrypto device --socket PATH --print-qemu-args [--memory SIZE]
+
+Serve the virtio-crypto device as a vhost-user back-end on the Unix socket PATH (QEMU connects as the
+client, so start this first). Every connection (a VM, or a 'vcrypto ... --device vhost-user:PATH'
+process) gets its own device instance and worker thread. Log lines go to stderr. SIGINT/SIGTERM stop
+every ring, unmap guest memory, remove the socket file and exit 0.
+
+Options:
+  --socket PATH        Unix socket to listen on (a stale socket file is replaced)
+  --queues N           data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)
+  --max-sessions N     session table bound per connection (default ${DEFAULT_MAX_SESSIONS})
+  --print-qemu-args    print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit
+  --memory SIZE        guest memory size for --print-qemu-args (default 512M)
+
+Example:
+  vcrypto device --socket ./vc.sock &
+  qemu-system-x86_64 ... $(vcrypto device --socket ./vc.sock --print-qemu-args)`;
+
+/** The QEMU 7.2 command-line flags for our back-end (reference §0; vectors=0: TCG + MSI-X crash). */
+export function qemuArgs(socketPath: string, memory: string, queues: number): string[] {
+  return [
+    '-object', `memory-backend-memfd,id=mem,size=${memory},share=on`,
+    '-machine', 'memory-backend=mem',
+    '-chardev', `socket,id=c0,path=${socketPath}`,
+    '-object', `cryptodev-vhost-user,id=cd0,chardev=c0${queues > 1 ? `,queues=${queues}` : ''}`,
+    '-device', 'virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0',
+  ];
+}
+
+export const deviceCommand: Command = {
+  name: 'device',
+  summary: 'serve the virtio-crypto device as a vhost-user back-end (for QEMU or --device vhost-user:PATH)',
+  help,
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, {
+      socket: { type: 'string' },
+      queues: { type: 'string' },
+      'max-sessions': { type: 'string' },
+      'print-qemu-args': { type: 'boolean' },
+      memory: { type: 'string' },
+    });
+    if (values.socket === undefined) throw new UsageError('--socket PATH is required');
+    const queues = values.queues === undefined ? DEFAULT_DATA_QUEUES : parsePositiveInt('--queues', values.queues, 255);
+    const maxSessions = values['max-sessions'] === undefined ? DEFAULT_MAX_SESSIONS : parsePositiveInt('--max-sessions', values['max-sessions'], 1 << 20);
+    if (values['print-qemu-args']) {
+      const memory = values.memory ?? '512M';
+      if (!/^\d+[KMGT]?$/.test(memory)) throw new UsageError(`invalid --memory '${memory}': expected e.g. 512M`);
+      if (/[,\s]/.test(values.socket)) throw new UsageError('the socket path must not contain commas or spaces (QEMU option syntax)');
+      process.stdout.write(qemuArgs(resolve(values.socket), memory, queues).join(' ') + '\n');
+      return 0;
+    }
+    if (values.memory !== undefined) throw new UsageError('--memory only applies to --print-qemu-args');
+    const log = (line: string) => process.stderr.write(`vcrypto device: ${line}\n`);
+    let server: VhostUserBackendServer;
+    try {
+      server = VhostUserBackendServer.listen(values.socket, { dataQueues: queues, maxSessions, log });
+    } catch (err) {
+      throw new CliError(`cannot listen on ${values.socket}: ${(err as Error).message}`);
+    }
+    process.stdout.write(`listening on ${values.socket} (${queues} data queue${queues > 1 ? 's' : ''}, max ${maxSessions} sessions per connection)\n`);
+    const signal = await new Promise<NodeJS.Signals>((done) => {
+      process.once('SIGINT', () => done('SIGINT'));
+      process.once('SIGTERM', () => done('SIGTERM'));
+    });
+    log(`${signal}: stopping ${server.connectionCount} connection(s)`);
+    await server.close();
+    log('stopped; socket removed');
+    return 0;
+  },
+};

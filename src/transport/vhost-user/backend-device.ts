@@ -1,0 +1,30 @@
+/**
+ * The device model behind one back-end connection: the project's VirtioCryptoDevice, unchanged,
+ * plus the mapping of vhost-user session messages onto it.
+ */
+import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
+import { VIRTIO_CRYPTO_STATUS } from '../../spec/virtio-crypto.js';
+import type { CryptoSessionRequest } from '../../wire/vhost-user.js';
+import type { BackendDeviceModel } from './backend-connection.js';
+
+export interface BackendDeviceOptions {
+  readonly dataQueues: number;
+  readonly maxSessions: number;
+}
+
+export function createBackendDevice(opts: BackendDeviceOptions): BackendDeviceModel {
+  const device = new VirtioCryptoDevice({ maxDataQueues: opts.dataQueues, maxSessions: opts.maxSessions });
+  return {
+    processControl: (chain) => device.processControl(chain),
+    processData: (chain) => device.processData(chain),
+    createSessionFromMessage(request: CryptoSessionRequest): bigint {
+      // QEMU 8.1+ forwards akcipher sessions too; this device has no akcipher service.
+      if (request.kind !== 'sym') return -BigInt(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_NOTSUPP);
+      return device.createSymSession(request.sym);
+    },
+    closeSession: (id) => {
+      device.destroySession(id);
+    },
+    reset: () => device.reset(),
+  };
+}
