@@ -163,6 +163,12 @@ export class GuestMemory {
     let r = this.#find(gpa);
     if (r === undefined) return len === 0 && this.viewAt(gpa, 0) !== null;
     // Exact arithmetic: gpa, r.end <= 2^53 and len <= 2^32.
+    if (gpa + len <= r.end) {
+      // The common case: the whole range inside one region.
+      const off = gpa - r.start;
+      out.push(r.bytes.subarray(off, off + len));
+      return true;
+    }
     let cur = gpa;
     let left = len;
     const regions = this.#regions;
