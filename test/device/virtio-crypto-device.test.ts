@@ -334,3 +334,71 @@ for (const [hashAlgo, hashName, len] of [
     assert.equal(toHex(p.mac), toHex(e.mac)); // hash-then-cipher: MAC over the ciphertext input
   });
 }
+
+test('chaining with offsets (ESP-like: cipher a region, authenticate header + ciphertext) and hash_mode PLAIN, vs NIST + openssl dgst', () => {
+  const d = dev();
+  const key = hex(KEYS[128]);
+  const macKey = hex('4a656665'); // "Jefe"
+  const header = hex('0000cafe00000001');
+  const src = concat(header, PLAIN.subarray(0, 32));
+  const ctHex = NIST.CBC[128].replace(/ /g, '').slice(0, 64);
+  for (const [hashMode, hashName] of [
+    [2, 'sha256'],
+    [1, 'sha256'],
+  ] as const) {
+    const id = ctrlCreateOk(
+      d,
+      encodeAlgChainCreateSessionReq({ algChainOrder: 2, hashMode, cipher: { algo: ALG.CBC, keyLen: 16, op: 1 }, hashAlgo: 4, hashResultLen: 32, authKeyLen: hashMode === 2 ? 4 : 0, aadLen: 0 }),
+      key,
+      ...(hashMode === 2 ? [macKey] : []),
+    );
+    const hdr = encodeAlgChainDataReq(ENCRYPT, id, {
+      ivLen: 16,
+      srcDataLen: 40,
+      dstDataLen: 40,
+      cipherStartSrcOffset: 8,
+      lenToCipher: 32,
+      hashStartSrcOffset: 0,
+      lenToHash: 40,
+      aadLen: 0,
+      hashResultLen: 16, // truncated, as ESP does
+    });
+    const out = new Uint8Array(40 + 16 + 1).fill(0xff);
+    const written = d.processData(makeChain([hdr, CBC_IV, src], [out.subarray(0, 13), out.subarray(13)]));
+    assert.equal(written, 57);
+    assert.equal(out[56], 0);
+    assert.equal(toHex(out.subarray(0, 40)), toHex(header) + ctHex); // header copied, region ciphered
+    const expected =
+      hashMode === 2
+        ? opensslHmac(hashName, macKey, out.subarray(0, 40))
+        : execFileSync('openssl', ['dgst', `-${hashName}`, '-hex'], { input: out.subarray(0, 40) }).toString().trim().split(/\s+/).pop()!;
+    assert.equal(toHex(out.subarray(40, 56)), expected.slice(0, 32));
+  }
+});
+
+test('AES-GCM test case 4 with every part split across descriptors (header, iv, src, aad, dst)', () => {
+  const d = dev();
+  const id = ctrlCreateOk(d, encodeAeadCreateSessionReq({ algo: 1, keyLen: 16, tagLen: 16, aadLen: 20, op: 1 }), GCM_KEY);
+  const p4 = GCM_P.subarray(0, 60);
+  const hdr = new Uint8Array(72);
+  const dv = new DataView(hdr.buffer);
+  dv.setUint32(0, AEAD_ENCRYPT, true);
+  dv.setBigUint64(8, id, true);
+  dv.setUint32(24, 12, true); // iv_len
+  dv.setUint32(28, 20, true); // aad_len
+  dv.setUint32(32, 60, true); // src_data_len
+  dv.setUint32(36, 76, true); // dst_data_len
+  dv.setUint32(40, 16, true); // tag_len (1.2)
+  // one contiguous readable stream cut at odd places: header|iv|src|aad
+  const stream = concat(hdr, GCM_IV, p4, GCM_AAD);
+  const cuts = [3, 71, 80, 85, 150, 151];
+  const readable = cuts.map((c, i) => stream.subarray(i === 0 ? 0 : cuts[i - 1]!, c)).concat([stream.subarray(cuts[cuts.length - 1]!)]);
+  const out = new Uint8Array(77);
+  d.processData(makeChain(readable, [out.subarray(0, 1), out.subarray(1, 61), out.subarray(61)]));
+  assert.equal(out[76], 0);
+  assert.equal(toHex(out.subarray(0, 76)), GCM_C.slice(0, 120) + '5bc94fbc3221a5db94fae95ae7121a47');
+  dv.setUint32(40, 12, true); // a tag_len other than the session's
+  const st = new Uint8Array(77);
+  d.processData(makeChain([concat(hdr, GCM_IV, p4, GCM_AAD)], [st]));
+  assert.equal(st[76], 1);
+});
