@@ -2,7 +2,7 @@
  * Generic virtio constants, from the VIRTIO 1.2 specification text only. No logic.
  *
  * Split virtqueue flags: VIRTIO 1.2 §2.7.5 (descriptor table), §2.7.6 (available ring),
- * §2.7.8 (used ring). Feature bits: §6 ("Reserved Feature Bits") and §2.7.5.3 / §2.7.7.
+ * §2.7.8 (used ring). Feature bits: §6 ("Reserved Feature Bits").
  * Device status: §2.1. Device IDs: §5.
  */
 
@@ -24,10 +24,16 @@ export const VIRTQ_USED_F_NO_NOTIFY = 1;
 
 // --- §6 Reserved feature bits (bit numbers; the feature word is 64-bit) -----------------------
 
+/** Legacy (§6.3 "Legacy Interface: Reserved Feature Bits"). */
 export const VIRTIO_F_NOTIFY_ON_EMPTY = 24;
+/** Legacy (§6.3). */
 export const VIRTIO_F_ANY_LAYOUT = 27;
+/** The spec calls it VIRTIO_F_INDIRECT_DESC; Linux and QEMU VIRTIO_RING_F_INDIRECT_DESC. */
 export const VIRTIO_RING_F_INDIRECT_DESC = 28;
+export const VIRTIO_F_INDIRECT_DESC = VIRTIO_RING_F_INDIRECT_DESC;
+/** The spec calls it VIRTIO_F_EVENT_IDX; Linux and QEMU VIRTIO_RING_F_EVENT_IDX. */
 export const VIRTIO_RING_F_EVENT_IDX = 29;
+export const VIRTIO_F_EVENT_IDX = VIRTIO_RING_F_EVENT_IDX;
 export const VIRTIO_F_VERSION_1 = 32;
 export const VIRTIO_F_ACCESS_PLATFORM = 33;
 export const VIRTIO_F_RING_PACKED = 34;

@@ -37,7 +37,7 @@ export type VirtqueueErrorKind =
   | 'ring-out-of-bounds' // the rings themselves are not inside guest memory (or misaligned)
   // Driver side (DriverQueue.getUsed): the device broke the protocol; the queue is broken.
   | 'used-id-invalid' // used element id is not the head of an outstanding chain
-  | 'used-len-invalid' // used element len exceeds the chain's device-writable bytes (§2.7.8.1)
+  | 'used-len-invalid' // used element len exceeds the chain's device-writable bytes (§2.7.8)
   | 'used-index-jump'; // used.idx moved past more entries than are in flight
 
 export class VirtqueueError extends Error {

@@ -14,7 +14,7 @@
  *  - the total length is capped at `maxChainBytes` (checked before translation: no u32 wrap).
  * A broken chain is returned as `{ ok: false, head, error }`: the caller completes it with 0 bytes
  * and goes on. Queue-fatal problems (avail.idx jumping, a head index out of range: there is no
- * valid used id to complete it with) throw VirtqueueError and set `broken` (NEEDS_RESET, §2.1.1).
+ * valid used id to complete it with) throw VirtqueueError and set `broken` (DEVICE_NEEDS_RESET, §2.1.2).
  * Each descriptor is copied into locals before it is validated (TOCTOU: the driver may rewrite it).
  */
 
@@ -149,7 +149,7 @@ export class DeviceQueue {
       // Acquire: everything the driver wrote before this store of avail.idx is visible below.
       this.#shadowAvail = Atomics.load(this.#avail16, AVAIL.idx >>> 1);
       if (this.#lastAvail === this.#shadowAvail) return null;
-      // §2.7.13.3: the driver can make at most Queue Size entries available at once.
+      // The available ring holds Queue Size entries (§2.7.6): more pending means a corrupt idx.
       const pending = (this.#shadowAvail - this.#lastAvail) & 0xffff;
       if (pending > this.size) {
         this.#fatal('avail-index-jump', `avail.idx ${this.#shadowAvail} is ${pending} entries past ${this.#lastAvail} (queue size ${this.size})`);
@@ -179,7 +179,8 @@ export class DeviceQueue {
     const cap = this.maxChainBytes;
 
     for (;;) {
-      // TTL (§2.7.5.2: a chain never has more descriptors than its table): a loop ends here.
+      // TTL (§2.7.5.2: "loops in the descriptor chain are forbidden"): visiting more descriptors
+      // than the table holds means a loop, and the walk ends here.
       if (visited >= tableSize) {
         return fail(head, 'chain-too-long', `more than ${tableSize} descriptors in ${inIndirect ? 'indirect table' : 'chain'}`);
       }
@@ -198,6 +199,8 @@ export class DeviceQueue {
         if (inIndirect) return fail(head, 'nested-indirect', `indirect descriptor inside an indirect table`);
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) return fail(head, 'indirect-with-next', `descriptor ${index} has INDIRECT and NEXT`);
         // §2.7.5.3: the table is len/16 descriptors. (The WRITE flag here is ignored, §2.7.5.3.2.)
+        // DEVIATION: §2.7.5.3.1 also bounds the chain by the Queue Size; we accept up to
+        // maxIndirectEntries instead (a driver-side rule; Linux tables reach ~300 entries).
         if (len === 0 || len % 16 !== 0) return fail(head, 'indirect-bad-length', `indirect table length ${len} is not a non-zero multiple of 16`);
         const entries = len / 16;
         if (entries > this.maxIndirectEntries) {
@@ -216,7 +219,7 @@ export class DeviceQueue {
       if ((flags & VIRTQ_DESC_F_WRITE) !== 0) {
         sawWritable = true;
       } else if (sawWritable) {
-        // §2.7.4.2 / §2.7.5.2: device-readable elements come before device-writable ones.
+        // §2.7.4.2: device-writable elements come after all device-readable ones.
         return fail(head, 'readable-after-writable', `readable descriptor ${index} after a writable one`);
       }
       // Cap before translating: len <= 2^32-1 and the sums stay far below 2^53 (no wrap).
@@ -280,8 +283,8 @@ export class DeviceQueue {
 
   /**
    * After publishUsed(): must the driver be notified? EVENT_IDX: vring_need_event(used_event, new,
-   * old) with old = used.idx at the previous decision (§2.7.7.2). Otherwise: unless the driver set
-   * VIRTQ_AVAIL_F_NO_INTERRUPT (§2.7.7.1). The Atomics store of used.idx above and the Atomics
+   * old) with old = used.idx at the previous decision; otherwise unless the driver set
+   * VIRTQ_AVAIL_F_NO_INTERRUPT (§2.7.7.2). The Atomics store of used.idx above and the Atomics
    * load below are sequentially consistent: the full barrier the spec asks for.
    */
   needsNotification(): boolean {

@@ -7,7 +7,7 @@
  * The driver's own bookkeeping (free list, chain links, lengths, tokens) lives in JS memory, never
  * re-read from the shared descriptor table, so a device scribbling on the table cannot corrupt it.
  * The device is checked: a used element naming a head that is not in flight, a `len` larger than
- * the chain's writable bytes (§2.7.8.1), or used.idx running ahead of what is in flight is a
+ * the chain's writable bytes (§2.7.8), or used.idx running ahead of what is in flight is a
  * VirtqueueError and marks the queue `broken` (the driver then resets the device).
  */
 
@@ -250,7 +250,7 @@ export class DriverQueue<T> {
     const id = this.#used.getUint32(at + USED.elemId, true);
     const len = this.#used.getUint32(at + USED.elemLen, true);
     if (id >= this.size || this.#chainDescs[id] === 0) this.#fail('used-id-invalid', `used id ${id} is not an outstanding head`);
-    // §2.7.8.1: the device MUST NOT set len above the writable bytes of the chain.
+    // §2.7.8: len is the number of bytes written into the chain's device-writable buffers.
     if (len > this.#writableBytes[id]!) this.#fail('used-len-invalid', `used len ${len} > ${this.#writableBytes[id]} writable bytes of chain ${id}`);
     this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
     const token = this.#tokens[id] as T;

@@ -9,8 +9,8 @@
  * Descriptors, avail.ring[] entries and used elements are accessed with plain little-endian DataView
  * reads/writes, and are ordered by those atomic accesses:
  *
- *   driver: write descriptors and avail.ring[i]  ->  Atomics.store(avail.idx)          (§2.7.13)
- *   device: Atomics.load(avail.idx)  ->  read avail.ring[i] and descriptors             (§2.7.13.x)
+ *   driver: write descriptors and avail.ring[i]  ->  Atomics.store(avail.idx)          (§2.7.13.3)
+ *   device: Atomics.load(avail.idx)  ->  read avail.ring[i] and descriptors             (the pairing load)
  *   device: write used element (id, len)  ->  Atomics.store(used.idx)                   (§2.7.8.2)
  *   driver: Atomics.load(used.idx)  ->  read used element
  *   suppression (§2.7.7, §2.7.10): after re-enabling notifications (store avail_event / used_event
@@ -19,7 +19,7 @@
  *   notification decision: store idx, then load the event/flags (again store-then-load, fenced).
  *
  * Typed arrays use the host byte order, so we assert a little-endian host (virtio 1.x rings are
- * little-endian, §2.4 / §1.4) at module load.
+ * little-endian: le16/le32/le64 fields, §2.7) at module load.
  */
 
 import { endianness } from 'node:os';
