@@ -273,6 +273,8 @@ export class VirtioCryptoDevice {
     const id = this.#sessions.add(r);
     if (id === null) {
       r.wipe();
+      // NOTE: §5.9.7.2.1 mentions NOSPC "only when VIRTIO_CRYPTO_F_REVISION_1" is negotiated; we
+      // answer NOSPC for a full table regardless (drivers treat any non-OK create status as failure).
       return { id: 0n, status: S.VIRTIO_CRYPTO_NOSPC };
     }
     return { id, status: OK };
