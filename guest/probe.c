@@ -9,6 +9,7 @@
  * Usage:
  *   probe [check] [--forks N] [--rounds R]   selftest, known answers, buffer shapes, N processes
  *   probe bench [--seconds S] [--sizes a,b,...]  AES-128-CBC encrypt throughput per size
+ *   --watchdog S   fail a check the device has not answered within S seconds (default 60)
  *
  * Output is one line per result, machine-readable by the host (src/vm/probe-report.ts):
  *   ok <name> [details]        a check passed
@@ -19,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <linux/if_alg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +47,33 @@
 #define PAGE 4096
 
 static int failures;
+
+/*
+ * Watchdog: a request the device never completes blocks read() forever. SIGALRM reports which
+ * check hung (async-signal-safe write) and ends the probe, so the host sees a named failure
+ * instead of only a QEMU timeout.
+ */
+static char current_check[128] = "start";
+static unsigned int watchdog_seconds = 60;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	static const char pre[] = "not ok ";
+	static const char post[] = " timed out: no answer from the device (watchdog)\nprobe: FAIL (watchdog)\n";
+	ssize_t r = write(1, pre, sizeof(pre) - 1);
+	r = write(1, current_check, strlen(current_check));
+	r = write(1, post, sizeof(post) - 1);
+	(void)r;
+	_exit(1);
+}
+
+/* Names the running check and re-arms the watchdog. */
+static void begin_check(const char *name, unsigned int seconds)
+{
+	snprintf(current_check, sizeof(current_check), "%s", name);
+	alarm(seconds);
+}
 
 static void ok(const char *name, const char *details)
 {
@@ -349,9 +378,10 @@ static void check_nist(void)
 					memcpy(out, in, 64);
 					in = out;
 				}
-				int rc = crypt_parts(tfm, dec, iv, in, out, 64, shapes[s].send, shapes[s].read);
 				snprintf(name, sizeof(name), "kat %s %s %s", nist[v].name, dec ? "decrypt" : "encrypt",
 					 shapes[s].shape);
+				begin_check(name, watchdog_seconds);
+				int rc = crypt_parts(tfm, dec, iv, in, out, 64, shapes[s].send, shapes[s].read);
 				if (rc < 0) {
 					snprintf(reason, sizeof(reason), "AF_ALG: %s", strerror(-rc));
 					not_ok(name, reason);
@@ -437,6 +467,7 @@ static void check_shapes(void)
 		rng_fill(key, sizeof(key));
 		snprintf(name, sizeof(name), "oracle len=%zu in+%zu out+%zu aes%zu", cases[i].len, cases[i].in_off,
 			 cases[i].out_off, cases[i].klen * 8);
+		begin_check(name, watchdog_seconds);
 		if (compare_with_oracle(name, key, cases[i].klen, cases[i].len, cases[i].in_off, cases[i].out_off) == 0)
 			ok(name, "");
 	}
@@ -480,6 +511,7 @@ static void check_forks(int forks, int rounds)
 	pid_t pids[64];
 	int started = 0;
 	char name[64], reason[128];
+	begin_check("forks", watchdog_seconds * 2);
 	for (int i = 0; i < forks; i++) {
 		fflush(stdout);
 		pid_t pid = fork();
@@ -550,6 +582,9 @@ static int bench(double seconds, const char *sizes)
 			return 2;
 		}
 		p = *end == ',' ? end + 1 : end;
+		char check[64];
+		snprintf(check, sizeof(check), "bench size=%lu", size);
+		begin_check(check, (unsigned int)seconds + watchdog_seconds);
 		struct iovec iov = { .iov_base = buf, .iov_len = size };
 		/* Warm-up, then a timed loop: one request per send+read, like the reference measurements. */
 		if (send_first(op, 0, iv, &iov, 1, 0) < 0 || read_all(op, &iov, 1) < 0) {
@@ -580,8 +615,8 @@ static int bench(double seconds, const char *sizes)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: probe [check] [--forks N] [--rounds R]\n"
-			"       probe bench [--seconds S] [--sizes 16,256,4096,16384,65536]\n");
+	fprintf(stderr, "usage: probe [check] [--forks N] [--rounds R] [--watchdog S]\n"
+			"       probe bench [--seconds S] [--sizes 16,256,4096,16384,65536] [--watchdog S]\n");
 	return 2;
 }
 
@@ -609,21 +644,26 @@ int main(int argc, char **argv)
 			seconds = atof(val);
 		else if (strcmp(opt, "--sizes") == 0)
 			sizes = val;
+		else if (strcmp(opt, "--watchdog") == 0)
+			watchdog_seconds = (unsigned int)atoi(val);
 		else
 			return usage();
 	}
-	if (forks < 1 || forks > 64 || rounds < 1 || !(seconds > 0))
+	if (forks < 1 || forks > 64 || rounds < 1 || !(seconds > 0) || seconds > 3600 || watchdog_seconds < 1)
 		return usage();
+	signal(SIGALRM, on_alarm);
 
 	if (strcmp(mode, "bench") == 0)
 		return bench(seconds, sizes);
 	if (strcmp(mode, "check") != 0)
 		return usage();
 
+	begin_check("selftest", watchdog_seconds);
 	check_selftest();
 	check_nist();
 	check_shapes();
 	check_forks(forks, rounds);
+	alarm(0);
 	if (failures == 0)
 		printf("probe: PASS\n");
 	else

@@ -119,8 +119,36 @@ function cacheKey(pkg: KernelPackage, probe: Buffer, init: Buffer): string {
   return h.digest('hex').slice(0, 16);
 }
 
+class DownloadFailed extends Error {
+  constructor(readonly reason: unknown) {
+    super('apt-get download failed');
+  }
+}
+
 /** Returns the cached guest image, building it first if needed. */
 export async function ensureGuestImage(options: ImageOptions = {}): Promise<GuestImage> {
+  try {
+    return await buildOrReuse(options);
+  } catch (err) {
+    if (!(err instanceof DownloadFailed)) throw err;
+    // Stale apt lists can name a version the mirror no longer has: refresh once, resolve again.
+    options.log?.(`vm: ${err.reason instanceof Error ? err.reason.message : 'apt-get download failed'}; running apt-get update and retrying`);
+    await runHost('apt-get', ['update', '-qq']).catch((e: unknown) => {
+      throw new VmError(`apt-get update failed (${(e as Error).message})`, 'run `apt-get update` as root, with access to a Debian mirror', { cause: e });
+    });
+    try {
+      return await buildOrReuse(options);
+    } catch (again) {
+      if (again instanceof DownloadFailed) {
+        const reason = again.reason instanceof Error ? again.reason.message : String(again.reason);
+        throw new VmError(`cannot download the kernel package: ${reason}`, 'the host needs network access to a Debian mirror (apt-get download linux-image-amd64)', { cause: again.reason });
+      }
+      throw again;
+    }
+  }
+}
+
+async function buildOrReuse(options: ImageOptions): Promise<GuestImage> {
   const log = options.log ?? (() => {});
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const probeSource = join(PACKAGE_ROOT, 'guest', 'probe.c');
@@ -152,7 +180,9 @@ export async function ensureGuestImage(options: ImageOptions = {}): Promise<Gues
       log(`vm: downloading ${pkg.name} ${pkg.version} (apt-get download)`);
       const dl = await mkdtemp(join(cacheDir, 'debs', 'dl-'));
       try {
-        await runHost('apt-get', ['download', '-qq', `${pkg.name}=${pkg.version}`], { cwd: dl });
+        await runHost('apt-get', ['download', '-qq', `${pkg.name}=${pkg.version}`], { cwd: dl }).catch((err: unknown) => {
+          throw new DownloadFailed(err);
+        });
         const got = (await readdir(dl)).find((f) => f.endsWith('.deb'));
         if (got === undefined) throw new VmError(`apt-get download ${pkg.name} produced no .deb`);
         await rename(join(dl, got), deb);

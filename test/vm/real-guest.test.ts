@@ -1,6 +1,7 @@
 /**
  * The real guest: `vcrypto vm` boots a Debian Linux 6.1 kernel on stock qemu-system-x86_64
- * (TCG) with a virtio-crypto-pci device, and the guest's own virtio_crypto driver runs the probe:
+ * (TCG) with a virtio-crypto-pci device served by OUR back-end (`vcrypto device`, vhost-user,
+ * started by `vcrypto vm`), and the guest's own virtio_crypto driver runs the probe:
  * the kernel's crypto self-tests (/proc/crypto "selftest : passed"), NIST SP 800-38A CBC known
  * answers through AF_ALG with multi-part, misaligned and in-place buffers, large buffers against
  * the kernel's cbc(aes-generic), and concurrent guest processes.
@@ -13,8 +14,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runVcrypto, type CliRun } from './spawn-cli.js';
 
-/** Which back-end serves the guest's virtio-crypto device. */
-const BACKEND = 'builtin';
+/** Which back-end serves the guest's virtio-crypto device: ours = `vcrypto device` over vhost-user. */
+const BACKEND = 'ours';
 /** The CLI kills QEMU itself after this; the test waits a bit longer (first run also builds the image). */
 const GUEST_TIMEOUT_S = 150;
 
