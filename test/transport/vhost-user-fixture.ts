@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectUnix, type UnixSocket } from '../../src/sys/unix-socket.js';
+import { SysError, errnoValues } from '../../src/sys/libc.js';
 import { pollAsync, POLLIN, createEventFd, closeFd, closeFds } from '../../src/sys/fd.js';
 import { createMemfd, mapShared, type Mapping } from '../../src/sys/memfd.js';
 import { VhostUserBackendServer } from '../../src/transport/vhost-user/backend-server.js';
@@ -119,7 +120,14 @@ export class RawFrontEnd {
   /** Resolves when the back-end has closed the connection (EOF). */
   async closedByPeer(timeoutMs = 5000): Promise<boolean> {
     for (;;) {
-      const r = this.sock.recv(4096);
+      let r;
+      try {
+        r = this.sock.recv(4096);
+      } catch (err) {
+        // Closed with our bytes still unread on its side: the kernel reports a reset.
+        if (err instanceof SysError && err.errno === errnoValues.ECONNRESET) return true;
+        throw err;
+      }
       if (r === null) {
         const [ev = 0] = await pollAsync([{ fd: this.sock.fd, events: POLLIN }], timeoutMs);
         if (ev === 0) return false;
@@ -244,6 +252,8 @@ export interface ServerUnderTest {
   readonly logs: string[];
   /** Resolves with the first log line matching `re` (already logged or future). */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Resolves when connection `id` has been released (worker exited). */
+  released(id: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -252,9 +262,15 @@ export function startServer(opts: { dataQueues?: number; maxSessions?: number } 
   const path = join(dir, 'vc.sock');
   const logs: string[] = [];
   const waiters: { re: RegExp; resolve: (line: string) => void }[] = [];
+  const releasedIds = new Set<number>();
+  const releaseWaiters = new Map<number, () => void>();
   const server = VhostUserBackendServer.listen(path, {
     dataQueues: opts.dataQueues ?? 1,
     maxSessions: opts.maxSessions ?? 1024,
+    onConnectionClosed: (id) => {
+      releasedIds.add(id);
+      releaseWaiters.get(id)?.();
+    },
     log: (line) => {
       logs.push(line);
       for (const w of [...waiters]) {
@@ -282,6 +298,10 @@ export function startServer(opts: { dataQueues?: number; maxSessions?: number } 
           },
         });
       });
+    },
+    released(id) {
+      if (releasedIds.has(id)) return Promise.resolve();
+      return new Promise((resolve) => releaseWaiters.set(id, resolve));
     },
     async stop() {
       await server.close();

@@ -19,6 +19,8 @@ export interface BackendServerOptions {
   readonly maxSessions: number;
   /** Where log lines go (one line each, no trailing newline). */
   readonly log: (line: string) => void;
+  /** Called when a connection's worker has exited and everything it held is released. */
+  readonly onConnectionClosed?: (id: number) => void;
 }
 
 export const DEFAULT_DATA_QUEUES = 1;
@@ -129,6 +131,7 @@ export class VhostUserBackendServer {
       closeFd(stopFd);
       this.#connections.delete(id);
       resolveExit();
+      this.#opts.onConnectionClosed?.(id);
     });
   }
 
