@@ -13,7 +13,7 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import type { CryptoDevice } from '../../driver/api.js';
 import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, parseDeviceSpec } from '../../transport/open-device.js';
 import { serveDevice } from '../../transport/message-port/serve-device.js';
-import { type Command, parseCommandArgs, parsePositiveInt } from '../command.js';
+import { type Command, parseCommandArgs, parsePositiveInt, UsageError } from '../command.js';
 import { checkDeviceSpec, parseKeyBits, withDevice } from './crypto-common.js';
 import { LAB_DEFAULT_KEY_BITS } from './test-crypto.js';
 import type { ForkWorkerData, ForkWorkerMessage } from './test-fork-crypto-worker.js';
@@ -80,7 +80,7 @@ export const testForkCryptoCommand: Command = {
   name: 'test-fork-crypto',
   summary: 'N concurrent users of one device, each with its own sessions (test_fork_crypto)',
   help: [
-    'Usage: vcrypto test-fork-crypto [--device SPEC] [--children N] [--key-bits 128|192|256]',
+    'Usage: vcrypto test-fork-crypto [--device SPEC] [--children N] [--key-bits 128|192|256] [--mode threads|processes]',
     '',
     "The lab's test_fork_crypto: N users share one device concurrently, each opening its own handle,",
     'creating its own session, and encrypting/decrypting/verifying 16384 random bytes. Each line is',
@@ -92,12 +92,15 @@ export const testForkCryptoCommand: Command = {
     DEVICE_OPTION_HELP,
     '  --children N     concurrent users (default 2: the lab forked once)',
     `  --key-bits BITS  AES key size (default ${LAB_DEFAULT_KEY_BITS})`,
+    '  --mode MODE      threads: workers sharing this process\'s device; processes: one `vcrypto test-crypto`',
+    '                   per child, each opening the device itself (default: processes for vhost-user, else threads)',
   ].join('\n'),
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
       device: { type: 'string' },
       children: { type: 'string' },
       'key-bits': { type: 'string' },
+      mode: { type: 'string' },
     });
     const spec = checkDeviceSpec(values.device ?? DEFAULT_DEVICE_SPEC);
     const children = values.children === undefined ? 2 : parsePositiveInt('--children', values.children, 256);
@@ -105,7 +108,11 @@ export const testForkCryptoCommand: Command = {
     const print: Print = (line) => void process.stdout.write(line + '\n');
     const indices = Array.from({ length: children }, (_, i) => i + 1);
     let results: boolean[];
-    if (parseDeviceSpec(spec).kind === 'vhost-user') {
+    if (values.mode !== undefined && values.mode !== 'threads' && values.mode !== 'processes') {
+      throw new UsageError(`invalid --mode '${values.mode}': expected threads or processes`);
+    }
+    const mode = values.mode ?? (parseDeviceSpec(spec).kind === 'vhost-user' ? 'processes' : 'threads');
+    if (mode === 'processes') {
       results = await Promise.all(indices.map((i) => runProcessChild(spec, i, keyBits, print)));
     } else {
       results = await withDevice(spec, (device) => Promise.all(indices.map((i) => runWorkerChild(device, i, keyBits, print))));
