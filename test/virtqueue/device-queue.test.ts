@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
 import type { DescriptorChain, PoppedChain } from '../../src/virtqueue/chain.js';
+import { DeviceQueue } from '../../src/virtqueue/device-queue.js';
 import { F_INDIRECT, F_NEXT, F_WRITE, RawRing } from '../fixtures/raw-ring.js';
 
 function hex(s: string): Uint8Array {
@@ -140,6 +142,44 @@ describe('DeviceQueue: chains written byte by byte from the spec', () => {
     assert.equal(c.readable[1]!.buffer, r.regions[2]!.bytes.buffer);
     assert.deepEqual(concat(c.readable), [...data]);
     assert.equal(c.writable[0]!.buffer, r.regions[1]!.bytes.buffer);
+  });
+});
+
+describe('DeviceQueue: vhost-user style memory', () => {
+  it('rings found through front-end virtual addresses, descriptors through guest-physical ones', () => {
+    // Two regions like QEMU's (below 640 KiB, and from 1 MiB), each with its own mmap address.
+    const low = new Uint8Array(new SharedArrayBuffer(0xa0000));
+    const high = new Uint8Array(new SharedArrayBuffer(0x100000));
+    const memory = new GuestMemory([
+      { guestPhysAddr: 0n, bytes: low, userAddr: 0x7f00_0000_0000n },
+      { guestPhysAddr: 0x100000n, bytes: high, userAddr: 0x7f00_1000_0000n },
+    ]);
+    // The rings at GPA 0x110000 = user address 0x7f00_1001_0000 (q = 4: avail +64, used +80).
+    const ring = 0x7f00_1001_0000n;
+    const desc = memory.viewUser(ring, 64);
+    const avail = memory.viewUser(ring + 64n, 14);
+    const used = memory.viewUser(ring + 80n, 38);
+    const d = new DataView(high.buffer);
+    // desc[0] = { addr 0x9000 (low region), len 3, NEXT, next 1 }, desc[1] = { 0x120000, 2, WRITE }
+    d.setBigUint64(0x10000, 0x9000n, true);
+    d.setUint32(0x10008, 3, true);
+    d.setUint16(0x1000c, F_NEXT, true);
+    d.setUint16(0x1000e, 1, true);
+    d.setBigUint64(0x10010, 0x120000n, true);
+    d.setUint32(0x10018, 2, true);
+    d.setUint16(0x1001c, F_WRITE, true);
+    low.set([7, 8, 9], 0x9000);
+    d.setUint16(0x10040 + 2, 1, true); // avail.idx = 1, ring[0] = 0
+    const q = new DeviceQueue({ size: 4, desc, avail, used, memory, eventIdx: true });
+    const c = ok(q.popChain());
+    assert.deepEqual(concat(c.readable), [7, 8, 9]);
+    assert.equal(c.writable[0]!.buffer, high.buffer);
+    assert.equal(c.writable[0]!.byteOffset, 0x20000);
+    q.addUsed(c.head, 2);
+    q.publishUsed();
+    assert.equal(d.getUint16(0x10050 + 2, true), 1);
+    q.enableNotifications();
+    assert.equal(d.getUint16(0x10050 + 4 + 8 * 4, true), 1, 'avail_event written at used + 4 + 8q');
   });
 });
 

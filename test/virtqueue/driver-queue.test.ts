@@ -283,6 +283,52 @@ describe('DriverQueue: a misbehaving device is a typed error, never a crash', ()
 });
 
 describe('DriverQueue properties', () => {
+  it('random used-ring bytes from a hostile device: only typed errors, never a token twice or unknown', () => {
+    fc.assert(
+      fc.property(
+        fc.nat({ max: 8 }),
+        fc.array(fc.record({ id: fc.oneof(fc.nat({ max: 9 }), fc.nat()), len: fc.oneof(fc.nat({ max: 40 }), fc.nat()) }), {
+          minLength: 8,
+          maxLength: 8,
+        }),
+        fc.oneof(fc.nat({ max: 9 }), fc.nat({ max: 0xffff })),
+        fc.boolean(),
+        (nChains, elems, usedIdx, useIndirect) => {
+          const { driver, views } = setup(8, useIndirect ? { indirect: 4 } : {});
+          const added: string[] = [];
+          for (let i = 0; i < nChains && driver.freeCount >= driver.descriptorsNeeded(2); i++) {
+            driver.addChain([{ addr: 0x101000n, len: 4 }], [{ addr: 0x102000n, len: 16 }], `t${i}`);
+            added.push(`t${i}`);
+          }
+          driver.publish();
+          const used = new DataView(views.used.buffer, views.used.byteOffset, views.used.byteLength);
+          elems.forEach((e, i) => {
+            used.setUint32(4 + 8 * i, e.id, true);
+            used.setUint32(8 + 8 * i, e.len, true);
+          });
+          used.setUint16(2, usedIdx, true);
+          const seen = new Set<string>();
+          try {
+            for (let u = driver.getUsed(); u !== null; u = driver.getUsed()) {
+              assert.ok(added.includes(u.token) && !seen.has(u.token), `bad token ${u.token}`);
+              assert.ok(u.len <= 16);
+              seen.add(u.token);
+            }
+          } catch (e) {
+            assert.ok(e instanceof VirtqueueError, String(e));
+            assert.equal(driver.broken, true);
+          }
+          // Bookkeeping stays consistent: reaped + in flight = added.
+          assert.equal(seen.size + driver.inFlight, added.length);
+          const pending: string[] = [];
+          driver.forEachToken((t) => pending.push(t));
+          assert.equal(pending.length, driver.inFlight);
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+
   it('random add/complete/reap sequences: every token comes back once, with its len; no descriptor leaks', () => {
     fc.assert(
       fc.property(
