@@ -141,6 +141,7 @@ function readBytes(bufs: readonly Uint8Array[], off: number, len: number): Uint8
   for (let i = 0; i < bufs.length; i++) {
     const b = bufs[i]!;
     if (o < b.length) {
+      if (o === 0 && len === b.length) return b;
       if (b.length - o >= len) return b.subarray(o, o + len);
       break;
     }

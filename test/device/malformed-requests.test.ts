@@ -10,6 +10,7 @@ import { VirtioCryptoDevice } from '../../src/device/virtio-crypto-device.js';
 import {
   encodeAeadCreateSessionReq,
   encodeAlgChainCreateSessionReq,
+  encodeAeadDataReq,
   encodeAlgChainDataReq,
   encodeCipherCreateSessionReq,
   encodeCipherDataReq,
@@ -324,6 +325,66 @@ test('property: random controlq bytes never throw and never leak a session witho
     ),
     { numRuns: 3000 },
   );
+  good();
+});
+
+test('property: valid requests of every kind with random byte mutations, cuts and writable sizes never throw', () => {
+  const { d, id: cbc, good } = setup();
+  const mk = ctrlCreateOk(d, encodeMacCreateSessionReq({ algo: 2, hashResultLen: 20, authKeyLen: 4 }), hex('01020304'));
+  const hs = ctrlCreateOk(d, encodeHashCreateSessionReq({ algo: 4, hashResultLen: 32 }));
+  const gcm = ctrlCreateOk(d, encodeAeadCreateSessionReq({ algo: 1, keyLen: 16, tagLen: 16, aadLen: 0, op: 1 }), KEY);
+  const ch = ctrlCreateOk(
+    d,
+    encodeAlgChainCreateSessionReq({ algChainOrder: 1, hashMode: 2, cipher: { algo: 3, keyLen: 16, op: 2 }, hashAlgo: 2, hashResultLen: 20, authKeyLen: 4, aadLen: 0 }),
+    KEY,
+    hex('01020304'),
+  );
+  const xts = ctrlCreateOk(d, encodeCipherCreateSessionReq({ algo: 13, keyLen: 32, op: 1 }), hex('11'.repeat(16) + '22'.repeat(16)));
+  const data = new Uint8Array(64).map((_, i) => i);
+  // [readable stream, writable length] of a valid request per kind
+  const valid: [Uint8Array, number][] = [
+    [new Uint8Array([...encodeCipherDataReq(0, cbc, { ivLen: 16, srcDataLen: 64, dstDataLen: 64 }), ...IV, ...data]), 65],
+    [new Uint8Array([...encodeCipherDataReq(1, xts, { ivLen: 16, srcDataLen: 40, dstDataLen: 40 }), ...IV, ...data.subarray(0, 40)]), 41],
+    [new Uint8Array([...encodeHashDataReq(0x100, hs, { srcDataLen: 64, hashResultLen: 32 }), ...data]), 33],
+    [new Uint8Array([...encodeHashDataReq(0x200, mk, { srcDataLen: 64, hashResultLen: 20 }), ...data]), 21],
+    [new Uint8Array([...encodeAeadDataReq(0x300, gcm, { ivLen: 12, aadLen: 8, srcDataLen: 40, dstDataLen: 56, tagLen: 16 }), ...IV.subarray(0, 12), ...data.subarray(0, 48)]), 57],
+    [new Uint8Array([...encodeAeadDataReq(0x301, gcm, { ivLen: 12, aadLen: 8, srcDataLen: 40, dstDataLen: 24, tagLen: 16 }), ...IV.subarray(0, 12), ...data.subarray(0, 48)]), 25],
+    [
+      new Uint8Array([
+        ...encodeAlgChainDataReq(1, ch, { ivLen: 16, srcDataLen: 32, dstDataLen: 32, cipherStartSrcOffset: 0, lenToCipher: 32, hashStartSrcOffset: 0, lenToHash: 32, aadLen: 4, hashResultLen: 20 }),
+        ...IV,
+        ...data.subarray(0, 36),
+      ]),
+      53,
+    ],
+  ];
+  const seen = new Set<number>();
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: valid.length - 1 }),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+      fc.array(fc.nat(), { maxLength: 3 }),
+      fc.integer({ min: -3, max: 3 }),
+      fc.integer({ min: -2, max: 2 }),
+      (k, flips, cuts, dr, dw) => {
+        const [base, wlen0] = valid[k]!;
+        const stream = base.slice(0, Math.max(0, base.length + Math.min(dr, 0)));
+        for (const [pos, v] of flips) stream[pos % stream.length] = v;
+        const cs = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((x, y) => x - y);
+        const wlen = Math.max(0, wlen0 + dw);
+        const w = new Uint8Array(wlen);
+        const written = d.processData(makeChain(splitAt(stream, cs), [w.subarray(0, wlen >> 1), w.subarray(wlen >> 1)]));
+        assert.equal(written, wlen);
+        if (wlen > 0) {
+          assert.ok(w[wlen - 1]! <= 6);
+          seen.add(w[wlen - 1]!);
+        }
+      },
+    ),
+    { numRuns: 4000 },
+  );
+  // the mutations reach the engine (OK), the length checks (ERR), tag checks (BADMSG) and the session table (INVSESS)
+  for (const st of [OK, ERR, 2, INVSESS]) assert.ok(seen.has(st), `status ${st} reached`);
   good();
 });
 
