@@ -5,7 +5,8 @@
  * A session is parsed and validated once (algorithm, key length, direction) into an
  * `EngineSession` holding node:crypto `KeyObject`s; the per-request functions below only run
  * the primitive. Key bytes copied out of guest memory are zeroed as soon as the KeyObject
- * holds them; `wipe()` drops the KeyObjects (node:crypto clears their memory when freed).
+ * holds them; `wipe()` drops the KeyObjects (their native copy is released when the GC collects
+ * them: KeyObject offers no way to zero it on demand).
  *
  * Per-request functions may throw (OpenSSL errors); the device catches and answers ERR.
  */
@@ -107,7 +108,7 @@ export class EngineSession {
 
   constructor(readonly kind: SessionKind) {}
 
-  /** Drop the key material (node:crypto frees and clears it). Idempotent. */
+  /** Drop the key material (released with the KeyObjects at the next GC). Idempotent. */
   wipe(): void {
     this.cipherKey = null;
     this.authKey = null;
