@@ -289,11 +289,14 @@ export class DeviceQueue {
    */
   needsNotification(): boolean {
     const newIdx = this.#usedIdx;
+    const valid = this.#signalledValid;
+    const old = this.#signalledUsed;
+    this.#signalledValid = true;
+    this.#signalledUsed = newIdx;
+    // Nothing used since the last decision: nothing to tell (the driver re-checks used.idx itself
+    // after re-enabling interrupts, so no completion can be missed).
+    if (valid && old === newIdx) return false;
     if (this.eventIdx) {
-      const valid = this.#signalledValid;
-      const old = this.#signalledUsed;
-      this.#signalledValid = true;
-      this.#signalledUsed = newIdx;
       if (!valid) return true;
       return vringNeedEvent(Atomics.load(this.#avail16, this.#usedEventIdx), newIdx, old);
     }

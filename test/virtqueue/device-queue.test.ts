@@ -241,8 +241,16 @@ describe('DeviceQueue: notification suppression', () => {
     q.addUsed(0, 0);
     q.publishUsed();
     assert.equal(q.needsNotification(), true);
+    q.publishUsed();
+    assert.equal(q.needsNotification(), false, 'nothing new since the last decision');
+    q.addUsed(1, 0);
+    q.publishUsed();
     r.setAvailFlags(1); // VIRTQ_AVAIL_F_NO_INTERRUPT
     assert.equal(q.needsNotification(), false);
+    q.addUsed(2, 0);
+    q.publishUsed();
+    r.setAvailFlags(0);
+    assert.equal(q.needsNotification(), true);
     q.disableNotifications();
     assert.equal(r.usedFlags(), 1); // VIRTQ_USED_F_NO_NOTIFY
     assert.equal(q.enableNotifications(), false);
