@@ -1,0 +1,96 @@
+/**
+ * Every back-end `openDevice` offers behaves the same through the session API: the same results on
+ * NIST SP 800-38A / RFC 4231 / GCM vectors, the same writeIv values, and the same CryptoError codes
+ * (cryptodev-semantics.ts) for the same bad requests. The `host` device is the reference.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openDevice } from '../../src/transport/open-device.js';
+import { CryptoError, type CryptoDevice } from '../../src/driver/api.js';
+
+const SPECS = ['host', 'virtio'] as const;
+
+const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const isCode = (code: CryptoError['code']) => (err: unknown) => err instanceof CryptoError && err.code === code;
+
+// NIST SP 800-38A F.2.5 (CBC-AES256) and F.5.1 (CTR-AES128).
+const PLAIN = hex('6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51 30c81c46a35ce411e5fbc1191a0a52ef f69f2445df4f9b17ad2b417be66c3710');
+const CBC256_KEY = hex('603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4');
+const CBC256_CT = 'f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b';
+const CTR128_KEY = hex('2b7e151628aed2a6abf7158809cf4f3c');
+const CTR128_CT = '874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee';
+
+async function withDevice(spec: string, fn: (d: CryptoDevice) => Promise<void>): Promise<void> {
+  const device = await openDevice(spec);
+  try {
+    await fn(device);
+  } finally {
+    await device.close();
+  }
+}
+
+for (const spec of SPECS) {
+  test(`[${spec}] vectors and writeIv chaining`, () =>
+    withDevice(spec, async (device) => {
+      const h = await device.open();
+      const cbc = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: CBC256_KEY });
+      let iv = hex('000102030405060708090a0b0c0d0e0f');
+      const parts: Uint8Array[] = [];
+      for (let off = 0; off < 64; off += 32) {
+        const r = await h.crypt(cbc, { op: 'encrypt', src: PLAIN.subarray(off, off + 32), iv, writeIv: true });
+        parts.push(r.dst);
+        iv = r.iv!;
+      }
+      assert.equal(toHex(Buffer.concat(parts)), CBC256_CT);
+      assert.equal(toHex(iv), CBC256_CT.slice(-32));
+      const dec = await h.crypt(cbc, { op: 'decrypt', src: hex(CBC256_CT), iv: hex('000102030405060708090a0b0c0d0e0f'), writeIv: true });
+      assert.equal(toHex(dec.dst), toHex(PLAIN));
+      assert.equal(toHex(dec.iv!), CBC256_CT.slice(-32));
+      const ctr = await h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key: CTR128_KEY });
+      const c1 = await h.crypt(ctr, { op: 'encrypt', src: PLAIN.subarray(0, 48), iv: hex('f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff'), writeIv: true });
+      assert.equal(toHex(c1.iv!), 'f0f1f2f3f4f5f6f7f8f9fafbfcfdff02');
+      const c2 = await h.crypt(ctr, { op: 'encrypt', src: PLAIN.subarray(48), iv: c1.iv });
+      assert.equal(toHex(Buffer.concat([c1.dst, c2.dst])), CTR128_CT);
+      const mac = await h.createSession({ kind: 'mac', hash: 'sha512', key: hex('0b'.repeat(20)) });
+      assert.equal(
+        toHex(await h.digest(mac, Buffer.from('Hi There'))),
+        '87aa7cdea5ef619d4ff0b4241a1d6cb02379f4e2ce4ec2787ad0b30545e17cdedaa833b7d6b8a702038b274eaea3f4e4be9d914eeb61f1702e696c203a126854',
+      );
+      // The GCM specification's test cases 1 and 2 (zero key, zero IV).
+      const gcm = await h.createSession({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(16) });
+      const g1 = await h.aead(gcm, { op: 'encrypt', src: new Uint8Array(0), iv: new Uint8Array(12) });
+      assert.equal(toHex(g1.tag!), '58e2fccefa7e3061367f1d57a4e7455a');
+      const g2 = await h.aead(gcm, { op: 'encrypt', src: new Uint8Array(16), iv: new Uint8Array(12) });
+      assert.equal(toHex(g2.dst), '0388dace60b6a392f328c2b971b2fe78');
+      assert.equal(toHex(g2.tag!), 'ab6e47d42cec13bdf53a67b21257bddf');
+      await h.close();
+    }));
+
+  test(`[${spec}] the same CryptoError codes for the same bad requests`, () =>
+    withDevice(spec, async (device) => {
+      const a = await device.open();
+      const b = await device.open();
+      await assert.rejects(a.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(20) }), isCode('EINVAL'));
+      await assert.rejects(a.createSession({ kind: 'cipher', cipher: 'aes-xts', key: new Uint8Array(24) }), isCode('EINVAL'));
+      const cbc = await a.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(16) });
+      await assert.rejects(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(20), iv: new Uint8Array(16) }), isCode('EINVAL'));
+      await assert.rejects(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(16) }), isCode('EINVAL'));
+      await assert.rejects(b.crypt(cbc, { op: 'encrypt', src: new Uint8Array(16), iv: new Uint8Array(16) }), isCode('ENOENT'));
+      if (device.info.maxSize < 64n << 20n) {
+        // Over the device's max_size (virtio: its config space); host's limit (4 GiB) is too big to allocate here.
+        await assert.rejects(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(Number(device.info.maxSize) + 16), iv: new Uint8Array(16) }), isCode('ENOSPC'));
+      }
+      const gcm = await a.createSession({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(32) });
+      const e = await a.aead(gcm, { op: 'encrypt', src: Buffer.from('attack at dawn'), iv: new Uint8Array(12), aad: Buffer.from('hdr') });
+      const tag = e.tag!.slice();
+      tag[15]! ^= 0x40;
+      await assert.rejects(a.aead(gcm, { op: 'decrypt', src: e.dst, iv: new Uint8Array(12), aad: Buffer.from('hdr'), tag }), isCode('EBADMSG'));
+      await a.closeSession(cbc);
+      await assert.rejects(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(16), iv: new Uint8Array(16) }), isCode('ENOENT'));
+      await a.close();
+      await assert.rejects(a.createSession({ kind: 'hash', hash: 'sha256' }), isCode('EBADF'));
+      const s = await b.createSession({ kind: 'hash', hash: 'sha256' });
+      assert.equal(toHex(await b.digest(s, Buffer.from('abc'))), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    }));
+}
