@@ -46,7 +46,8 @@ export async function openDevice(spec: string = DEFAULT_DEVICE_SPEC): Promise<Cr
     // --- back-ends added by their owners: one case each ---
     case 'virtio':
       return (await import('./in-process/create-in-process-device.js')).createInProcessDevice();
-    // case 'vhost-user': return (await import('./vhost-user/....js')).open...(parsed.path);
+    case 'vhost-user':
+      return (await import('./vhost-user/connect.js')).connectVhostUserDevice(parsed.path);
     default:
       throw new CryptoError('ENOTSUP', `device '${spec}' is not available in this build`);
   }
