@@ -68,7 +68,9 @@ function opensslCipherName(cipher: CipherAlgorithm, keyLen: number): string {
 function runCipher(name: string, op: 'encrypt' | 'decrypt', key: Uint8Array, iv: Uint8Array | null, src: Uint8Array): Buffer {
   const c = op === 'encrypt' ? createCipheriv(name, key, iv) : createDecipheriv(name, key, iv);
   c.setAutoPadding(false);
-  return Buffer.concat([c.update(src), c.final()]);
+  const out = c.update(src);
+  const tail = c.final(); // empty without padding; concat only if OpenSSL ever held bytes back
+  return tail.length === 0 ? out : Buffer.concat([out, tail]);
 }
 
 function copyKey(key: Uint8Array): Buffer {

@@ -83,7 +83,12 @@ export function parseCipherName(text: string): CipherSpec {
 /** Writes with back-pressure: waits for 'drain' when the stream's buffer is full. */
 export async function writeAll(out: Writable, data: Uint8Array): Promise<void> {
   if (data.length === 0) return;
-  if (!out.write(data)) await once(out, 'drain');
+  if (out.write(data)) return;
+  try {
+    await once(out, 'drain'); // rejects if the stream errors meanwhile (e.g. EPIPE: the reader went away)
+  } catch (err) {
+    throw new CliError(`cannot write the output: ${err instanceof Error ? err.message : String(err)}`, 1, { cause: err });
+  }
 }
 
 export interface CipherStreamOptions {
