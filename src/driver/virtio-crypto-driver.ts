@@ -68,24 +68,22 @@ import {
   VIRTIO_CRYPTO_STATUS,
   VIRTIO_CRYPTO_SYM_ALG_CHAIN_ORDER,
   VIRTIO_CRYPTO_SYM_HASH_MODE,
+  VIRTIO_CRYPTO_SYM_OP,
   VIRTIO_CRYPTO_S_HW_READY,
 } from '../spec/virtio-crypto.js';
 import {
   CREATE_SESSION_INPUT_SIZE,
+  DATA_REQ_OFFSET as D,
   DESTROY_SESSION_INPUT_SIZE,
   OP_CTRL_REQ_SIZE,
   OP_DATA_REQ_SIZE,
   decodeConfig,
   decodeCreateSessionInput,
   encodeAeadCreateSessionReq,
-  encodeAeadDataReq,
   encodeAlgChainCreateSessionReq,
-  encodeAlgChainDataReq,
   encodeCipherCreateSessionReq,
-  encodeCipherDataReq,
   encodeDestroySessionReq,
   encodeHashCreateSessionReq,
-  encodeHashDataReq,
   encodeMacCreateSessionReq,
   type VirtioCryptoConfig,
 } from '../wire/virtio-crypto.js';
@@ -197,7 +195,7 @@ interface Request {
   readonly secret: boolean;
   readonly owner: VirtioHandle | null;
   /** Writes the device-readable part at `off` and prepares the writable part at `woff`. */
-  fill(mem: Uint8Array, off: number, woff: number): void;
+  fill(mem: Uint8Array, off: number, woff: number, dv: DataView): void;
   /** Decodes the writable part; returns the result or throws a CryptoError. */
   finish(mem: Uint8Array, woff: number, usedLen: number): unknown;
   resolve(value: unknown): void;
@@ -205,6 +203,18 @@ interface Request {
   state: State;
   block: number;
   blockLen: number;
+}
+
+/**
+ * Writes the 72-byte dataq request header (§5.9.7.3 struct virtio_crypto_op_data_req, fixed-size
+ * layout: op_header then op_flf padded to 48) straight into guest memory, fields at the offsets of
+ * wire/virtio-crypto.ts. (The wire encoders return fresh buffers; this is the per-request hot path.)
+ */
+function writeDataHeader(mem: Uint8Array, dv: DataView, off: number, opcode: number, sessionId: bigint, fields: readonly (readonly [number, number])[]): void {
+  mem.fill(0, off, off + OP_DATA_REQ_SIZE);
+  dv.setUint32(off + D.opcode, opcode, true);
+  dv.setBigUint64(off + D.sessionId, sessionId, true);
+  for (const [at, v] of fields) dv.setUint32(off + at, v, true);
 }
 
 function align16(n: number): number {
@@ -269,6 +279,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
   readonly negotiatedFeatures: bigint;
   readonly #transport: VirtioTransport;
   readonly #mem: Uint8Array;
+  readonly #dv: DataView;
   /** Guest-physical address of memory byte 0, as an exact number (checked < 2^53 at init). */
   readonly #guestBase: number;
   readonly #queues: SplitDriverQueue<Request>[];
@@ -301,6 +312,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     this.config = init.config;
     this.negotiatedFeatures = init.features;
     this.#mem = init.transport.memory.bytes;
+    this.#dv = new DataView(this.#mem.buffer, this.#mem.byteOffset, this.#mem.byteLength);
     this.#guestBase = Number(init.transport.memory.guestPhysAddr);
     this.#queues = init.queues;
     this.#dataQueues = init.dataQueues;
@@ -382,7 +394,10 @@ export class VirtioCryptoDriver implements CryptoDevice {
       maxAuthKeyLen: config.maxAuthKeyLen,
     });
     const driver = new VirtioCryptoDriver({ transport: t, info, config, features, queues, dataQueues, arena, onBusy: opts.onBusyChange });
-    t.onInterrupt((index) => driver.#onInterrupt(index === controlIndex ? dataQueues : index));
+    t.onInterrupt((index) => {
+      if (index === controlIndex) driver.#onInterrupt(dataQueues);
+      else if (index < dataQueues) driver.#onInterrupt(index); // a queue we did not set up has nothing for us
+    });
     t.onFailure((err) => driver.#fail(new CryptoError('EIO', `device failed: ${err.message}`, { cause: err })));
     status |= VIRTIO_CONFIG_S_DRIVER_OK; // 8. live
     try {
@@ -523,7 +538,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     if (block < 0) return false;
     const woff = block + align16(r.readLen);
     const mem = this.#mem;
-    r.fill(mem, block, woff);
+    r.fill(mem, block, woff, this.#dv);
     r.block = block;
     r.state = State.InFlight;
     const addr = this.#guestBase + block;
@@ -837,15 +852,20 @@ class VirtioHandle implements CryptoHandle {
     const iv = ivLen > 0 ? (req.iv as Uint8Array) : undefined;
     const encrypt = req.op === 'encrypt';
     const opcode = encrypt ? VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_ENCRYPT : VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_DECRYPT;
-    const header = encodeCipherDataReq(opcode, encrypt ? s.enc : s.dec, { ivLen, srcDataLen: n, dstDataLen: n });
+    const sessionId = encrypt ? s.enc : s.dec;
     const dst = await this.#driver.submit(
       this,
       false,
       REQ + ivLen + n, // §5.9.7.5 readable: header, iv, src
       n + 1, //           writable: dst, status
       false,
-      (mem, off, woff) => {
-        mem.set(header, off);
+      (mem, off, woff, dv) => {
+        writeDataHeader(mem, dv, off, opcode, sessionId, [
+          [D.ivLen, ivLen],
+          [D.srcDataLen, n],
+          [D.dstDataLen, n],
+          [D.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER],
+        ]);
         if (iv) mem.set(iv, off + REQ);
         mem.set(src, off + REQ + ivLen);
         mem[woff + n] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
@@ -879,19 +899,22 @@ class VirtioHandle implements CryptoHandle {
     // Encrypt: src = plaintext, dst = ciphertext || tag. Decrypt: src = ciphertext || tag, dst = plaintext.
     const srcLen = encrypt ? src.length : src.length + tagLen;
     const dstLen = encrypt ? src.length + tagLen : src.length;
-    const header = encodeAeadDataReq(
-      encrypt ? VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_AEAD_ENCRYPT : VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_AEAD_DECRYPT,
-      encrypt ? s.enc : s.dec,
-      { ivLen: GCM_IV_LENGTH, aadLen: aad.length, srcDataLen: srcLen, dstDataLen: dstLen, tagLen },
-    );
+    const opcode = encrypt ? VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_AEAD_ENCRYPT : VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_AEAD_DECRYPT;
+    const sessionId = encrypt ? s.enc : s.dec;
     const out = await this.#driver.submit(
       this,
       false,
       REQ + GCM_IV_LENGTH + srcLen + aad.length, // §5.9.7.6 readable: header, iv, src, aad
       dstLen + 1, //                                 writable: dst, status
       false,
-      (mem, off, woff) => {
-        mem.set(header, off);
+      (mem, off, woff, dv) => {
+        writeDataHeader(mem, dv, off, opcode, sessionId, [
+          [D.aeadIvLen, GCM_IV_LENGTH],
+          [D.aeadAadLen, aad.length],
+          [D.aeadSrcDataLen, srcLen],
+          [D.aeadDstDataLen, dstLen],
+          [D.aeadTagLen, tagLen],
+        ]);
         let p = off + REQ;
         mem.set(iv, p);
         p += GCM_IV_LENGTH;
@@ -924,15 +947,17 @@ class VirtioHandle implements CryptoHandle {
     checkDataLength(data.length, this.device);
     const resultLen = DIGEST_LENGTH[s.hash];
     const opcode = s.kind === 'hash' ? VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_HASH : VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_MAC;
-    const header = encodeHashDataReq(opcode, s.id, { srcDataLen: data.length, hashResultLen: resultLen });
     return this.#driver.submit(
       this,
       false,
       REQ + data.length, // §5.9.7.4 readable: header, src
       resultLen + 1, //     writable: hash_result, status
       false,
-      (mem, off, woff) => {
-        mem.set(header, off);
+      (mem, off, woff, dv) => {
+        writeDataHeader(mem, dv, off, opcode, s.id, [
+          [D.hashSrcDataLen, data.length],
+          [D.hashResultLen, resultLen],
+        ]);
         mem.set(data, off + REQ);
         mem[woff + resultLen] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
       },
@@ -955,19 +980,24 @@ class VirtioHandle implements CryptoHandle {
     const src = req.src;
     const iv = req.iv;
     const n = src.length;
-    const header = encodeAlgChainDataReq(
-      s.op === 'encrypt' ? VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_ENCRYPT : VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_DECRYPT,
-      s.id,
-      { ivLen: 16, srcDataLen: n, dstDataLen: n, cipherStartSrcOffset: 0, lenToCipher: n, hashStartSrcOffset: 0, lenToHash: n, aadLen: 0, hashResultLen: macLen },
-    );
+    const opcode = s.op === 'encrypt' ? VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_ENCRYPT : VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_DECRYPT;
     const out = await this.#driver.submit(
       this,
       false,
       REQ + 16 + n, //     §5.9.7.5 readable: header, iv, src (aad empty)
       n + macLen + 1, //   writable: dst, hash_result, status
       false,
-      (mem, off, woff) => {
-        mem.set(header, off);
+      (mem, off, woff, dv) => {
+        // The whole of src is ciphered and hashed (offsets 0, lengths n); no AAD.
+        writeDataHeader(mem, dv, off, opcode, s.id, [
+          [D.ivLen, 16],
+          [D.srcDataLen, n],
+          [D.dstDataLen, n],
+          [D.lenToCipher, n],
+          [D.lenToHash, n],
+          [D.chainHashResultLen, macLen],
+          [D.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING],
+        ]);
         mem.set(iv, off + REQ);
         mem.set(src, off + REQ + 16);
         mem[woff + n + macLen] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;

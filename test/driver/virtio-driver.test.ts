@@ -15,7 +15,14 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { VIRTIO_CRYPTO_STATUS } from '../../src/spec/virtio-crypto.js';
 import { DeviceQueue } from '../../src/virtqueue/device-queue.js';
 import { ringSizes } from '../../src/virtqueue/layout.js';
-import { decodeConfig, encodeConfig } from '../../src/wire/virtio-crypto.js';
+import {
+  decodeConfig,
+  encodeAeadDataReq,
+  encodeAlgChainDataReq,
+  encodeCipherDataReq,
+  encodeConfig,
+  encodeHashDataReq,
+} from '../../src/wire/virtio-crypto.js';
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -49,6 +56,8 @@ class Loopback implements VirtioTransport {
   readonly setupIndices: number[] = [];
   readonly kicks: number[] = [];
   controlRequests = 0;
+  /** The 72-byte header of every data request served, as the device read it. */
+  readonly dataHeaders: Uint8Array[] = [];
   held = false;
   closed = false;
   #status = 0;
@@ -169,6 +178,7 @@ class Loopback implements VirtioTransport {
             continue;
           }
           if (i === ctrl) this.controlRequests++;
+          else this.dataHeaders.push(Buffer.concat(p.chain.readable).subarray(0, 72));
           q.addUsed(p.chain.head, i === ctrl ? this.device.processControl(p.chain) : this.device.processData(p.chain));
         }
         q.publishUsed();
@@ -229,6 +239,29 @@ describe('virtio-crypto driver over a loopback transport', () => {
       );
       results.forEach((r, i) => assert.equal(r, i % 2 === 0 ? CBC_CT : 'a9993e364706816aba3e25717850c26c9cd0d89d'));
       for (const q of [0, 1, 2]) assert.ok(t.kicks.includes(q), `data queue ${q} used`);
+    });
+  });
+
+  it('writes data headers byte-identical to the wire encoders (cipher, hash, AEAD, chaining)', async () => {
+    await withDriver({}, async (_d, t, h) => {
+      const cbc = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 });
+      const sha = await h.createSession({ kind: 'mac', hash: 'sha256', key: KEY128 });
+      const gcm = await h.createSession({ kind: 'aead', aead: 'aes-gcm', key: KEY128 });
+      const chain = await h.createSession({ kind: 'chain', cipher: 'aes-cbc', key: KEY128, hash: 'sha1', macKey: KEY128, order: 'cipher-then-hash', op: 'encrypt' });
+      t.dataHeaders.length = 0;
+      await h.crypt(cbc, { op: 'decrypt', src: PLAIN, iv: CBC_IV });
+      await h.digest(sha, PLAIN.subarray(0, 5));
+      const e = await h.aead(gcm, { op: 'encrypt', src: PLAIN.subarray(0, 7), iv: CBC_IV.subarray(0, 12), aad: PLAIN.subarray(0, 3) });
+      await h.aead(gcm, { op: 'decrypt', src: e.dst, iv: CBC_IV.subarray(0, 12), aad: PLAIN.subarray(0, 3), tag: e.tag! });
+      await h.chain(chain, { src: PLAIN, iv: CBC_IV });
+      const expected = [
+        encodeCipherDataReq(1, cbc.id + 1n, { ivLen: 16, srcDataLen: 32, dstDataLen: 32 }), // decrypt uses the pair's 2nd session
+        encodeHashDataReq(0x200, sha.id, { srcDataLen: 5, hashResultLen: 32 }),
+        encodeAeadDataReq(0x300, gcm.id, { ivLen: 12, aadLen: 3, srcDataLen: 7, dstDataLen: 23, tagLen: 16 }),
+        encodeAeadDataReq(0x301, gcm.id + 1n, { ivLen: 12, aadLen: 3, srcDataLen: 23, dstDataLen: 7, tagLen: 16 }),
+        encodeAlgChainDataReq(0, chain.id, { ivLen: 16, srcDataLen: 32, dstDataLen: 32, cipherStartSrcOffset: 0, lenToCipher: 32, hashStartSrcOffset: 0, lenToHash: 32, aadLen: 0, hashResultLen: 20 }),
+      ];
+      assert.deepEqual(t.dataHeaders.map(toHex), expected.map(toHex));
     });
   });
 

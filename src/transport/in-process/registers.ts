@@ -45,9 +45,13 @@ export function wakeDevice(regs: Int32Array): void {
   Atomics.notify(regs, Register.DOORBELL, 1);
 }
 
-/** Device side: used-buffer notification for the queues in `mask`. */
+/**
+ * Device side: used-buffer notification for the queues in `mask`. If bits were already pending, an
+ * earlier notification has not been taken yet: the driver will collect these bits with it (it clears
+ * INTERRUPT_PENDING with one exchange after waking), so the costly wake-up is skipped.
+ */
 export function raiseInterrupt(regs: Int32Array, mask: number): void {
-  Atomics.or(regs, Register.INTERRUPT_PENDING, mask);
+  if (Atomics.or(regs, Register.INTERRUPT_PENDING, mask) !== 0) return;
   Atomics.add(regs, Register.INTERRUPT, 1);
   Atomics.notify(regs, Register.INTERRUPT);
 }
