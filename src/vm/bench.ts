@@ -45,3 +45,12 @@ export function formatBenchTable(columns: readonly BenchColumn[]): string {
   for (const c of columns) if (c.error) lines.push(`${c.label}: ${c.error}`);
   return lines.join('\n');
 }
+
+/** Per size, the sample with the median ops/s across runs (the lower middle for an even count). */
+export function medianSamples(runs: readonly (readonly BenchSample[])[]): BenchSample[] {
+  const sizes = [...new Set(runs.flatMap((r) => r.map((s) => s.size)))].sort((a, b) => a - b);
+  return sizes.map((size) => {
+    const all = runs.flatMap((r) => r.filter((s) => s.size === size)).sort((a, b) => a.opsPerSecond - b.opsPerSecond);
+    return all[Math.floor((all.length - 1) / 2)] as BenchSample;
+  });
+}

@@ -34,6 +34,8 @@ export interface SessionResult extends GuestResult {
   readonly deviceLog: string;
   /** Set when our device process exited while the guest was running. */
   readonly deviceExit?: { readonly code: number | null; readonly signal: NodeJS.Signals | null };
+  /** CPU seconds our device process used while the guest command ran (between the markers). */
+  readonly deviceCpuSeconds?: number;
 }
 
 export async function runGuestSession(options: SessionOptions): Promise<SessionResult> {
@@ -64,14 +66,21 @@ export async function runGuestSession(options: SessionOptions): Promise<SessionR
         abort.abort();
       }
     });
+    let cpuAtBegin: number | undefined;
+    let cpuAtExit: number | undefined;
+    const onEvent = (event: ConsoleEvent) => {
+      if (event.kind === 'begin') cpuAtBegin = device?.cpuSeconds();
+      if (event.kind === 'exit') cpuAtExit = device?.cpuSeconds();
+      options.onEvent?.(event);
+    };
     const result = await runGuest(
       { kernel: image.kernel, initrd: image.initrd, backend: qemuBackend, command: options.command, logLevel: options.logLevel },
-      { timeoutMs: options.timeoutMs, onEvent: options.onEvent, signal: abort.signal },
+      { timeoutMs: options.timeoutMs, onEvent, signal: abort.signal },
     );
     // QEMU is gone: our device exiting now is expected, not a failure.
     const exitDuringRun = deviceExit;
     abort.abort();
-    return { ...result, deviceLog: device?.log() ?? '', deviceExit: exitDuringRun };
+    return { ...result, deviceLog: device?.log() ?? '', deviceExit: exitDuringRun, deviceCpuSeconds: cpuAtBegin !== undefined && cpuAtExit !== undefined ? cpuAtExit - cpuAtBegin : undefined };
   } finally {
     await device?.stop();
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });

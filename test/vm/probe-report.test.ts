@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseProbeOutput } from '../../src/vm/probe-report.js';
-import { formatBenchTable } from '../../src/vm/bench.js';
+import { formatBenchTable, medianSamples } from '../../src/vm/bench.js';
 
 test('checks, verdict and bench samples; kernel noise ignored', () => {
   const r = parseProbeOutput([
@@ -35,4 +35,11 @@ test('bench table: one row per size, ours/builtin ratio of ops/s, errors listed'
   const failed = formatBenchTable([{ label: 'builtin', samples: [s(16, 10)] }, { label: 'ours', samples: [], error: 'device exited' }]);
   assert.match(failed, /^16 B +10 +- +0\.00 +- +-$/m);
   assert.match(failed, /^ours: device exited$/m);
+});
+
+test('medianSamples: per size, the run with the median ops/s (lower middle when even)', () => {
+  const s = (size: number, ops: number) => ({ size, ops, seconds: 1, opsPerSecond: ops, megabytesPerSecond: (ops * size) / 1e6 });
+  const runs = [[s(16, 300), s(4096, 10)], [s(16, 100), s(4096, 30)], [s(16, 200)]];
+  assert.deepEqual(medianSamples(runs), [s(16, 200), s(4096, 10)]);
+  assert.deepEqual(medianSamples([]), []);
 });

@@ -5,16 +5,16 @@
  * `--bench` runs the probe's throughput mode with builtin and ours and prints both.
  */
 import { CliError, UsageError, parseCommandArgs, parsePositiveInt, type Command } from '../command.js';
-import { formatBenchTable, type BenchColumn } from '../../vm/bench.js';
+import { formatBenchTable, medianSamples, type BenchColumn } from '../../vm/bench.js';
 import { ensureGuestImage, type GuestImage } from '../../vm/guest-image.js';
 import { VmError } from '../../vm/host-tools.js';
-import { parseProbeOutput } from '../../vm/probe-report.js';
+import { parseProbeOutput, type BenchSample } from '../../vm/probe-report.js';
 import { MAX_GUEST_COMMAND_BYTES } from '../../vm/qemu.js';
 import { runGuestSession, type BackendChoice, type SessionResult } from '../../vm/session.js';
 
 const HELP = `Usage: vcrypto vm [--backend ours|builtin] [--socket PATH] [--cmd "..."] [--probe-args "..."]
                   [--timeout S] [--msix on|off] [--verbose]
-       vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--timeout S]
+       vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--timeout S]
 
 Boots a Linux guest (kernel from Debian's linux-image-amd64, busybox, the virtio_crypto and
 AF_ALG modules and the guest probe; built once and cached) on qemu-system-x86_64 -accel tcg
@@ -35,8 +35,10 @@ Options:
                           ours always uses vectors=0 (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)
   --verbose               show the boot log and the device's output on stderr
   --bench                 throughput: builtin (MSI-X), builtin (vectors=0), then ours; prints ratios
+                          (npm run bench:vm)
   --seconds S             seconds per request size in --bench (default 1)
   --sizes LIST            request sizes in bytes for --bench (default 16,256,4096,16384,65536)
+  --rounds N              --bench: boots per back-end, interleaved; the table shows medians (default 3)
 
 Environment: VCRYPTO_CACHE_DIR overrides the image cache (default: .cache/vm in the package).
 Needs (Debian packages): qemu-system-x86, busybox-static, gcc + libc6-dev, apt/dpkg (to fetch
@@ -78,45 +80,64 @@ function describeFailure(result: SessionResult, label: string): string {
   return lines.join('\n');
 }
 
-async function bench(image: GuestImage, seconds: number, sizes: string, timeoutMs: number, verbose: boolean, signal: AbortSignal): Promise<number> {
-  const runs: { label: string; backend: BackendChoice }[] = [
-    { label: 'builtin', backend: { kind: 'builtin', msix: true } },
-    { label: 'builtin-vec0', backend: { kind: 'builtin', msix: false } },
-    { label: 'ours', backend: { kind: 'ours' } },
+interface BenchRun {
+  readonly label: string;
+  readonly backend: BackendChoice;
+  readonly samples: (readonly BenchSample[])[];
+  readonly errors: string[];
+  readonly cpuPerRequest: number[];
+}
+
+async function bench(image: GuestImage, seconds: number, sizes: string, rounds: number, timeoutMs: number, verbose: boolean, signal: AbortSignal): Promise<number> {
+  const runs: BenchRun[] = [
+    { label: 'builtin', backend: { kind: 'builtin', msix: true }, samples: [], errors: [], cpuPerRequest: [] },
+    { label: 'builtin-vec0', backend: { kind: 'builtin', msix: false }, samples: [], errors: [], cpuPerRequest: [] },
+    { label: 'ours', backend: { kind: 'ours' }, samples: [], errors: [], cpuPerRequest: [] },
   ];
-  const columns: BenchColumn[] = [];
-  let failed = false;
-  for (const run of runs) {
-    if (signal.aborted) throw new CliError('interrupted', 130);
-    process.stderr.write(`vm: bench with ${run.label} (${sizes.split(',').length} sizes x ${seconds} s)\n`);
-    try {
-      const result = await runGuestSession({
-        image,
-        backend: run.backend,
-        command: `/bin/probe bench --seconds ${seconds} --sizes ${sizes}`,
-        timeoutMs,
-        onEvent: verbose ? (e) => { if (e.kind === 'boot' || e.kind === 'output') process.stderr.write(`${e.line}\n`); } : undefined,
-        onDeviceOutput: verbose ? (t) => process.stderr.write(t) : undefined,
-        signal,
-      });
-      const report = parseProbeOutput(result.output);
-      if (result.exitCode !== 0 || report.bench.length === 0) {
-        failed = true;
-        const notOk = report.checks.filter((c) => !c.ok).map((c) => c.text).join('; ');
-        process.stderr.write(`${describeFailure(result, run.label)}\n`);
-        columns.push({ label: run.label, samples: report.bench, error: notOk || `guest exit ${result.exitCode ?? 'unknown'}` });
-      } else {
-        columns.push({ label: run.label, samples: report.bench });
+  // Rounds interleave the back-ends, so a burst of load on the host hits all of them alike.
+  for (let round = 1; round <= rounds; round++) {
+    for (const run of runs) {
+      if (signal.aborted) throw new CliError('interrupted', 130);
+      process.stderr.write(`vm: bench round ${round}/${rounds} with ${run.label} (${sizes.split(',').length} sizes x ${seconds} s)\n`);
+      try {
+        const result = await runGuestSession({
+          image,
+          backend: run.backend,
+          command: `/bin/probe bench --seconds ${seconds} --sizes ${sizes}`,
+          timeoutMs,
+          onEvent: verbose ? (e) => { if (e.kind === 'boot' || e.kind === 'output') process.stderr.write(`${e.line}\n`); } : undefined,
+          onDeviceOutput: verbose ? (t) => process.stderr.write(t) : undefined,
+          signal,
+        });
+        const report = parseProbeOutput(result.output);
+        if (result.exitCode !== 0 || report.bench.length === 0) {
+          const notOk = report.checks.filter((c) => !c.ok).map((c) => c.text).join('; ');
+          process.stderr.write(`${describeFailure(result, run.label)}\n`);
+          run.errors.push(notOk || `guest exit ${result.exitCode ?? 'unknown'}`);
+        } else {
+          run.samples.push(report.bench);
+          const requests = report.bench.reduce((n, s) => n + s.ops, 0);
+          if (result.deviceCpuSeconds !== undefined && requests > 0) run.cpuPerRequest.push(result.deviceCpuSeconds / requests);
+        }
+      } catch (err) {
+        if (!(err instanceof VmError)) throw err;
+        run.errors.push(err.message);
       }
-    } catch (err) {
-      if (!(err instanceof VmError)) throw err;
-      failed = true;
-      columns.push({ label: run.label, samples: [], error: err.message });
     }
   }
-  process.stdout.write('AF_ALG AES-128-CBC encrypt through virtio_crypto_aes_cbc, TCG guest, one process\n');
+  const columns: BenchColumn[] = runs.map((run) => ({
+    label: run.label,
+    samples: medianSamples(run.samples),
+    ...(run.errors.length ? { error: `${run.errors.length} of ${rounds} runs failed: ${[...new Set(run.errors)].join('; ')}` } : {}),
+  }));
+  process.stdout.write(`AF_ALG AES-128-CBC encrypt through virtio_crypto_aes_cbc, TCG guest, one process; median of ${rounds} round(s) x ${seconds} s per size\n`);
   process.stdout.write(`${formatBenchTable(columns)}\n`);
-  return failed ? 1 : 0;
+  for (const run of runs) {
+    if (run.cpuPerRequest.length === 0) continue;
+    const sorted = [...run.cpuPerRequest].sort((a, b) => a - b);
+    process.stdout.write(`${run.label}: device process CPU per request (warm-ups included) ${(sorted[Math.floor(sorted.length / 2)]! * 1e6).toFixed(0)} us (median of ${sorted.length})\n`);
+  }
+  return runs.some((r) => r.errors.length > 0) ? 1 : 0;
 }
 
 export const vmCommand: Command = {
@@ -135,6 +156,7 @@ export const vmCommand: Command = {
       bench: { type: 'boolean' },
       seconds: { type: 'string' },
       sizes: { type: 'string' },
+      rounds: { type: 'string' },
     });
     const backendName = values.backend ?? 'ours';
     if (backendName !== 'ours' && backendName !== 'builtin') throw new UsageError(`invalid --backend '${backendName}': expected ours or builtin`);
@@ -153,9 +175,9 @@ export const vmCommand: Command = {
       throw new UsageError(`the guest command must be 1-${MAX_GUEST_COMMAND_BYTES} bytes (it travels on the kernel command line)`);
     }
     if (values.bench && (values.cmd !== undefined || values['probe-args'] !== undefined || values.backend !== undefined || values.socket !== undefined)) {
-      throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --timeout, --verbose');
+      throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --rounds, --timeout, --verbose');
     }
-    if (!values.bench && (values.seconds !== undefined || values.sizes !== undefined)) throw new UsageError('--seconds and --sizes are --bench options');
+    if (!values.bench && (values.seconds !== undefined || values.sizes !== undefined || values.rounds !== undefined)) throw new UsageError('--seconds, --sizes and --rounds are --bench options');
 
     // SIGINT/SIGTERM: kill QEMU and our device before exiting (they are our children).
     const interrupted = new AbortController();
@@ -166,7 +188,8 @@ export const vmCommand: Command = {
       const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
       if (values.bench) {
         const seconds = parsePositiveInt('--seconds', values.seconds ?? '1', 60);
-        return await bench(image, seconds, parseSizes(values.sizes ?? DEFAULT_BENCH_SIZES), timeoutMs, verbose, interrupted.signal);
+        const rounds = parsePositiveInt('--rounds', values.rounds ?? '3', 20);
+        return await bench(image, seconds, parseSizes(values.sizes ?? DEFAULT_BENCH_SIZES), rounds, timeoutMs, verbose, interrupted.signal);
       }
       const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket };
       const result = await runGuestSession({
