@@ -52,6 +52,8 @@ export const DEFAULT_FRONTEND_MEMORY_BYTES = 64 * 1024 * 1024;
 export const FRONTEND_QUEUE_MAX_SIZE = 1024;
 const REPLY_TIMEOUT_MS = 10_000;
 const POLLRDHUP = 0x2000;
+/** How long the interrupt wait outlives the last request in flight. */
+const IDLE_LINGER_MS = 20;
 
 const WANTED_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F.MQ)) |
@@ -84,6 +86,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   #failure: ((error: Error) => void) | undefined;
   #failed = false;
   #holds = 0;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #loop: Promise<void> | undefined;
   #closed = false;
   /** Serializes socket exchanges (one request/reply at a time, as vhost-user requires). */
@@ -216,18 +219,30 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   /** Keep waiting for interrupts (work is in flight). Nested. */
   hold(): void {
     this.#holds++;
+    if (this.#idleTimer !== undefined) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = undefined;
+    }
     if (this.#loop === undefined && this.#started && !this.#closed) this.#loop = this.#interruptLoop();
   }
 
   /** No work in flight: stop waiting, so an idle process can exit. */
   release(): void {
     if (this.#holds > 0) this.#holds--;
-    if (this.#holds === 0 && this.#loop !== undefined) signalEventFd(this.#wakeFd);
+    if (this.#holds > 0 || this.#loop === undefined || this.#idleTimer !== undefined) return;
+    // Linger briefly: a synchronous caller (depth 1) submits its next request within microseconds,
+    // and restarting the wait for every request would double its latency.
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      if (this.#holds === 0) signalEventFd(this.#wakeFd);
+    }, IDLE_LINGER_MS);
+    this.#idleTimer.unref();
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
     signalEventFd(this.#wakeFd);
     await this.#loop;
     await this.#exchange.catch(() => undefined);
@@ -317,7 +332,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
 
   async #interruptLoop(): Promise<void> {
     try {
-      while (!this.#closed && !this.#failed && this.#holds > 0) {
+      while (!this.#closed && !this.#failed && (this.#holds > 0 || this.#idleTimer !== undefined)) {
         const calls = [...this.#callFds.entries()];
         const revents = await pollAsync(
           [
