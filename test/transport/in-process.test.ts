@@ -9,7 +9,10 @@ import { createCipheriv, createHash, createHmac, randomBytes } from 'node:crypto
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
+import { SplitDriverQueue } from '../../src/driver/split-driver-queue.js';
 import { createInProcessDevice } from '../../src/transport/in-process/create-in-process-device.js';
+import { InProcessTransport } from '../../src/transport/in-process/in-process-transport.js';
+import { OP_DATA_REQ_SIZE, encodeHashCreateSessionReq } from '../../src/wire/virtio-crypto.js';
 import { openDevice } from '../../src/transport/open-device.js';
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
@@ -278,5 +281,100 @@ describe('embedded device lifecycle', () => {
     assert.equal(signal, null, `child hung (killed); stdout: ${out} stderr: ${err} (${self})`);
     assert.equal(code, 0, err);
     assert.equal(out.trim(), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  });
+});
+
+/** Drives the transport by hand (raw rings), as a buggy or hostile driver could. */
+async function rawSetup(t: InProcessTransport, rings: { index: number; offset: number; descAddr?: bigint }[]) {
+  t.hold(); // nothing else keeps the process alive while we wait for the device (the driver does this)
+  await t.setStatus(0);
+  await t.setStatus(1);
+  await t.setStatus(3);
+  await t.setDriverFeatures(1n << 32n); // VERSION_1 only: flag-based notification suppression
+  await t.setStatus(11);
+  assert.equal((await t.getStatus()) & 8, 8, 'FEATURES_OK accepted');
+  const base = t.memory.guestPhysAddr;
+  const queues = new Map<number, SplitDriverQueue<string>>();
+  for (const r of rings) {
+    const q = new SplitDriverQueue<string>(t.memory.bytes, r.offset, 16, false);
+    const l = SplitDriverQueue.layout(16);
+    await t.setupQueue(r.index, {
+      size: 16,
+      descAddr: r.descAddr ?? base + BigInt(r.offset + l.descOffset),
+      availAddr: base + BigInt(r.offset + l.availOffset),
+      usedAddr: base + BigInt(r.offset + l.usedOffset),
+    });
+    queues.set(r.index, q);
+  }
+  return queues;
+}
+
+describe('embedded transport against a hostile driver', () => {
+  it('refuses DRIVER_OK when a ring lies outside guest memory (DEVICE_NEEDS_RESET), and works again after a reset', async () => {
+    const t = await InProcessTransport.create({ memoryBytes: 1 << 20 });
+    try {
+      await rawSetup(t, [{ index: 0, offset: 0, descAddr: t.memory.guestPhysAddr + (1n << 20n) }]);
+      await assert.rejects(t.setStatus(15), /device refused DRIVER_OK/);
+      assert.equal((await t.getStatus()) & 64, 64, 'DEVICE_NEEDS_RESET');
+      await rawSetup(t, [{ index: 0, offset: 0 }, { index: 1, offset: 4096 }]);
+      await t.setStatus(15);
+      assert.equal(await t.getStatus(), 15);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('completes a chain pointing outside guest memory with 0 bytes and goes on serving good ones', async () => {
+    const t = await InProcessTransport.create({ memoryBytes: 1 << 20 });
+    try {
+      const queues = await rawSetup(t, [{ index: 0, offset: 0 }, { index: 1, offset: 4096 }]);
+      const interrupts: number[] = [];
+      let wake: (() => void) | null = null;
+      t.onInterrupt((i) => {
+        interrupts.push(i);
+        wake?.();
+      });
+      await t.setStatus(15);
+      const ctrl = queues.get(1)!;
+      const base = Number(t.memory.guestPhysAddr);
+      const next = (): Promise<{ token: string; len: number }> =>
+        new Promise((resolve) => {
+          const poll = (): void => {
+            const u = ctrl.getUsed();
+            if (u) resolve(u);
+            else wake = poll; // wait for the next interrupt (an event, not a sleep)
+          };
+          poll();
+        });
+      // 1. readable buffer far outside the 1 MiB region
+      ctrl.addChain(base + (8 << 20), 72, base + 0x10000, 16, 'bad');
+      if (ctrl.publish()) t.notify(1);
+      assert.deepEqual(await next(), { token: 'bad', len: 0 });
+      // 2. a well-formed HASH_CREATE_SESSION still works
+      t.memory.bytes.set(encodeHashCreateSessionReq({ algo: 2, hashResultLen: 20 }), 0x20000);
+      ctrl.addChain(base + 0x20000, OP_DATA_REQ_SIZE, base + 0x20100, 16, 'good');
+      if (ctrl.publish()) t.notify(1);
+      assert.deepEqual(await next(), { token: 'good', len: 16 });
+      assert.equal(new DataView(t.memory.bytes.buffer).getUint32(0x20100 + 8, true), 0, 'VIRTIO_CRYPTO_OK');
+      assert.ok(interrupts.every((i) => i === 1));
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('an available index jumping past the queue size breaks the queue: onFailure, no crash, and close still works', async () => {
+    const t = await InProcessTransport.create({ memoryBytes: 1 << 20 });
+    try {
+      await rawSetup(t, [{ index: 0, offset: 0 }, { index: 1, offset: 4096 }]);
+      const failed = new Promise<Error>((resolve) => t.onFailure(resolve));
+      await t.setStatus(15);
+      const l = SplitDriverQueue.layout(16);
+      new DataView(t.memory.bytes.buffer).setUint16(l.availOffset + 2, 1000, true); // avail.idx = 1000 > 16
+      t.notify(0);
+      assert.match((await failed).message, /queue 0 is broken/);
+      assert.equal((await t.getStatus()) & 64, 64, 'DEVICE_NEEDS_RESET');
+    } finally {
+      await t.close();
+    }
   });
 });
