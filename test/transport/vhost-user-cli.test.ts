@@ -1,0 +1,62 @@
+/**
+ * `vcrypto device` as a real process (built CLI: run `npm run build` first), served to other real
+ * processes through `--device vhost-user:PATH`; outputs checked against `openssl` and FIPS 180-2.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnCli, runCli, spawnProcess, killLeftovers } from '../fixtures/cli.js';
+
+after(killLeftovers);
+
+const KEY = '2b7e151628aed2a6abf7158809cf4f3c';
+const IV = '000102030405060708090a0b0c0d0e0f';
+
+test('vcrypto device --print-qemu-args prints the QEMU 7.2 flags for the socket; bad usage exits 2', async () => {
+  const r = await runCli(['device', '--socket', '/run/vc.sock', '--print-qemu-args']);
+  assert.equal(r.code, 0);
+  assert.equal(
+    r.stdout.toString(),
+    '-object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem ' +
+      '-chardev socket,id=c0,path=/run/vc.sock -object cryptodev-vhost-user,id=cd0,chardev=c0 ' +
+      '-device virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0\n',
+  );
+  assert.equal((await runCli(['device'])).code, 2);
+  assert.equal((await runCli(['device', '--socket', 'x', '--queues', '0'])).code, 2);
+});
+
+test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, test-fork-crypto); SIGTERM exits 0 and removes the socket', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vcrypto-dev-'));
+  const sock = join(dir, 'vc.sock');
+  try {
+    const device = spawnCli(['device', '--socket', sock], { t, stdin: 'ignore' });
+    await device.waitForStdout('listening on');
+    const spec = `vhost-user:${sock}`;
+
+    const plain = Buffer.alloc(100_000).map((_, i) => (i * 31 + 7) & 0xff);
+    const ours = await runCli(['enc', '--cipher', 'aes-128-cbc', '--key', KEY, '--iv', IV, '--device', spec], { input: plain });
+    assert.equal(ours.code, 0, ours.stderr);
+    const openssl = spawnProcess('openssl', ['enc', '-aes-128-cbc', '-K', KEY, '-iv', IV]);
+    openssl.stdin.end(plain);
+    assert.equal((await openssl.waitForExit()).code, 0);
+    assert.ok(Buffer.compare(ours.stdout, openssl.stdout()) === 0, 'ciphertext differs from openssl enc');
+
+    const dgst = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.from('abc') });
+    assert.equal(dgst.code, 0, dgst.stderr);
+    assert.match(dgst.stdout.toString(), /^ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad {2}-\n$/);
+
+    const fork = await runCli(['test-fork-crypto', '--device', spec, '--children', '3']);
+    assert.equal(fork.code, 0, fork.stdout.toString() + fork.stderr);
+    await device.waitForStderr(/connection 5: front-end disconnected/);
+
+    device.child.kill('SIGTERM');
+    const exit = await device.waitForExit();
+    assert.equal(exit.code, 0, device.stderr());
+    assert.match(device.stderr(), /stopped; socket removed/);
+    assert.equal(existsSync(sock), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
