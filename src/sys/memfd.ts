@@ -12,8 +12,8 @@ const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;
 const MAP_SHARED = 0x01;
 const MAP_FAILED = 0xffffffffffffffffn;
-/** ArrayBuffers (and so koffi views) are limited in size; 2 GiB is far above any region we serve. */
-export const MAX_MAPPING_BYTES = 2 ** 31;
+/** koffi views (ArrayBuffers over native memory) abort the process beyond 4 GiB: never ask for more. */
+export const MAX_MAPPING_BYTES = 2 ** 32;
 
 export class Mapping {
   private pointer: NativePointer | undefined;
@@ -54,14 +54,16 @@ export function createMemfd(name: string, size: number): number {
 }
 
 /**
- * mmap(NULL, length, RW, MAP_SHARED, fd, 0). Borrows `fd`. `length` must be a positive safe
- * integer ≤ MAX_MAPPING_BYTES (callers validate peer-supplied sizes before calling).
+ * mmap(NULL, length, RW, MAP_SHARED, fd, offset). Borrows `fd`. `length` must be a positive safe
+ * integer ≤ MAX_MAPPING_BYTES and `offset` a multiple of the page size (callers validate
+ * peer-supplied values before calling).
  */
-export function mapShared(fd: number, length: number): Mapping {
+export function mapShared(fd: number, length: number, offset = 0): Mapping {
   if (!Number.isSafeInteger(length) || length <= 0 || length > MAX_MAPPING_BYTES) {
     throw new RangeError(`mapping length ${length} out of range`);
   }
-  const pointer = native.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`mapping offset ${offset} out of range`);
+  const pointer = native.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
   if (pointer === null || addressOf(pointer) === MAP_FAILED) throw new SysError('mmap', lastErrno());
   return new Mapping(pointer, length);
 }

@@ -113,11 +113,27 @@ test('more fds than the control buffer holds: truncation is reported and no fd l
   }
 });
 
+test('a mapping at a page offset sees the file from that offset', () => {
+  const memfd = createMemfd('offset', 3 * 4096);
+  try {
+    const whole = mapShared(memfd, 3 * 4096);
+    const tail = mapShared(memfd, 4096, 2 * 4096);
+    new Uint8Array(whole.buffer)[2 * 4096 + 5] = 0x5a;
+    assert.equal(new Uint8Array(tail.buffer)[5], 0x5a);
+    whole.unmap();
+    tail.unmap();
+    assert.equal(tail.mapped, false);
+  } finally {
+    closeFd(memfd);
+  }
+});
+
 test('mapShared refuses lengths it cannot view', () => {
   const memfd = createMemfd('len', 4096);
   try {
     assert.throws(() => mapShared(memfd, 0), RangeError);
-    assert.throws(() => mapShared(memfd, 2 ** 31 + 1), RangeError);
+    assert.throws(() => mapShared(memfd, 2 ** 32 + 1), RangeError);
+    assert.throws(() => mapShared(memfd, 4096, -4096), RangeError);
     assert.throws(() => mapShared(memfd, 1.5), RangeError);
   } finally {
     closeFd(memfd);

@@ -134,7 +134,7 @@ const cases: { name: string; log: RegExp; run: (c: Ctx) => Promise<void> | void 
   },
   {
     name: 'region size + offset overflow',
-    log: /SET_MEM_TABLE: region 0 size 0x2000 \+ offset 0xfffffffffffff000 exceeds .*overflows/,
+    log: /SET_MEM_TABLE: region 0 size 0x2000 \+ offset 0xfffffffffffff000 overflows u64/,
     run: ({ fe, g }) => {
       const t = new Uint8Array(40);
       const v = new DataView(t.buffer);
@@ -157,6 +157,18 @@ const cases: { name: string; log: RegExp; run: (c: Ctx) => Promise<void> | void 
       v.setBigUint64(16, 0x10000n, true);
       v.setBigUint64(24, FAKE_HVA, true);
       c.fe.send(VHOST_USER.SET_MEM_TABLE, t, { fds: [small] });
+    },
+  },
+  {
+    name: 'region larger than any mapping we make',
+    log: /SET_MEM_TABLE: region 0 needs a 8589934592-byte mapping \(max 4294967296\)/,
+    run: ({ fe, g }) => {
+      const t = new Uint8Array(40);
+      const v = new DataView(t.buffer);
+      v.setUint32(0, 1, true);
+      v.setBigUint64(16, 1n << 33n, true);
+      v.setBigUint64(24, FAKE_HVA, true);
+      fe.send(VHOST_USER.SET_MEM_TABLE, t, { fds: [g.memfd] });
     },
   },
   {

@@ -89,6 +89,9 @@ export const BACKEND_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F.REPLY_ACK)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F.CRYPTO_SESSION));
 
+/** mmap offsets must be multiples of this (x86-64 and the usual aarch64 kernels: 4 KiB). */
+const PAGE_SIZE = 4096;
+
 /** Completions added before used.idx is published (and the front-end possibly signalled) mid-batch. */
 const PUBLISH_EVERY = 32;
 
@@ -430,8 +433,15 @@ export class VhostUserBackendConnection {
         const fd = fds[i]!;
         const end = r.memorySize + r.mmapOffset; // bigint: no overflow possible here
         if (r.memorySize === 0n) throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} has size 0`);
-        if (end > BigInt(MAX_MAPPING_BYTES)) {
-          throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} size 0x${r.memorySize.toString(16)} + offset 0x${r.mmapOffset.toString(16)} exceeds ${MAX_MAPPING_BYTES} bytes (or overflows)`);
+        // u64 overflow of size + offset (DPDK CVE-2020-10722 was this bug for the log region).
+        if (end >= 1n << 64n) {
+          throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} size 0x${r.memorySize.toString(16)} + offset 0x${r.mmapOffset.toString(16)} overflows u64`);
+        }
+        // A page-aligned offset is mapped directly; otherwise the file is mapped from 0.
+        const direct = r.mmapOffset % BigInt(PAGE_SIZE) === 0n;
+        const mapLength = direct ? r.memorySize : end;
+        if (mapLength > BigInt(MAX_MAPPING_BYTES)) {
+          throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} needs a ${mapLength}-byte mapping (max ${MAX_MAPPING_BYTES})`);
         }
         if (r.guestPhysAddr + r.memorySize > 1n << 64n || r.userspaceAddr + r.memorySize > 1n << 64n) {
           throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} address + size overflows u64`);
@@ -448,8 +458,8 @@ export class VhostUserBackendConnection {
         if (BigInt(fileSize) < end) {
           throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} ends at 0x${end.toString(16)} beyond its file (${fileSize} bytes)`);
         }
-        const mapping = mapShared(fd, Number(end));
-        const offset = Number(r.mmapOffset);
+        const mapping = direct ? mapShared(fd, Number(mapLength), Number(r.mmapOffset)) : mapShared(fd, Number(mapLength));
+        const offset = direct ? 0 : Number(r.mmapOffset);
         regions.push({
           mapping,
           guestPhysAddr: r.guestPhysAddr,
