@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { CryptoError, type CipherAlgorithm, type CryptoDevice, type CryptoHandle } from '../../driver/api.js';
-import { AES_BLOCK_SIZE, zeroize } from '../../driver/cryptodev-semantics.js';
+import { AES_BLOCK_SIZE, nextIv, zeroize } from '../../driver/cryptodev-semantics.js';
 import { openDevice, parseDeviceSpec } from '../../transport/open-device.js';
 import { CliError, UsageError } from '../command.js';
 
@@ -103,6 +103,8 @@ export interface CipherStreamOptions {
   output: Writable;
   /** Bytes per request: a multiple of 16, within the device's max_size. */
   chunkSize: number;
+  /** Requests in flight where the IVs allow it (default 4). */
+  depth?: number;
 }
 
 /** The request size for streaming: 64 KiB, or less when the device's max_size is smaller. */
@@ -115,15 +117,22 @@ export function streamChunkSize(maxSize: bigint, preferred = 64 * 1024): number 
 
 /**
  * enc/dec: streams `input` through a cipher session in requests of `chunkSize` bytes, carrying the IV
- * (CBC: last ciphertext block; CTR: counter) from one request to the next with writeIv. Memory stays
- * bounded by about two chunks. Output is byte-identical to `openssl enc [-d] -<cipher> -K -iv [-nopad]`.
+ * from one request to the next: CBC encryption takes it from the device (writeIv: the last ciphertext
+ * block, known only when the request completes, so one request at a time); CTR, ECB and CBC decryption
+ * know the next IV in advance (nextIv of cryptodev-semantics.ts), so up to `depth` requests are in
+ * flight. Output is written in order; memory stays bounded by about (depth + 2) chunks.
+ * Output is byte-identical to `openssl enc [-d] -<cipher> -K -iv [-nopad]`.
  */
 export async function runCipherStream(o: CipherStreamOptions): Promise<void> {
   const pad = o.pad && o.spec.padded;
-  const session = await o.handle.createSession({ kind: 'cipher', cipher: o.spec.cipher, key: o.key });
+  const { cipher } = o.spec;
+  const session = await o.handle.createSession({ kind: 'cipher', cipher, key: o.key });
   let iv = o.iv;
   const pending: Buffer[] = [];
   let pendingLength = 0;
+  const chained = cipher === 'aes-cbc' && o.op === 'encrypt';
+  const depth = chained ? 1 : Math.max(1, o.depth ?? 4);
+  const inFlight: Promise<Uint8Array>[] = [];
 
   const take = (n: number): Buffer => {
     const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLength);
@@ -134,11 +143,27 @@ export async function runCipherStream(o: CipherStreamOptions): Promise<void> {
     pendingLength = rest.length;
     return head;
   };
-  const cryptChunk = async (src: Uint8Array): Promise<Uint8Array> => {
-    if (src.length === 0) return src;
-    const r = await o.handle.crypt(session, { op: o.op, src, iv, writeIv: o.spec.cipher !== 'aes-ecb' });
-    if (o.spec.cipher !== 'aes-ecb') iv = r.iv;
-    return r.dst;
+  /** Writes completed results, oldest first, until at most `n` requests remain in flight. */
+  const drainTo = async (n: number): Promise<void> => {
+    while (inFlight.length > n) await writeAll(o.output, await inFlight.shift()!);
+  };
+  const submit = async (src: Uint8Array): Promise<void> => {
+    if (src.length === 0) return;
+    await drainTo(depth - 1);
+    let result: Promise<Uint8Array>;
+    if (chained) {
+      // depth 1: the previous request has completed and set `iv`.
+      result = o.handle.crypt(session, { op: o.op, src, iv, writeIv: true }).then((r) => {
+        iv = r.iv;
+        return r.dst;
+      });
+    } else {
+      const requestIv = iv;
+      if (cipher !== 'aes-ecb') iv = nextIv(cipher, o.op, requestIv, src, new Uint8Array(0));
+      result = o.handle.crypt(session, { op: o.op, src, iv: requestIv }).then((r) => r.dst);
+    }
+    result.catch(() => undefined); // awaited in order by drainTo; no unhandled rejection meanwhile
+    inFlight.push(result);
   };
 
   try {
@@ -149,41 +174,38 @@ export async function runCipherStream(o: CipherStreamOptions): Promise<void> {
       if (buf.length === 0) continue;
       pending.push(buf);
       pendingLength += buf.length;
-      while (pendingLength >= o.chunkSize + holdBack) {
-        await writeAll(o.output, await cryptChunk(take(o.chunkSize)));
-      }
+      while (pendingLength >= o.chunkSize + holdBack) await submit(take(o.chunkSize));
     }
     let last = take(pendingLength);
-    if (o.spec.cipher === 'aes-ctr') {
-      await writeAll(o.output, await cryptChunk(last));
-      return;
-    }
-    if (pad && o.op === 'encrypt') {
+    if (cipher === 'aes-ctr') {
+      await submit(last);
+    } else if (pad && o.op === 'encrypt') {
       // PKCS#7 (RFC 5652 §6.3): always 1..16 bytes, each equal to the count.
       const n = AES_BLOCK_SIZE - (last.length % AES_BLOCK_SIZE);
       last = Buffer.concat([last, Buffer.alloc(n, n)]);
-      await writeAll(o.output, await cryptChunk(last));
-      return;
-    }
-    if (last.length % AES_BLOCK_SIZE !== 0) {
+      await submit(last);
+    } else if (last.length % AES_BLOCK_SIZE !== 0) {
       throw new CliError(
         pad
           ? `bad decrypt: input is not a multiple of the ${AES_BLOCK_SIZE}-byte block size`
           : `data not a multiple of the ${AES_BLOCK_SIZE}-byte block size (--nopad needs whole blocks)`,
       );
+    } else if (!pad) {
+      await submit(last);
+    } else {
+      if (last.length === 0) throw new CliError('bad decrypt: no final block (empty or truncated input)');
+      await submit(last);
+      await drainTo(1);
+      const plain = await inFlight.shift()!;
+      const n = plain[plain.length - 1] ?? 0;
+      let ok = n >= 1 && n <= AES_BLOCK_SIZE;
+      for (let i = 1; ok && i <= n; i++) ok = plain[plain.length - i] === n;
+      if (!ok) throw new CliError('bad decrypt: wrong key or IV, or corrupted data (invalid PKCS#7 padding)');
+      await writeAll(o.output, plain.subarray(0, plain.length - n));
     }
-    if (!pad) {
-      await writeAll(o.output, await cryptChunk(last));
-      return;
-    }
-    if (last.length === 0) throw new CliError('bad decrypt: no final block (empty or truncated input)');
-    const plain = await cryptChunk(last);
-    const n = plain[plain.length - 1] ?? 0;
-    let ok = n >= 1 && n <= AES_BLOCK_SIZE;
-    for (let i = 1; ok && i <= n; i++) ok = plain[plain.length - i] === n;
-    if (!ok) throw new CliError('bad decrypt: wrong key or IV, or corrupted data (invalid PKCS#7 padding)');
-    await writeAll(o.output, plain.subarray(0, plain.length - n));
+    await drainTo(0);
   } finally {
+    await Promise.allSettled(inFlight);
     for (const b of pending) zeroize(b);
     await o.handle.closeSession(session).catch(() => undefined);
   }
