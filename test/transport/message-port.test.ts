@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MessageChannel } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import { createHostDevice, HOST_DEVICE_INFO } from '../../src/driver/host-device.js';
 import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
@@ -162,5 +162,38 @@ test('malformed requests get EINVAL responses, the server keeps serving', async 
   assert.equal(res.error.code, 'ENOENT');
   port2.close();
   await server.closed;
+  await device.close();
+});
+
+test('worker threads: 3 workers, each with its own handle on the one device of this thread (NIST CBC-AES128 in each)', async () => {
+  const device = createHostDevice();
+  const proxyUrl = new URL('../../src/transport/message-port/connect-device.ts', import.meta.url).href;
+  // Each worker: connect, open its own handle, encrypt the NIST vector, and report the ciphertext and handle count.
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    import('tsx/esm/api').then((tsx) => { tsx.register(); return import(workerData.proxyUrl); }).then(async ({ connectDevice }) => {
+      const device = connectDevice(workerData.port, workerData.info);
+      const h = await device.open();
+      const key = Uint8Array.from(Buffer.from('2b7e151628aed2a6abf7158809cf4f3c', 'hex'));
+      const s = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key });
+      const r = await h.crypt(s, { op: 'encrypt', src: Buffer.from('6bc1bee22e409f96e93d7e117393172a', 'hex'), iv: Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex') });
+      parentPort.postMessage({ ct: Buffer.from(r.dst).toString('hex'), session: s.id });
+      await device.close();
+    });`;
+  const servers: ReturnType<typeof serveDevice>[] = [];
+  const results = await Promise.all(
+    [1, 2, 3].map(async () => {
+      const { port1, port2 } = new MessageChannel();
+      servers.push(serveDevice(device, port1));
+      const w = new Worker(code, { eval: true, workerData: { port: port2, info: device.info, proxyUrl }, transferList: [port2] });
+      const [msg] = (await once(w, 'message')) as [{ ct: string; session: bigint }];
+      const [exitCode] = (await once(w, 'exit')) as [number];
+      assert.equal(exitCode, 0);
+      return msg;
+    }),
+  );
+  for (const r of results) assert.equal(r.ct, '7649abac8119b246cee98e9b12e9197d');
+  assert.equal(new Set(results.map((r) => r.session)).size, 3, 'three distinct sessions');
+  await Promise.all(servers.map((s) => s.closed)); // each worker's close reached its server
   await device.close();
 });

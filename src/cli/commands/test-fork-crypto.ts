@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { CryptoDevice } from '../../driver/api.js';
 import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, parseDeviceSpec } from '../../transport/open-device.js';
@@ -35,7 +35,12 @@ async function runWorkerChild(device: CryptoDevice, index: number, keyBits: numb
   const data: ForkWorkerData = { port: port2, info: device.info, keyBits };
   let verdict = false;
   try {
-    const worker = new Worker(file, { workerData: data, transferList: [port2], execArgv, stdout: false, stderr: false });
+    const options = { workerData: data, transferList: [port2], stdout: false, stderr: false };
+    // From source (under tsx), a worker needs tsx's loader registered before it imports the .ts script.
+    const worker =
+      execArgv.length === 0
+        ? new Worker(file, options)
+        : new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(pathToFileURL(file).href)}); });`, { ...options, eval: true });
     worker.on('message', (m: ForkWorkerMessage) => {
       if (m.type === 'line') print(`[child ${index}] ${m.line}`);
       else if (m.type === 'done') verdict = m.ok;
