@@ -14,6 +14,8 @@ export interface ProbeCheck {
 }
 
 export interface BenchSample {
+  /** Index of the line this sample came from, in the lines given to parseProbeOutput. */
+  readonly line?: number;
   readonly size: number;
   readonly ops: number;
   readonly seconds: number;
@@ -34,7 +36,7 @@ export function parseProbeOutput(lines: readonly string[]): ProbeReport {
   const checks: ProbeCheck[] = [];
   const bench: BenchSample[] = [];
   let verdict: ProbeReport['verdict'];
-  for (const raw of lines) {
+  for (const [index, raw] of lines.entries()) {
     const line = raw.trim();
     if (line.startsWith('ok ')) checks.push({ ok: true, text: line.slice(3) });
     else if (line.startsWith('not ok ')) checks.push({ ok: false, text: line.slice(7) });
@@ -43,7 +45,7 @@ export function parseProbeOutput(lines: readonly string[]): ProbeReport {
     else {
       const m = BENCH_RE.exec(line);
       if (m) {
-        bench.push({ size: Number(m[1]), ops: Number(m[2]), seconds: Number(m[3]), opsPerSecond: Number(m[4]), megabytesPerSecond: Number(m[5]) });
+        bench.push({ line: index, size: Number(m[1]), ops: Number(m[2]), seconds: Number(m[3]), opsPerSecond: Number(m[4]), megabytesPerSecond: Number(m[5]) });
       }
     }
   }

@@ -22,6 +22,8 @@ export interface SessionOptions {
   readonly command?: string;
   readonly timeoutMs: number;
   readonly logLevel?: number;
+  /** Guest vCPUs (default 1). */
+  readonly cpus?: number;
   readonly onEvent?: (event: ConsoleEvent) => void;
   readonly onDeviceOutput?: (text: string) => void;
   readonly log?: (line: string) => void;
@@ -36,6 +38,11 @@ export interface SessionResult extends GuestResult {
   readonly deviceExit?: { readonly code: number | null; readonly signal: NodeJS.Signals | null };
   /** CPU seconds our device process used while the guest command ran (between the markers). */
   readonly deviceCpuSeconds?: number;
+  /**
+   * Our device's CPU seconds since the command began, sampled when each output line arrived
+   * (aligned with `output`; empty without our device process).
+   */
+  readonly outputDeviceCpu: readonly number[];
 }
 
 export async function runGuestSession(options: SessionOptions): Promise<SessionResult> {
@@ -68,19 +75,24 @@ export async function runGuestSession(options: SessionOptions): Promise<SessionR
     });
     let cpuAtBegin: number | undefined;
     let cpuAtExit: number | undefined;
+    const outputDeviceCpu: number[] = [];
     const onEvent = (event: ConsoleEvent) => {
       if (event.kind === 'begin') cpuAtBegin = device?.cpuSeconds();
       if (event.kind === 'exit') cpuAtExit = device?.cpuSeconds();
+      if (event.kind === 'output' && cpuAtBegin !== undefined) {
+        const now = device?.cpuSeconds();
+        if (now !== undefined) outputDeviceCpu.push(now - cpuAtBegin);
+      }
       options.onEvent?.(event);
     };
     const result = await runGuest(
-      { kernel: image.kernel, initrd: image.initrd, backend: qemuBackend, command: options.command, logLevel: options.logLevel },
+      { kernel: image.kernel, initrd: image.initrd, backend: qemuBackend, command: options.command, logLevel: options.logLevel, cpus: options.cpus },
       { timeoutMs: options.timeoutMs, onEvent, signal: abort.signal },
     );
     // QEMU is gone: our device exiting now is expected, not a failure.
     const exitDuringRun = deviceExit;
     abort.abort();
-    return { ...result, deviceLog: device?.log() ?? '', deviceExit: exitDuringRun, deviceCpuSeconds: cpuAtBegin !== undefined && cpuAtExit !== undefined ? cpuAtExit - cpuAtBegin : undefined };
+    return { ...result, deviceLog: device?.log() ?? '', deviceExit: exitDuringRun, deviceCpuSeconds: cpuAtBegin !== undefined && cpuAtExit !== undefined ? cpuAtExit - cpuAtBegin : undefined, outputDeviceCpu };
   } finally {
     await device?.stop();
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });

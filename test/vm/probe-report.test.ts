@@ -16,7 +16,7 @@ test('checks, verdict and bench samples; kernel noise ignored', () => {
     { ok: true, text: 'selftest driver=virtio_crypto_aes_cbc name=cbc(aes) selftest=passed' },
     { ok: false, text: 'forks 1 of 4 processes failed' },
   ]);
-  assert.deepEqual(r.bench, [{ size: 4096, ops: 5368, seconds: 1.005, opsPerSecond: 5342.2, megabytesPerSecond: 21.882 }]);
+  assert.deepEqual(r.bench, [{ line: 3, size: 4096, ops: 5368, seconds: 1.005, opsPerSecond: 5342.2, megabytesPerSecond: 21.882 }]);
   assert.equal(r.verdict, 'FAIL');
   assert.equal(parseProbeOutput(['ok x']).verdict, undefined);
 });

@@ -17,6 +17,8 @@ test('always TCG, serial console on stdio, no reboot', () => {
   assert.deepEqual(option(args, '-kernel'), ['k']);
   assert.deepEqual(option(args, '-initrd'), ['i']);
   assert.match(option(args, '-append')[0]!, /console=ttyS0/);
+  assert.deepEqual(option(args, '-smp'), ['1']);
+  assert.deepEqual(option(buildQemuArgs({ ...base, cpus: 2, backend: { kind: 'builtin', msix: true } }), '-smp'), ['2']);
 });
 
 test('builtin: cryptodev-backend-builtin, MSI-X by default, vectors=0 on request', () => {

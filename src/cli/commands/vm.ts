@@ -13,7 +13,7 @@ import { MAX_GUEST_COMMAND_BYTES } from '../../vm/qemu.js';
 import { runGuestSession, type BackendChoice, type SessionResult } from '../../vm/session.js';
 
 const HELP = `Usage: vcrypto vm [--backend ours|builtin] [--socket PATH] [--cmd "..."] [--probe-args "..."]
-                  [--timeout S] [--msix on|off] [--verbose]
+                  [--timeout S] [--msix on|off] [--cpus N] [--verbose]
        vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--timeout S]
 
 Boots a Linux guest (kernel from Debian's linux-image-amd64, busybox, the virtio_crypto and
@@ -33,6 +33,7 @@ Options:
   --timeout S             fail if the guest has not finished after S seconds (default 180)
   --msix on|off           builtin only: MSI-X interrupts (default on) or vectors=0 (INTx);
                           ours always uses vectors=0 (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)
+  --cpus N                guest vCPUs (default 1; more let the probe's processes run in parallel)
   --verbose               show the boot log and the device's output on stderr
   --bench                 throughput: builtin (MSI-X), builtin (vectors=0), then ours; prints ratios
                           (npm run bench:vm)
@@ -85,7 +86,8 @@ interface BenchRun {
   readonly backend: BackendChoice;
   readonly samples: (readonly BenchSample[])[];
   readonly errors: string[];
-  readonly cpuPerRequest: number[];
+  /** Per round: size -> our device's CPU seconds per request (warm-up request included). */
+  readonly cpuPerRequest: Map<number, number>[];
 }
 
 async function bench(image: GuestImage, seconds: number, sizes: string, rounds: number, timeoutMs: number, verbose: boolean, signal: AbortSignal): Promise<number> {
@@ -116,8 +118,18 @@ async function bench(image: GuestImage, seconds: number, sizes: string, rounds: 
           run.errors.push(notOk || `guest exit ${result.exitCode ?? 'unknown'}`);
         } else {
           run.samples.push(report.bench);
-          const requests = report.bench.reduce((n, s) => n + s.ops, 0);
-          if (result.deviceCpuSeconds !== undefined && requests > 0) run.cpuPerRequest.push(result.deviceCpuSeconds / requests);
+          if (result.outputDeviceCpu.length === result.output.length) {
+            // CPU between consecutive bench lines = that size's warm-up + timed requests.
+            const perSize = new Map<number, number>();
+            let previous = 0;
+            for (const sample of report.bench) {
+              const cpu = result.outputDeviceCpu[sample.line ?? -1];
+              if (cpu === undefined) break;
+              perSize.set(sample.size, (cpu - previous) / (sample.ops + 1));
+              previous = cpu;
+            }
+            run.cpuPerRequest.push(perSize);
+          }
         }
       } catch (err) {
         if (!(err instanceof VmError)) throw err;
@@ -134,8 +146,12 @@ async function bench(image: GuestImage, seconds: number, sizes: string, rounds: 
   process.stdout.write(`${formatBenchTable(columns)}\n`);
   for (const run of runs) {
     if (run.cpuPerRequest.length === 0) continue;
-    const sorted = [...run.cpuPerRequest].sort((a, b) => a - b);
-    process.stdout.write(`${run.label}: device process CPU per request (warm-ups included) ${(sorted[Math.floor(sorted.length / 2)]! * 1e6).toFixed(0)} us (median of ${sorted.length})\n`);
+    const sizesSeen = [...new Set(run.cpuPerRequest.flatMap((m) => [...m.keys()]))].sort((a, b) => a - b);
+    const cells = sizesSeen.map((size) => {
+      const values = run.cpuPerRequest.flatMap((m) => (m.has(size) ? [m.get(size) as number] : [])).sort((a, b) => a - b);
+      return `${size >= 1024 ? `${size / 1024} KiB` : `${size} B`} ${((values[Math.floor((values.length - 1) / 2)] ?? 0) * 1e6).toFixed(0)}`;
+    });
+    process.stdout.write(`${run.label}: device process CPU us/request (median; /proc utime+stime, 10 ms ticks): ${cells.join(', ')}\n`);
   }
   return runs.some((r) => r.errors.length > 0) ? 1 : 0;
 }
@@ -157,6 +173,7 @@ export const vmCommand: Command = {
       seconds: { type: 'string' },
       sizes: { type: 'string' },
       rounds: { type: 'string' },
+      cpus: { type: 'string' },
     });
     const backendName = values.backend ?? 'ours';
     if (backendName !== 'ours' && backendName !== 'builtin') throw new UsageError(`invalid --backend '${backendName}': expected ours or builtin`);
@@ -167,6 +184,7 @@ export const vmCommand: Command = {
     if (values.cmd !== undefined && values['probe-args'] !== undefined) throw new UsageError('--cmd and --probe-args exclude each other');
     const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '180', 3600) * 1000;
     const verbose = values.verbose === true;
+    const cpus = parsePositiveInt('--cpus', values.cpus ?? '1', 8);
 
     let command: string | undefined;
     if (values.cmd !== undefined) command = values.cmd;
@@ -174,7 +192,7 @@ export const vmCommand: Command = {
     if (command !== undefined && (command.length === 0 || Buffer.byteLength(command) > MAX_GUEST_COMMAND_BYTES)) {
       throw new UsageError(`the guest command must be 1-${MAX_GUEST_COMMAND_BYTES} bytes (it travels on the kernel command line)`);
     }
-    if (values.bench && (values.cmd !== undefined || values['probe-args'] !== undefined || values.backend !== undefined || values.socket !== undefined)) {
+    if (values.bench && (values.cmd !== undefined || values['probe-args'] !== undefined || values.backend !== undefined || values.socket !== undefined || values.cpus !== undefined)) {
       throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --rounds, --timeout, --verbose');
     }
     if (!values.bench && (values.seconds !== undefined || values.sizes !== undefined || values.rounds !== undefined)) throw new UsageError('--seconds, --sizes and --rounds are --bench options');
@@ -197,6 +215,7 @@ export const vmCommand: Command = {
         backend,
         command,
         timeoutMs,
+        cpus,
         logLevel: verbose ? 7 : 4,
         log: (line) => process.stderr.write(`${line}\n`),
         onEvent: (e) => {
