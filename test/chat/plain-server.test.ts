@@ -1,0 +1,148 @@
+/**
+ * runChatServer / runChatClient in-process with channels that fail, as the encrypted chat's will
+ * (a bad handshake, a bad frame): the failure ends only that connection, the server says so on its
+ * log and takes the next peer; the client reports it as a one-line ChatError.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import { PassThrough, Writable } from 'node:stream';
+import { ChannelError, plainChannel, type ChatChannelFactory } from '../../src/chat/chat-channel.js';
+import { runChatClient } from '../../src/chat/chat-client.js';
+import { ChatError } from '../../src/chat/chat-error.js';
+import { runChatServer } from '../../src/chat/chat-server.js';
+
+/** A log that can be awaited: resolves when a line matching `re` has been logged. */
+function awaitableLog() {
+  const lines: string[] = [];
+  const waiters = new Set<() => void>();
+  return {
+    lines,
+    log: (line: string) => {
+      lines.push(line);
+      for (const w of waiters) w();
+    },
+    waitFor(re: RegExp, count = 1): Promise<RegExpMatchArray> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const hits = lines.map((l) => l.match(re)).filter((m): m is RegExpMatchArray => m !== null);
+          if (hits.length >= count) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve(hits[count - 1]!);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`timed out waiting for ${re} in log:\n${lines.join('\n')}`));
+        }, 20_000);
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+function sink(): { stream: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  return {
+    stream: new Writable({
+      write(c: Buffer, _e, cb) {
+        chunks.push(c);
+        cb();
+      },
+    }),
+    text: () => Buffer.concat(chunks).toString(),
+  };
+}
+
+async function peer(port: number): Promise<Socket> {
+  const s = connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  await once(s, 'connect');
+  return s;
+}
+
+test('a channel whose handshake fails drops that peer; the server then chats with the next one', async () => {
+  // The first connection's handshake fails; later ones use the plain channel.
+  let connections = 0;
+  const channel: ChatChannelFactory = async (socket, role) => {
+    assert.equal(role, 'server');
+    if (++connections === 1) throw new ChannelError('handshake failed: bad key');
+    return plainChannel(socket, role);
+  };
+  const stdin = new PassThrough();
+  const stdout = sink();
+  const { log, waitFor } = awaitableLog();
+  const running = runChatServer({ host: '127.0.0.1', port: 0, channel, log, input: stdin, output: stdout.stream });
+  const [, port] = await waitFor(/^listening on 127\.0\.0\.1:(\d+)$/);
+
+  const bad = await peer(Number(port));
+  bad.resume();
+  await waitFor(/^peer 127\.0\.0\.1:\d+ dropped: handshake failed: bad key$/);
+  await once(bad, 'close'); // its connection is closed, not left open
+
+  const good = await peer(Number(port));
+  await waitFor(/^channel: plain TCP, no encryption$/);
+  good.write('hello');
+  stdin.end('bye');
+  const received: Buffer[] = [];
+  good.on('data', (c: Buffer) => received.push(c));
+  await once(good, 'end');
+  good.end();
+  await running;
+  assert.equal(Buffer.concat(received).toString(), 'bye');
+  assert.equal(stdout.text(), 'hello');
+});
+
+test('a channel error mid-chat drops the peer; the server logs it and keeps listening', async () => {
+  const channel: ChatChannelFactory = async () => ({
+    status: 'rejects "!"',
+    seal: async (p) => p,
+    open: async (w) => {
+      if (w.includes(0x21)) throw new ChannelError('authentication failed');
+      return w;
+    },
+    finish: () => {},
+    close: () => {},
+  });
+  const stdin = new PassThrough();
+  const stdout = sink();
+  const { log, waitFor } = awaitableLog();
+  const running = runChatServer({ host: '127.0.0.1', port: 0, channel, log, input: stdin, output: stdout.stream });
+  const [, port] = await waitFor(/^listening on 127\.0\.0\.1:(\d+)$/);
+  const first = await peer(Number(port));
+  first.resume();
+  first.write('ok then !');
+  await waitFor(/^peer 127\.0\.0\.1:\d+ dropped: authentication failed$/);
+  const second = await peer(Number(port));
+  await waitFor(/^peer connected from/, 2);
+  second.write('fine');
+  stdin.end();
+  second.resume();
+  await once(second, 'end');
+  second.end();
+  await running;
+  assert.equal(stdout.text(), 'fine');
+});
+
+test('the client turns a failed handshake into a one-line ChatError', async (t) => {
+  const listener = createServer((s) => {
+    s.on('error', () => {});
+    s.resume();
+  });
+  listener.listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  t.after(() => listener.close());
+  const port = (listener.address() as { port: number }).port;
+  const channel: ChatChannelFactory = async () => {
+    throw new ChannelError('handshake failed: peer is not a crypto-server');
+  };
+  const { log } = awaitableLog();
+  await assert.rejects(
+    runChatClient({ host: '127.0.0.1', port, channel, log, input: new PassThrough(), output: sink().stream }),
+    (err: unknown) =>
+      err instanceof ChatError && err.message === `connection to 127.0.0.1:${port} failed: handshake failed: peer is not a crypto-server`,
+  );
+});
