@@ -32,6 +32,12 @@ test('bad options are usage errors (exit 2) before anything is built or booted',
   });
 });
 
+test('--socket naming nothing: one line saying to start vcrypto device, exit 1', async () => {
+  const r = await runVcrypto(['vm', '--socket', join(tmpdir(), `vcrypto-none-${process.pid}.sock`)], { timeoutMs: 30_000 }).done;
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^vcrypto vm: no socket at .*: start 'vcrypto device --socket /);
+});
+
 test('no apt on PATH: one line naming the package, exit 1, no stack trace', async (t) => {
   const empty = mkdtempSync(join(tmpdir(), 'vcrypto-nopath-'));
   t.after(() => rmSync(empty, { recursive: true, force: true }));

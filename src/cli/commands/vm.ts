@@ -4,6 +4,7 @@
  * builtin back-end, runs the guest probe or a command, and exits with the guest's status.
  * `--bench` runs the probe's throughput mode with builtin and ours and prints both.
  */
+import { existsSync } from 'node:fs';
 import { CliError, UsageError, parseCommandArgs, parsePositiveInt, type Command } from '../command.js';
 import { formatBenchTable, medianSamples, type BenchColumn } from '../../vm/bench.js';
 import { ensureGuestImage, type GuestImage } from '../../vm/guest-image.js';
@@ -203,6 +204,9 @@ export const vmCommand: Command = {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
+      if (values.socket !== undefined && !existsSync(values.socket)) {
+        throw new CliError(`no socket at ${values.socket}: start 'vcrypto device --socket ${values.socket}' first, or omit --socket to let vcrypto vm start one`);
+      }
       const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
       if (values.bench) {
         const seconds = parsePositiveInt('--seconds', values.seconds ?? '1', 60);
