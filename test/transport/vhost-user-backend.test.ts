@@ -128,6 +128,10 @@ test('QEMU 7.2 sequence: negotiation, memory table, ring start, sessions, CBC re
     await fe.call(VHOST_USER.GET_FEATURES);
     assert.equal(ring.availEvent, 1, `EVENT_IDX: avail_event = last_avail_idx after draining (used ${ring.usedIdx}, status ${g.bytes[status]})`);
 
+    // A new memory table while the ring runs (QEMU re-sends it on memory-map changes): the running
+    // ring moves to the new mappings and goes on from where it was.
+    assert.deepEqual(await fe.call(VHOST_USER.SET_MEM_TABLE, g.memTable(), { flags: 0x9, fds: [g.memfd, g.memfd] }), u64(0n));
+
     // Request 2: decrypt in place (src = dst = the ciphertext just produced), direct chain.
     g.bytes.set(cipherHeader(0x001, dec, 64), hdr);
     g.bytes[status] = 0xff;

@@ -172,6 +172,17 @@ const cases: { name: string; log: RegExp; run: (c: Ctx) => Promise<void> | void 
     },
   },
   {
+    name: 'a new memory table without the running ring',
+    log: /SET_MEM_TABLE: vring 0: .*not inside one memory region/,
+    run: async (c) => {
+      await setUpRing(c);
+      c.fe.send(VHOST_USER.SET_VRING_KICK, u64(0n), { fds: [eventFd(c)] });
+      const t = c.g.memTable().slice(0, 40); // region 0 only: the ring lives in region 1
+      t[0] = 1;
+      c.fe.send(VHOST_USER.SET_MEM_TABLE, t, { fds: [c.g.memfd] });
+    },
+  },
+  {
     name: 'kick fd that is not an eventfd',
     log: /SET_VRING_KICK: vring 0 fd is not an eventfd \(\/memfd:test-guest/,
     run: async (c) => {

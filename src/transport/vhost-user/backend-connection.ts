@@ -377,7 +377,7 @@ export class VhostUserBackendConnection {
     }
   }
 
-  #ringViews(addr: VringAddr, num: number, memory: GuestMemory): { desc: Uint8Array; avail: Uint8Array; used: Uint8Array } {
+  #ringViews(addr: VringAddr, num: number, memory: GuestMemory, what = 'SET_VRING_ADDR'): { desc: Uint8Array; avail: Uint8Array; used: Uint8Array } {
     try {
       // Ring addresses are front-end virtual addresses (vhost-user.rst): translate via userspace_addr.
       checkRingAlignment(addr.descUserAddr, addr.availUserAddr, addr.usedUserAddr);
@@ -387,13 +387,13 @@ export class VhostUserBackendConnection {
         used: memory.viewUser(addr.usedUserAddr, 6 + 8 * num),
       };
     } catch (err) {
-      throw new VhostUserProtocolError(`SET_VRING_ADDR: vring ${addr.index}: ${(err as Error).message}`);
+      throw new VhostUserProtocolError(`${what}: vring ${addr.index}: ${(err as Error).message}`);
     }
   }
 
-  #makeQueue(index: number, lastAvailIdx: number, memory: GuestMemory): DeviceQueue {
+  #makeQueue(index: number, lastAvailIdx: number, memory: GuestMemory, what: string): DeviceQueue {
     const v = this.#vrings[index]!;
-    const views = this.#ringViews(v.addr!, v.num, memory);
+    const views = this.#ringViews(v.addr!, v.num, memory, what);
     try {
       return new DeviceQueue({ size: v.num, ...views, memory, eventIdx: this.#eventIdx, lastAvailIdx });
     } catch (err) {
@@ -408,7 +408,7 @@ export class VhostUserBackendConnection {
       throw new VhostUserProtocolError(`SET_VRING_KICK: vring ${index} before SET_MEM_TABLE/SET_VRING_NUM/SET_VRING_ADDR`);
     }
     if (v.queue !== null) return; // a new kick fd for a running ring
-    v.queue = this.#makeQueue(index, v.base, this.#memory);
+    v.queue = this.#makeQueue(index, v.base, this.#memory, 'SET_VRING_KICK');
     // The kick fd arrives pre-signalled; serve whatever is already there.
     this.serveQueue(index);
   }
@@ -474,7 +474,7 @@ export class VhostUserBackendConnection {
         throw new VhostUserProtocolError(`SET_MEM_TABLE: ${(err as Error).message}`);
       }
       // Running rings move to the new table (their addresses must still be mapped).
-      const rebuilt = this.#vrings.map((v, i) => (v.queue === null ? null : this.#makeQueue(i, v.queue.lastAvailIdx, memory)));
+      const rebuilt = this.#vrings.map((v, i) => (v.queue === null ? null : this.#makeQueue(i, v.queue.lastAvailIdx, memory, 'SET_MEM_TABLE')));
       const old = this.#regions;
       this.#regions = regions;
       this.#memory = memory;
