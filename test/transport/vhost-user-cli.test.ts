@@ -31,7 +31,7 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
   const dir = mkdtempSync(join(tmpdir(), 'vcrypto-dev-'));
   const sock = join(dir, 'vc.sock');
   try {
-    const device = spawnCli(['device', '--socket', sock], { t, stdin: 'ignore' });
+    const device = spawnCli(['device', '--socket', sock, '--verbose'], { t, stdin: 'ignore' });
     await device.waitForStdout('listening on');
     const spec = `vhost-user:${sock}`;
 
@@ -43,6 +43,11 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
     assert.equal((await openssl.waitForExit()).code, 0);
     assert.ok(Buffer.compare(ours.stdout, openssl.stdout()) === 0, 'ciphertext differs from openssl enc');
 
+    // Our front-end's DRIVER_OK sequence, every message asking for REPLY_ACK (memory table: one memfd).
+    assert.match(
+      device.stderr(),
+      /connection 1: <- SET_FEATURES flags 0x9 size 8 fds 0\n.*connection 1: <- SET_MEM_TABLE flags 0x9 size 40 fds 1\n.*connection 1: <- SET_VRING_NUM flags 0x9 size 8 fds 0\n/,
+    );
     const dgst = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.from('abc') });
     assert.equal(dgst.code, 0, dgst.stderr);
     assert.match(dgst.stdout.toString(), /^ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad {2}-\n$/);

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { type Command, UsageError, CliError, parseCommandArgs, parsePositiveInt } from '../command.js';
 import { VhostUserBackendServer, DEFAULT_DATA_QUEUES, DEFAULT_MAX_SESSIONS } from '../../transport/vhost-user/backend-server.js';
 
-const help = `Usage: vcrypto device --socket PATH [--queues N] [--max-sessions N]
+const help = `Usage: vcrypto device --socket PATH [--queues N] [--max-sessions N] [--verbose]
        vcrypto device --socket PATH --print-qemu-args [--memory SIZE]
 
 Serve the virtio-crypto device as a vhost-user back-end on the Unix socket PATH (QEMU connects as the
@@ -18,6 +18,7 @@ Options:
   --socket PATH        Unix socket to listen on (a stale socket file is replaced)
   --queues N           data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)
   --max-sessions N     session table bound per connection (default ${DEFAULT_MAX_SESSIONS})
+  --verbose            log every vhost-user message received (request, flags, size, fds)
   --print-qemu-args    print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit
   --memory SIZE        guest memory size for --print-qemu-args (default 512M)
 
@@ -47,6 +48,7 @@ export const deviceCommand: Command = {
       'max-sessions': { type: 'string' },
       'print-qemu-args': { type: 'boolean' },
       memory: { type: 'string' },
+      verbose: { type: 'boolean' },
     });
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
     const queues = values.queues === undefined ? DEFAULT_DATA_QUEUES : parsePositiveInt('--queues', values.queues, 255);
@@ -62,7 +64,7 @@ export const deviceCommand: Command = {
     const log = (line: string) => process.stderr.write(`vcrypto device: ${line}\n`);
     let server: VhostUserBackendServer;
     try {
-      server = VhostUserBackendServer.listen(values.socket, { dataQueues: queues, maxSessions, log });
+      server = VhostUserBackendServer.listen(values.socket, { dataQueues: queues, maxSessions, log, verbose: values.verbose ?? false });
     } catch (err) {
       throw new CliError(`cannot listen on ${values.socket}: ${(err as Error).message}`);
     }

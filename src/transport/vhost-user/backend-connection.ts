@@ -67,6 +67,8 @@ export interface BackendConnectionOptions {
   /** Data queues served (vrings 0..N-1); vring N is the control queue. */
   readonly dataQueues: number;
   readonly log: (line: string) => void;
+  /** Log every message received. */
+  readonly verbose?: boolean;
 }
 
 /**
@@ -206,6 +208,9 @@ export class VhostUserBackendConnection {
   /** Applies the dispatch table, then the handler. Takes ownership of `msg.fds`. */
   handle(msg: VhostUserMessage): void {
     const { header, payload, fds } = msg;
+    if (this.#opts.verbose) {
+      this.#opts.log(`<- ${requestName(header.request)} flags 0x${header.flags.toString(16)} size ${header.size} fds ${fds.length}`);
+    }
     let spec;
     try {
       spec = checkMessage(header, payload, fds.length, this.#vrings.length);

@@ -17,6 +17,8 @@ export interface BackendServerOptions {
   readonly dataQueues: number;
   /** Session table bound per connection. */
   readonly maxSessions: number;
+  /** Log every vhost-user message received. */
+  readonly verbose?: boolean;
   /** Where log lines go (one line each, no trailing newline). */
   readonly log: (line: string) => void;
   /** Called when a connection's worker has exited and everything it held is released. */
@@ -113,6 +115,7 @@ export class VhostUserBackendServer {
       stopFd,
       dataQueues: this.#opts.dataQueues,
       maxSessions: this.#opts.maxSessions,
+      verbose: this.#opts.verbose ?? false,
     };
     const worker = startWorker(workerUrl(), data);
     let resolveExit!: () => void;

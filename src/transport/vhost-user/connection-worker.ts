@@ -27,6 +27,7 @@ try {
   const device = createBackendDevice({ dataQueues: data.dataQueues, maxSessions: data.maxSessions });
   connection = new VhostUserBackendConnection(channel, device, {
     dataQueues: data.dataQueues,
+    verbose: data.verbose,
     log: (line) => post({ type: 'log', line: `${prefix}: ${line}` }),
   });
   reason = connection.run(data.stopFd);

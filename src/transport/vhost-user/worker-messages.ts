@@ -9,6 +9,8 @@ export interface ConnectionWorkerData {
   readonly stopFd: number;
   readonly dataQueues: number;
   readonly maxSessions: number;
+  /** Log every message received (request, flags, size, fd count). */
+  readonly verbose: boolean;
 }
 
 export type FromConnectionWorker =
