@@ -49,7 +49,10 @@ export function parseCommandArgs<O extends Options>(
       strict: true,
     });
   } catch (err) {
-    throw new UsageError((err as Error).message.split('\n')[0] ?? String(err));
+    // One line: node's message for an unknown option goes on with advice about '--' that only
+    // fits commands taking positionals, and ends in an unbalanced quote; keep its first sentence.
+    const first = (err as Error).message.split('\n')[0] ?? String(err);
+    throw new UsageError(first.replace(/\. To specify a positional argument .*$/, ''));
   }
 }
 

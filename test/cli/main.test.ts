@@ -90,6 +90,14 @@ test("a bad option: one-line error plus the command's usage on stderr, exit 2", 
   assertUsageError(await runCli(['server', 'extra'], { t }), /^vcrypto server: .*'extra'/, /^Usage: vcrypto server/m);
 });
 
+test('every listed command rejects an unknown option: one line plus its usage, exit 2', async (t) => {
+  const names = listedCommands((await runCli(['--help'], { t })).stdout.toString());
+  for (const name of names) {
+    const r = await runCli([name, '--no-such-option'], { t });
+    assertUsageError(r, new RegExp(`^vcrypto ${name}: Unknown option '--no-such-option'$`), new RegExp(`^Usage: vcrypto ${name}\\b`, 'm'));
+  }
+});
+
 test('bad ports and missing arguments are usage errors (exit 2)', async (t) => {
   const serverPort = /^vcrypto server: invalid port '(.*)': expected an integer 1-65535$/;
   for (const bad of ['65536', 'http', '-1', '1.5', '']) {
