@@ -11,15 +11,17 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { CLI_MAIN, killLeftovers, spawnProcess } from '../fixtures/cli.js';
 
-const CLI_MAIN = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 const TIMEOUT_MS = 60_000;
 /** The devices every CLI test runs on. Add 'virtio' here once its case lands in transport/open-device.ts. */
 const DEVICES = ['host', 'virtio'] as const;
 
 const tmp = mkdtempSync(join(tmpdir(), 'vcrypto-crypto-cli-'));
-after(() => rmSync(tmp, { recursive: true, force: true }));
+after(async () => {
+  await killLeftovers();
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 interface Run {
   code: number | null;
@@ -27,29 +29,16 @@ interface Run {
   stderr: string;
 }
 
-/** Runs a program to completion with `input` on stdin; kills it and fails after TIMEOUT_MS. */
-function run(command: string, args: readonly string[], input: Uint8Array | string = ''): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${command} ${args.join(' ')} timed out; stderr: ${Buffer.concat(err).toString()}`));
-    }, TIMEOUT_MS);
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() });
-    });
-    child.stdin.on('error', () => undefined); // the program may exit before reading all input
-    child.stdin.end(input);
-  });
+/** Runs a program to completion with `input` on stdin (test/fixtures/cli.ts: killed and failed after TIMEOUT_MS). */
+async function run(command: string, args: readonly string[], input: Uint8Array | string = ''): Promise<Run> {
+  const proc = spawnProcess(command, args);
+  proc.stdin.end(input);
+  try {
+    const { code } = await proc.waitForExit(TIMEOUT_MS);
+    return { code, stdout: proc.stdout(), stderr: proc.stderr() };
+  } finally {
+    await proc.kill();
+  }
 }
 
 const vcrypto = (args: readonly string[], input?: Uint8Array | string): Promise<Run> => run(process.execPath, [CLI_MAIN, ...args], input);
