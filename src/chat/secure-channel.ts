@@ -74,7 +74,7 @@ async function establish(socket: Socket, role: ChatRole, options: SecureChannelO
     }
     const keys = await hs.split();
     reader.detach();
-    return new SecureChannel(handle, keys, options.device.info.description);
+    return new SecureChannel(handle, keys, options.device.info.description, socket);
   } catch (err) {
     reader.detach();
     wipe(psk);
@@ -222,7 +222,15 @@ class SecureChannel implements ChatChannel {
   #fragmentBytes = 0;
   #closed = false;
 
-  constructor(private readonly handle: CryptoHandle, keys: TransportKeys, deviceDescription: string) {
+  /** A frame failed after others in the same read had authenticated: reported on the next call. */
+  #deferred: ChannelError | undefined;
+
+  constructor(
+    private readonly handle: CryptoHandle,
+    keys: TransportKeys,
+    deviceDescription: string,
+    private readonly socket: Socket,
+  ) {
     this.#send = keys.send;
     this.#receive = keys.receive;
     this.status = `${SECURE_PROTOCOL} (secure chat v${SECURE_CHAT_VERSION}); crypto by ${deviceDescription}`;
@@ -243,35 +251,59 @@ class SecureChannel implements ChatChannel {
   }
 
   async open(wire: Uint8Array): Promise<Uint8Array> {
+    if (this.#deferred) throw this.#deferred;
     const complete: Uint8Array[] = [];
-    for (const frame of this.#decoder.push(wire)) {
-      if (frame.length === 0) throw new ChannelError(`${AUTH_FAILED}: the peer rejected a message from us`);
-      let payload: Uint8Array;
+    const frames = this.#decoder.push(wire);
+    for (const [i, frame] of frames.entries()) {
       try {
-        payload = await this.#receive.decryptWithAd(new Uint8Array(0), frame);
+        const message = await this.#openFrame(frame);
+        if (message !== undefined) complete.push(message);
       } catch (err) {
-        if (err instanceof NoiseError && err.code === NoiseErrorCode.DECRYPT_FAILED) {
-          throw new ChannelError(`${AUTH_FAILED}: a message was altered, replayed, reordered or dropped in transit`, { cause: err });
+        if (!(err instanceof ChannelError) || complete.length === 0) throw err;
+        // Authentic messages came before the bad frame in this read: deliver them, and report the
+        // error right after. The bad bytes go back to the socket so the next read fails at once
+        // (a failed decrypt does not advance the nonce, Noise §5.1, so it fails the same way).
+        this.#deferred = err;
+        const rest = [...frames.slice(i).map(encodeFrame), this.#decoder.takeRest()].reduce(concatBytes, new Uint8Array(0));
+        try {
+          this.socket.unshift(Buffer.from(rest));
+        } catch {
+          // the stream already ended: finish() reports the deferred error
         }
-        throw new ChannelError(`secure channel: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-      }
-      const type = payload[0];
-      if (type !== PayloadType.DATA_FINAL && type !== PayloadType.DATA_MORE) {
-        throw new ChannelError(`secure channel: unknown message type ${String(type)}`);
-      }
-      this.#fragmentBytes += payload.length - 1;
-      if (this.#fragmentBytes > MAX_MESSAGE) throw new ChannelError(`secure channel: a chat message exceeds ${MAX_MESSAGE} bytes`);
-      this.#fragments.push(payload.subarray(1));
-      if (type === PayloadType.DATA_FINAL) {
-        complete.push(...this.#fragments);
-        this.#fragments = [];
-        this.#fragmentBytes = 0;
+        break;
       }
     }
     return complete.length === 1 ? complete[0]! : complete.reduce(concatBytes, new Uint8Array(0));
   }
 
+  /** Decrypts one frame; returns a whole chat message once its DATA_FINAL fragment is in. */
+  async #openFrame(frame: Uint8Array): Promise<Uint8Array | undefined> {
+    if (frame.length === 0) throw new ChannelError(`${AUTH_FAILED}: the peer rejected a message from us`);
+    let payload: Uint8Array;
+    try {
+      payload = await this.#receive.decryptWithAd(new Uint8Array(0), frame);
+    } catch (err) {
+      if (err instanceof NoiseError && err.code === NoiseErrorCode.DECRYPT_FAILED) {
+        throw new ChannelError(`${AUTH_FAILED}: a message was altered, replayed, reordered or dropped in transit`, { cause: err });
+      }
+      throw new ChannelError(`secure channel: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    const type = payload[0];
+    if (type !== PayloadType.DATA_FINAL && type !== PayloadType.DATA_MORE) {
+      throw new ChannelError(`secure channel: unknown message type ${String(type)}`);
+    }
+    this.#fragmentBytes += payload.length - 1;
+    if (this.#fragmentBytes > MAX_MESSAGE) throw new ChannelError(`secure channel: a chat message exceeds ${MAX_MESSAGE} bytes`);
+    this.#fragments.push(payload.subarray(1));
+    if (type !== PayloadType.DATA_FINAL) return undefined;
+    const message = this.#fragments.length === 1 ? this.#fragments[0]! : this.#fragments.reduce(concatBytes, new Uint8Array(0));
+    this.#fragments = [];
+    this.#fragmentBytes = 0;
+    return message;
+  }
+
   finish(): void {
+    if (this.#deferred) throw this.#deferred;
     if (this.#decoder.pending > 0 || this.#fragments.length > 0) {
       throw new ChannelError('the connection ended in the middle of a message (truncated in transit)');
     }

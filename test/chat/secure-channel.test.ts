@@ -171,6 +171,23 @@ for (const [what, mutate] of [
   });
 }
 
+test('an authentic message followed by its replay in the same read: the message is delivered once, then the error', async () => {
+  await withDevice(async (device) => {
+    const { cleanup, results } = await pair(device, randomBytes(32));
+    try {
+      const [rc, rs] = results.map((r) => (r.status === 'fulfilled' ? r.value : assert.fail('handshake'))) as [ChatChannel, ChatChannel];
+      const f = await rc.seal(enc('only once'));
+      assert.equal(dec(await rs.open(Buffer.concat([f, f]))), 'only once');
+      await assert.rejects(rs.open(new Uint8Array(0)), new RegExp(AUTH_FAILED));
+      assert.throws(() => rs.finish(), ChannelError);
+      rc.close();
+      rs.close();
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
 test('a peer that speaks another protocol version is refused by name', async () => {
   await withDevice(async (device) => {
     const [c, s, cleanup] = await socketPair();

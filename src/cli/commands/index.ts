@@ -7,6 +7,9 @@ import { deviceCommand } from './device.js';
 import { vmCommand } from './vm.js';
 import { clientCommand } from './client.js';
 import { serverCommand } from './server.js';
+import { cryptoServerCommand } from './crypto-server.js';
+import { cryptoClientCommand } from './crypto-client.js';
+import { keygenCommand } from './keygen.js';
 import { testCryptoCommand } from './test-crypto.js';
 import { testForkCryptoCommand } from './test-fork-crypto.js';
 import { encCommand } from './enc.js';
@@ -17,6 +20,9 @@ import { benchCommand } from './bench.js';
 export const commands: readonly Command[] = [
   serverCommand,
   clientCommand,
+  cryptoServerCommand,
+  cryptoClientCommand,
+  keygenCommand,
   vmCommand,
   testCryptoCommand,
   testForkCryptoCommand,

@@ -1,0 +1,67 @@
+/**
+ * `vcrypto crypto-client <host> <port>`: the lab's encrypted chat client (`./crypto-client`),
+ * Noise_NNpsk0_25519_AESGCM_SHA256 with the crypto on the selected device.
+ */
+import { ChatError } from '../../chat/chat-error.js';
+import { runChatClient } from '../../chat/chat-client.js';
+import { secureChannel } from '../../chat/secure-channel.js';
+import { wipe } from '../../chat/noise/noise-error.js';
+import type { CryptoDevice } from '../../driver/api.js';
+import { DEVICE_OPTION_HELP } from '../../transport/open-device.js';
+import { CliError, UsageError, parseCommandArgs, parsePort, type Command } from '../command.js';
+import { CRYPTO_CHAT_OPTIONS, KEY_OPTION_HELP, PROTOCOL_HELP, checkDeviceSpec, loadChatKey, openChatDevice } from './crypto-server.js';
+
+export const cryptoClientCommand: Command = {
+  name: 'crypto-client',
+  summary: 'encrypted chat client (Noise NNpsk0, crypto on the virtio-crypto device)',
+  help: `Usage: vcrypto crypto-client <host> <port> (--psk-file FILE | --passphrase-env VAR) [--device SPEC]
+
+The lab's encrypted chat client. Like 'vcrypto client' (stdin to the server, the server to stdout,
+status on stderr; EOF on stdin sends what is left and exits 0; the server closing also exits 0),
+but every byte on the wire is encrypted and authenticated.
+
+${PROTOCOL_HELP}
+
+Arguments:
+  <host>                 server name or address (e.g. 127.0.0.1)
+  <port>                 server TCP port, 1-65535
+
+Options:
+${DEVICE_OPTION_HELP}
+  -h, --help             show this help
+
+${KEY_OPTION_HELP}
+
+Exit status: 0 when the chat ended, 1 when the connection or the handshake failed (wrong key:
+"authentication failed") or a message failed authentication, 2 for bad arguments.
+
+Examples:
+  vcrypto crypto-client 127.0.0.1 35001 --psk-file chat.key
+  CHAT_PASS='long shared passphrase' vcrypto crypto-client 127.0.0.1 35001 --passphrase-env CHAT_PASS --device host`,
+
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(argv, CRYPTO_CHAT_OPTIONS, { allowPositionals: true });
+    if (positionals.length !== 2) {
+      throw new UsageError(positionals.length < 2 ? 'expected <host> and <port>' : `unexpected argument '${positionals[2]}'`);
+    }
+    const [host = '', portText = ''] = positionals;
+    if (host === '') throw new UsageError("invalid host ''");
+    const port = parsePort(portText);
+    const spec = checkDeviceSpec(values.device);
+    const log = (line: string) => process.stderr.write(`[crypto-client] ${line}\n`);
+    const psk = await loadChatKey(values, log);
+    let device: CryptoDevice | undefined;
+    try {
+      device = await openChatDevice(spec);
+      log(`crypto device: ${device.info.description} (--device ${device.info.spec})`);
+      await runChatClient({ host, port, channel: secureChannel({ device, psk }), log });
+    } catch (err) {
+      if (err instanceof ChatError) throw new CliError(err.message, 1, { cause: err });
+      throw err;
+    } finally {
+      wipe(psk);
+      await device?.close();
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,126 @@
+/**
+ * `vcrypto crypto-server`: the lab's encrypted chat server (`./crypto-server`), done properly:
+ * Noise_NNpsk0_25519_AESGCM_SHA256 with a pre-shared key, every symmetric operation on the crypto
+ * device (default: the embedded virtio-crypto device). Same plumbing as `vcrypto server`.
+ * Also exports the option handling crypto-client shares (key and device).
+ */
+import { ChatError } from '../../chat/chat-error.js';
+import { runChatServer } from '../../chat/chat-server.js';
+import { SECURE_PROTOCOL, secureChannel } from '../../chat/secure-channel.js';
+import { SCRYPT_PARAMS, SecureKeyError, keyFromPassphraseEnv, readKeyFile } from '../../chat/secure-key.js';
+import { wipe } from '../../chat/noise/noise-error.js';
+import { CryptoError, type CryptoDevice } from '../../driver/api.js';
+import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, openDevice, parseDeviceSpec } from '../../transport/open-device.js';
+import { CliError, UsageError, parseCommandArgs, parsePort, type Command } from '../command.js';
+
+export const DEFAULT_CRYPTO_CHAT_HOST = '127.0.0.1';
+export const DEFAULT_CRYPTO_CHAT_PORT = 35001;
+
+/** The options both crypto chat commands take. */
+export const CRYPTO_CHAT_OPTIONS = {
+  'psk-file': { type: 'string' },
+  'passphrase-env': { type: 'string' },
+  device: { type: 'string' },
+} as const;
+
+export const KEY_OPTION_HELP = `Key (exactly one; both peers must use the same key):
+  --psk-file FILE        a 32-byte key: 64 hex digits (what 'vcrypto keygen' prints) or 32 raw bytes
+  --passphrase-env VAR   read a passphrase from environment variable VAR and stretch it to 32 bytes
+                         with scrypt (N=2^${Math.log2(SCRYPT_PARAMS.N)}, r=${SCRYPT_PARAMS.r}, p=${SCRYPT_PARAMS.p}, fixed salt); prefer a key file`;
+
+export const PROTOCOL_HELP = `Protocol: ${SECURE_PROTOCOL} (Noise revision 34). The key authenticates both
+peers; fresh X25519 ephemerals give forward secrecy; every message is AES-256-GCM with a counter
+nonce, so a changed, replayed, reordered, dropped or truncated message ends the connection and is
+never printed. A wrong key: both sides say "authentication failed". SHA-256, HMAC-SHA256 (HKDF) and
+AES-GCM run on the crypto device; X25519 runs on node:crypto. There is no plaintext fallback.`;
+
+export interface ChatKeyValues {
+  'psk-file'?: string | undefined;
+  'passphrase-env'?: string | undefined;
+}
+
+/** Loads the key the options name (usage error unless exactly one source is given). */
+export async function loadChatKey(values: ChatKeyValues, log: (line: string) => void): Promise<Uint8Array> {
+  const file = values['psk-file'];
+  const env = values['passphrase-env'];
+  if (file === undefined && env === undefined) throw new UsageError('a key is required: --psk-file FILE or --passphrase-env VAR');
+  if (file !== undefined && env !== undefined) throw new UsageError('give either --psk-file or --passphrase-env, not both');
+  if (file === '' || env === '') throw new UsageError(file === '' ? "invalid --psk-file ''" : "invalid --passphrase-env ''");
+  try {
+    return file !== undefined ? await readKeyFile(file, log) : await keyFromPassphraseEnv(env ?? '', process.env, log);
+  } catch (err) {
+    if (err instanceof SecureKeyError) throw new CliError(err.message, 1, { cause: err });
+    throw err;
+  }
+}
+
+/** Validates the --device spec (exit 2 for a spec that names nothing). */
+export function checkDeviceSpec(spec: string | undefined): string {
+  const s = spec ?? DEFAULT_DEVICE_SPEC;
+  try {
+    parseDeviceSpec(s);
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message.replace(/^EINVAL: /, '') : String(err));
+  }
+  return s;
+}
+
+/** Opens the device (a CryptoError becomes a one-line CliError). */
+export async function openChatDevice(spec: string): Promise<CryptoDevice> {
+  try {
+    return await openDevice(spec);
+  } catch (err) {
+    if (err instanceof CryptoError) throw new CliError(`cannot open crypto device '${spec}': ${err.message}`, 1, { cause: err });
+    throw err;
+  }
+}
+
+export const cryptoServerCommand: Command = {
+  name: 'crypto-server',
+  summary: 'encrypted chat server (Noise NNpsk0, crypto on the virtio-crypto device)',
+  help: `Usage: vcrypto crypto-server [--host ADDR] [--port PORT] (--psk-file FILE | --passphrase-env VAR) [--device SPEC]
+
+The lab's encrypted chat server. Like 'vcrypto server' (stdin to the peer, the peer to stdout,
+status on stderr, one peer at a time, a busy notice for a second peer, waits for the next peer
+when one leaves, EOF on stdin exits 0), but every byte on the wire is encrypted and authenticated.
+A peer with the wrong key, or whose messages are tampered with, is dropped ("authentication
+failed") and the server waits for the next one.
+
+${PROTOCOL_HELP}
+
+Options:
+  --host ADDR            address to listen on (default ${DEFAULT_CRYPTO_CHAT_HOST})
+  --port PORT            TCP port (default ${DEFAULT_CRYPTO_CHAT_PORT}; 0 = any free port, shown in the "listening" line)
+${DEVICE_OPTION_HELP}
+  -h, --help             show this help
+
+${KEY_OPTION_HELP}
+
+Examples:
+  vcrypto keygen --out chat.key
+  vcrypto crypto-server --psk-file chat.key
+  vcrypto crypto-client 127.0.0.1 ${DEFAULT_CRYPTO_CHAT_PORT} --psk-file chat.key     (in another terminal)`,
+
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, { host: { type: 'string' }, port: { type: 'string' }, ...CRYPTO_CHAT_OPTIONS });
+    const host = values.host ?? DEFAULT_CRYPTO_CHAT_HOST;
+    if (host === '') throw new UsageError("invalid host ''");
+    const port = values.port === undefined ? DEFAULT_CRYPTO_CHAT_PORT : parsePort(values.port, { allowZero: true });
+    const spec = checkDeviceSpec(values.device);
+    const log = (line: string) => process.stderr.write(`[crypto-server] ${line}\n`);
+    const psk = await loadChatKey(values, log);
+    let device: CryptoDevice | undefined;
+    try {
+      device = await openChatDevice(spec);
+      log(`crypto device: ${device.info.description} (--device ${device.info.spec})`);
+      await runChatServer({ host, port, channel: secureChannel({ device, psk }), log });
+    } catch (err) {
+      if (err instanceof ChatError) throw new CliError(err.message, 1, { cause: err });
+      throw err;
+    } finally {
+      wipe(psk);
+      await device?.close();
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,216 @@
+/**
+ * `vcrypto crypto-server` / `crypto-client` / `keygen` as real processes, with a recording TCP proxy
+ * between the peers (an eavesdropper and, with a transform, an active attacker). Run `npm run build` first.
+ */
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli, spawnCli, killLeftovers, type SpawnedProcess } from '../fixtures/cli.js';
+import { startRecordingProxy, frameTransform, type RecordingProxy } from '../fixtures/recording-proxy.js';
+
+/** The device every chat process uses (the issue: every chat exercises the paravirtual device). */
+const DEVICE = process.env.VCRYPTO_TEST_DEVICE ?? 'host';
+const HELLO_BYTES = 4;
+
+let dir = '';
+let keyA = '';
+let keyB = '';
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'vcrypto-chat-'));
+  keyA = join(dir, 'a.key');
+  keyB = join(dir, 'b.key');
+  for (const k of [keyA, keyB]) {
+    const r = await runCli(['keygen', '--out', k]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+});
+after(async () => {
+  await killLeftovers();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function startServer(t: { after(fn: () => unknown): void }, key = keyA): Promise<[SpawnedProcess, number]> {
+  const server = spawnCli(['crypto-server', '--port', '0', '--psk-file', key, '--device', DEVICE], { t });
+  const [, port] = await server.waitForStderr(/listening on 127\.0\.0\.1:(\d+)/);
+  return [server, Number(port)];
+}
+
+function client(t: { after(fn: () => unknown): void }, port: number, key = keyA): SpawnedProcess {
+  return spawnCli(['crypto-client', '127.0.0.1', String(port), '--psk-file', key, '--device', DEVICE], { t });
+}
+
+/** Every 8-byte window of `data`, as a set (to test "no 8-byte piece of X appears in Y" quickly). */
+function windows8(data: Buffer): Set<string> {
+  const set = new Set<string>();
+  for (let i = 0; i + 8 <= data.length; i++) set.add(data.toString('latin1', i, i + 8));
+  return set;
+}
+
+function assertNoPlaintextOnWire(proxy: RecordingProxy, plaintexts: Buffer[]): void {
+  const wire = proxy.recorded();
+  assert.ok(wire.length > 0);
+  const seen = windows8(wire);
+  for (const p of plaintexts) {
+    for (let i = 0; i + 8 <= p.length; i++) {
+      const piece = p.toString('latin1', i, i + 8);
+      assert.ok(!seen.has(piece), `plaintext piece ${JSON.stringify(piece)} found on the wire`);
+    }
+  }
+}
+
+test('keygen prints a fresh 64-hex-digit key; --out creates a 0600 file and never overwrites', async () => {
+  const a = await runCli(['keygen']);
+  const b = await runCli(['keygen']);
+  assert.equal(a.code, 0);
+  assert.match(a.stdout.toString(), /^[0-9a-f]{64}\n$/);
+  assert.notEqual(a.stdout.toString(), b.stdout.toString());
+  assert.match(readFileSync(keyA, 'utf8'), /^[0-9a-f]{64}\n$/);
+  assert.equal(statSync(keyA).mode & 0o777, 0o600);
+  const again = await runCli(['keygen', '--out', keyA]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /file exists/);
+});
+
+test('usage: a key is required, only one key source, a bad device spec', async () => {
+  for (const args of [
+    ['crypto-server', '--port', '0'],
+    ['crypto-client', '127.0.0.1', '1'],
+    ['crypto-server', '--psk-file', 'x', '--passphrase-env', 'Y'],
+    ['crypto-server', '--psk-file', 'x', '--device', 'floppy'],
+  ]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+  }
+  const missing = await runCli(['crypto-client', '127.0.0.1', '1', '--psk-file', join(dir, 'missing.key')]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /cannot read key file .*missing\.key: no such file/);
+});
+
+test('messages cross both ways through a recording proxy, and no 8-byte piece of any plaintext is on the wire', async (t) => {
+  const [server, port] = await startServer(t);
+  assert.match(server.stderr(), new RegExp(`crypto device: .*--device ${DEVICE}`));
+  const proxy = await startRecordingProxy({ port });
+  t.after(() => proxy.close());
+  const c = client(t, proxy.port);
+  await c.waitForStderr(/channel: Noise_NNpsk0_25519_AESGCM_SHA256.*crypto by /);
+  await server.waitForStderr(/channel: Noise_NNpsk0_25519_AESGCM_SHA256.*crypto by /);
+
+  const fromClient = Buffer.from('the eagle lands at midnight, bring the documents\n');
+  const fromServer = Buffer.from('understood: the documents are in the blue folder\n');
+  c.stdin.write(fromClient);
+  await server.waitForStdout(fromClient.toString());
+  server.stdin.write(fromServer);
+  await c.waitForStdout(fromServer.toString());
+  // A message larger than one Noise message (65535 bytes) is split and reassembled.
+  const lines: string[] = [];
+  for (let i = 0; lines.join('').length < 200_000; i++) lines.push(`line ${i}: confidential payload ${(i * 7919) % 100_003}\n`);
+  const big = Buffer.from(lines.join(''));
+  c.stdin.end(big);
+  await server.waitForStdoutLength(fromClient.length + big.length);
+  const exit = await c.waitForExit();
+  assert.equal(exit.code, 0, c.stderr());
+  assert.deepEqual(server.stdout(), Buffer.concat([fromClient, big]));
+  assert.deepEqual(c.stdout(), fromServer);
+  await server.waitForStderr(/peer went away/);
+  assertNoPlaintextOnWire(proxy, [fromClient, fromServer, big]);
+  server.stdin.end();
+  assert.equal((await server.waitForExit()).code, 0);
+});
+
+test('wrong key: both say "authentication failed", nothing is printed, the client exits 1, the server serves the next peer', async (t) => {
+  const [server, port] = await startServer(t);
+  const bad = client(t, port, keyB);
+  bad.stdin.write('this must never be shown\n');
+  const exit = await bad.waitForExit();
+  assert.equal(exit.code, 1);
+  assert.match(bad.stderr(), /authentication failed/);
+  await server.waitForStderr(/dropped: authentication failed/);
+  assert.equal(server.stdout().length, 0);
+  assert.equal(bad.stdout().length, 0);
+
+  const good = client(t, port);
+  good.stdin.end('hello after the intruder\n');
+  await server.waitForStdout('hello after the intruder\n');
+  assert.equal((await good.waitForExit()).code, 0);
+  assert.equal(server.stdout().toString(), 'hello after the intruder\n');
+  server.stdin.end();
+  assert.equal((await server.waitForExit()).code, 0);
+});
+
+test('a second peer while one is chatting gets the busy notice and exits 1', async (t) => {
+  const [server, port] = await startServer(t);
+  const first = client(t, port);
+  await server.waitForStderr(/channel: Noise/);
+  const second = client(t, port);
+  assert.equal((await second.waitForExit()).code, 1);
+  assert.match(second.stderr(), /busy/);
+  first.stdin.end('still here\n');
+  await server.waitForStdout('still here\n');
+  assert.equal((await first.waitForExit()).code, 0);
+  server.stdin.end();
+  assert.equal((await server.waitForExit()).code, 0);
+});
+
+/** Attacks on the client->server direction; frame 0 is the handshake, frames 1.. carry chat messages. */
+const ATTACKS: { name: string; onFrame: (frame: Buffer, index: number) => Buffer[]; secondMessage: boolean; shown: string }[] = [
+  { name: 'a flipped bit', onFrame: (f, i) => (i === 1 ? [Buffer.from(f.map((b, k) => (k === f.length - 5 ? b ^ 0x01 : b)))] : [f]), secondMessage: false, shown: '' },
+  { name: 'a replayed frame', onFrame: (f, i) => (i === 1 ? [f, f] : [f]), secondMessage: false, shown: 'first secret line\n' },
+  { name: 'a dropped frame', onFrame: (f, i) => (i === 1 ? [] : [f]), secondMessage: true, shown: '' },
+  { name: 'reordered frames', onFrame: (() => { let held: Buffer | undefined; return (f: Buffer, i: number) => (i === 1 ? ((held = f), []) : i === 2 ? [f, held!] : [f]); })(), secondMessage: true, shown: '' },
+  { name: 'a truncated frame', onFrame: (f, i) => (i === 1 ? [f.subarray(0, f.length - 3)] : [f]), secondMessage: false, shown: '' },
+];
+
+test('tampering in transit (flip, replay, drop, reorder, truncate): the server prints nothing of it, reports it, and keeps serving', async (t) => {
+  const [server, port] = await startServer(t);
+  let drops = 0;
+  for (const attack of ATTACKS) {
+    let sawFirst: () => void = () => {};
+    const firstSeen = new Promise<void>((resolve) => (sawFirst = resolve));
+    const proxy = await startRecordingProxy({
+      port,
+      transform: frameTransform('up', HELLO_BYTES, (frame, index) => {
+        if (index === 1) sawFirst();
+        return attack.onFrame(frame, index);
+      }),
+    });
+    t.after(() => proxy.close());
+    const before = server.stdout().length;
+    const c = client(t, proxy.port);
+    await c.waitForStderr(/channel: Noise/);
+    if (attack.secondMessage) {
+      c.stdin.write('first secret line\n');
+      await firstSeen;
+      c.stdin.end('second secret line\n');
+    } else {
+      c.stdin.end('first secret line\n');
+    }
+    drops++;
+    await server.waitForStderr(new RegExp(`(dropped: [^\\n]*(authentication failed|truncated)[^\\n]*\\n[\\s\\S]*){${drops}}`));
+    await c.waitForExit();
+    assert.equal(server.stdout().subarray(before).toString(), attack.shown, attack.name);
+    await proxy.close();
+  }
+  // Still serving: an honest peer gets through.
+  const before = server.stdout().length;
+  const good = client(t, port);
+  good.stdin.end('all clear\n');
+  await server.waitForStdout('all clear\n');
+  assert.equal((await good.waitForExit()).code, 0);
+  assert.equal(server.stdout().subarray(before).toString(), 'all clear\n');
+  server.stdin.end();
+  assert.equal((await server.waitForExit()).code, 0);
+});
+
+test('--passphrase-env on both sides: the same passphrase chats', async (t) => {
+  const env = { ...process.env, CHAT_PASS: 'a long shared passphrase for the test' };
+  const server = spawnCli(['crypto-server', '--port', '0', '--passphrase-env', 'CHAT_PASS', '--device', DEVICE], { t, env });
+  const [, port] = await server.waitForStderr(/listening on 127\.0\.0\.1:(\d+)/);
+  const c = spawnCli(['crypto-client', '127.0.0.1', String(port), '--passphrase-env', 'CHAT_PASS', '--device', DEVICE], { t, env });
+  c.stdin.end('passphrase works\n');
+  await server.waitForStdout('passphrase works\n');
+  assert.equal((await c.waitForExit()).code, 0);
+  server.stdin.end();
+  assert.equal((await server.waitForExit()).code, 0);
+});
