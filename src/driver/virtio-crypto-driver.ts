@@ -504,10 +504,12 @@ export class VirtioCryptoDriver implements CryptoDevice {
         block: -1,
         blockLen,
       };
-      if (this.#waitingHead === this.#waiting.length && this.#start(r)) {
-        // started at once
+      if (this.#waitingHead === this.#waiting.length) {
+        if (!this.#start(r)) this.#waiting.push(r);
       } else {
+        // Others are waiting: keep FIFO order (and skip any of them rejected meanwhile).
         this.#waiting.push(r);
+        this.#admitWaiting();
       }
       this.#setBusy(true);
     });

@@ -300,6 +300,22 @@ describe('virtio-crypto driver over a loopback transport', () => {
     });
   });
 
+  it('requests queued behind a closed handle\'s rejected ones still run (FIFO backpressure skips them)', async () => {
+    await withDriver({ queueSize: 2 }, async (d, t, h) => {
+      const s = await h.createSession({ kind: 'hash', hash: 'sha1' });
+      const other = await d.open();
+      const os = await other.createSession({ kind: 'hash', hash: 'sha1' });
+      t.held = true;
+      const mine = Array.from({ length: 10 }, () => h.digest(s, Buffer.from('abc'))); // 1 fits the 2-entry queue, 9 wait
+      const theirs = other.digest(os, Buffer.from('abc')); // waits behind them
+      const closing = h.close();
+      await Promise.all(mine.map((p) => rejectsWith(p, 'EBADF')));
+      t.release();
+      assert.equal(toHex(await theirs), 'a9993e364706816aba3e25717850c26c9cd0d89d');
+      await closing;
+    });
+  });
+
   it('closing the device fails everything pending with EBADF and resets the device', async () => {
     const t = new Loopback();
     const d = await VirtioCryptoDriver.create(t, { spec: 'x' });

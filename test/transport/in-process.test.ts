@@ -275,7 +275,7 @@ describe('embedded device lifecycle', () => {
     child.stdout.on('data', (b: Buffer) => (out += b));
     child.stderr.on('data', (b: Buffer) => (err += b));
     // Safety net only: a hang fails the test instead of hanging the suite.
-    const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const guard = setTimeout(() => child.kill('SIGKILL'), 90_000);
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
     clearTimeout(guard);
     assert.equal(signal, null, `child hung (killed); stdout: ${out} stderr: ${err} (${self})`);
