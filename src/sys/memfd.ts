@@ -8,6 +8,11 @@
 import { native, check, addressOf, viewOf, SysError, lastErrno, type NativePointer } from './libc.js';
 
 const MFD_CLOEXEC = 0x0001;
+const MFD_ALLOW_SEALING = 0x0002;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+/** fcntl seals (memfd_create(2)). */
+export const F_SEAL = { SEAL: 0x1, SHRINK: 0x2, GROW: 0x4, WRITE: 0x8 } as const;
 const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;
 const MAP_SHARED = 0x01;
@@ -42,15 +47,27 @@ export class Mapping {
   }
 }
 
-/** A new anonymous shared-memory file of `size` bytes. The caller owns the fd. */
-export function createMemfd(name: string, size: number): number {
-  const fd = check('memfd_create', native.memfdCreate(name, MFD_CLOEXEC) as number);
-  if ((native.ftruncate(fd, size) as number) < 0) {
+/**
+ * A new anonymous shared-memory file of `size` bytes. The caller owns the fd. Sealed by default
+ * against shrinking and growing (as QEMU's memory-backend-memfd does): whoever maps it can never
+ * be made to touch pages past the end of the file (SIGBUS).
+ */
+export function createMemfd(name: string, size: number, { seal = true }: { seal?: boolean } = {}): number {
+  const fd = check('memfd_create', native.memfdCreate(name, MFD_CLOEXEC | (seal ? MFD_ALLOW_SEALING : 0)) as number);
+  const fail = (call: string): never => {
     const errno = lastErrno();
     native.close(fd);
-    throw new SysError('ftruncate', errno);
-  }
+    throw new SysError(call, errno);
+  };
+  if ((native.ftruncate(fd, size) as number) < 0) fail('ftruncate');
+  if (seal && (native.fcntl(fd, F_ADD_SEALS, 'int', F_SEAL.SHRINK | F_SEAL.GROW | F_SEAL.SEAL) as number) < 0) fail('fcntl(F_ADD_SEALS)');
   return fd;
+}
+
+/** The seals of a borrowed fd (F_SEAL bits), or null when it cannot carry seals (not a memfd/shmem file). */
+export function getSeals(fd: number): number | null {
+  const seals = native.fcntl(fd, F_GET_SEALS) as number;
+  return seals < 0 ? null : seals;
 }
 
 /**

@@ -5,12 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync, readlinkSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listenUnix, acceptUnix, connectUnix, MAX_RECEIVED_FDS, type UnixSocket } from '../../src/sys/unix-socket.js';
 import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, pollSync, POLLIN } from '../../src/sys/fd.js';
-import { createMemfd, mapShared } from '../../src/sys/memfd.js';
+import { createMemfd, mapShared, getSeals, F_SEAL } from '../../src/sys/memfd.js';
 
 function pair(): { server: UnixSocket; client: UnixSocket; listener: UnixSocket; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'vcrypto-sys-'));
@@ -125,6 +125,23 @@ test('a mapping at a page offset sees the file from that offset', () => {
     assert.equal(tail.mapped, false);
   } finally {
     closeFd(memfd);
+  }
+});
+
+test('memfds are sealed against shrinking and growing unless asked not to be', () => {
+  const sealed = createMemfd('sealed', 4096);
+  const open = createMemfd('open', 4096, { seal: false });
+  try {
+    assert.equal(getSeals(sealed), F_SEAL.SHRINK | F_SEAL.GROW | F_SEAL.SEAL);
+    assert.equal(getSeals(open), F_SEAL.SEAL); // created without MFD_ALLOW_SEALING: sealed shut
+    assert.throws(() => ftruncateSync(sealed, 0), /EPERM/);
+    ftruncateSync(open, 0);
+    const notMemfd = createEventFd();
+    assert.equal(getSeals(notMemfd), null);
+    closeFd(notMemfd);
+  } finally {
+    closeFd(sealed);
+    closeFd(open);
   }
 });
 

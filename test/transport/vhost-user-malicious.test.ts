@@ -146,6 +146,17 @@ const cases: { name: string; log: RegExp; run: (c: Ctx) => Promise<void> | void 
     },
   },
   {
+    name: 'region fd not sealed against shrinking (could SIGBUS later)',
+    log: /SET_MEM_TABLE: region 0 fd is not a memfd sealed against shrinking \(F_SEAL_SHRINK\)/,
+    run: (c) => {
+      const unsealed = createMemfd('unsealed', MEM_BYTES, { seal: false });
+      c.own.push(unsealed);
+      const t = c.g.memTable().slice(0, 40);
+      t[0] = 1;
+      c.fe.send(VHOST_USER.SET_MEM_TABLE, t, { fds: [unsealed] });
+    },
+  },
+  {
     name: 'region beyond the end of its file (would SIGBUS)',
     log: /SET_MEM_TABLE: region 0 ends at 0x10000 beyond its file \(4096 bytes\)/,
     run: (c) => {

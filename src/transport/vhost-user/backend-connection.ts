@@ -44,7 +44,7 @@ import { GuestMemory } from '../../memory/guest-memory.js';
 import { DeviceQueue } from '../../virtqueue/device-queue.js';
 import { checkRingAlignment } from '../../virtqueue/layout.js';
 import type { DescriptorChain } from '../../virtqueue/chain.js';
-import { mapShared, MAX_MAPPING_BYTES, type Mapping } from '../../sys/memfd.js';
+import { mapShared, getSeals, F_SEAL, MAX_MAPPING_BYTES, type Mapping } from '../../sys/memfd.js';
 import { closeFd, closeFds, drainEventFd, signalEventFd, setNonBlocking, pollSync, POLLIN } from '../../sys/fd.js';
 import { VhostUserProtocolError, checkMessage, needsReply, requestName } from './message-table.js';
 import { ConnectionClosed, type VhostUserChannel, type VhostUserMessage } from './channel.js';
@@ -459,7 +459,15 @@ export class VhostUserBackendConnection {
         } catch (err) {
           throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} fd: ${(err as Error).message}`);
         }
-        // Touching a mapping beyond the end of the file is SIGBUS: refuse it up front.
+        // Touching a mapping beyond the end of the file is SIGBUS, which would kill every connection:
+        // the file must be a memfd sealed against shrinking (QEMU's memory-backend-memfd, seal=on by
+        // default, and our front-end), and long enough now.
+        const seals = getSeals(fd);
+        if (seals === null || (seals & F_SEAL.SHRINK) === 0) {
+          throw new VhostUserProtocolError(
+            `SET_MEM_TABLE: region ${i} fd is not a memfd sealed against shrinking (F_SEAL_SHRINK); use QEMU's memory-backend-memfd with seal=on (the default)`,
+          );
+        }
         if (BigInt(fileSize) < end) {
           throw new VhostUserProtocolError(`SET_MEM_TABLE: region ${i} ends at 0x${end.toString(16)} beyond its file (${fileSize} bytes)`);
         }
