@@ -9,6 +9,11 @@
  * is even sent (no cross-thread hand-off), GET_VRING_BASE stops a ring between two batches by
  * construction, and an idle connection costs no CPU. One connection = one thread: several
  * connections (VMs, or our front-ends) are served in parallel and independently.
+ * DEVIATION: the issue suggests one worker per active queue. Sessions live in one device model
+ * (node:crypto key objects cannot be shared between threads), so per-queue threads would need every
+ * session replicated to every queue thread before each CREATE reply. QEMU 7.2 only ever starts
+ * vring 0 and Linux only uses data_vq[0], so a thread per connection loses nothing there; our
+ * front-end gets parallelism from processes/connections (test-fork-crypto, several VMs).
  *
  * Untrusted input: every message passes the dispatch table (message-table.ts) before its handler;
  * handlers validate values (sizes, overflow, addresses inside the memory table, fd types). Any
