@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnCli, runCli, spawnProcess, killLeftovers } from '../fixtures/cli.js';
+import { RawFrontEnd } from './vhost-user-fixture.js';
 
 after(killLeftovers);
 
@@ -56,7 +57,13 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
     assert.equal(fork.code, 0, fork.stdout.toString() + fork.stderr);
     await device.waitForStderr(/connection 5: front-end disconnected/);
 
+    // A front-end still connected when SIGTERM arrives: its connection is stopped and closed.
+    const idle = RawFrontEnd.connect(sock);
+    t.after(() => idle.close());
+    assert.deepEqual(await idle.call(1), new Uint8Array([0, 0, 0, 0x70, 1, 0, 0, 0])); // GET_FEATURES
     device.child.kill('SIGTERM');
+    assert.ok(await idle.closedByPeer());
+    await device.waitForStderr(/SIGTERM: stopping 1 connection/);
     const exit = await device.waitForExit();
     assert.equal(exit.code, 0, device.stderr());
     assert.match(device.stderr(), /stopped; socket removed/);
