@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { runCli, spawnCli, killLeftovers, type SpawnedProcess } from '../fixtures/cli.js';
 import { startRecordingProxy, frameTransform, type RecordingProxy } from '../fixtures/recording-proxy.js';
 
-/** The device every chat process uses (the issue: every chat exercises the paravirtual device). */
-const DEVICE = process.env.VCRYPTO_TEST_DEVICE ?? 'host';
+/** The device every chat process uses: the embedded virtio-crypto device, as by default (VCRYPTO_TEST_DEVICE overrides). */
+const DEVICE = process.env.VCRYPTO_TEST_DEVICE ?? 'virtio';
 const HELLO_BYTES = 4;
 
 let dir = '';
