@@ -14,6 +14,7 @@ import type { ChatChannelFactory } from './chat-channel.js';
 import { ChatError, errorLine } from './chat-error.js';
 import { runChatSession } from './chat-session.js';
 import { ChunkSource } from './chunk-source.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, openChannel } from './open-channel.js';
 
 export interface ChatClientOptions {
   readonly host: string;
@@ -26,6 +27,8 @@ export interface ChatClientOptions {
   readonly output?: Writable;
   /** How long a closing connection may take to finish its FIN exchange (default 2000 ms). */
   readonly lingerMs?: number;
+  /** Deadline for the channel factory (its handshake), default 10000 ms. */
+  readonly handshakeTimeoutMs?: number;
 }
 
 const DEFAULT_LINGER_MS = 2000;
@@ -34,6 +37,7 @@ export async function runChatClient(options: ChatClientOptions): Promise<void> {
   const { host, port, channel, log } = options;
   const output = options.output ?? process.stdout;
   const lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const input = new ChunkSource(options.input ?? process.stdin);
   const onOutputError = () => {};
   output.on('error', onOutputError);
@@ -42,7 +46,7 @@ export async function runChatClient(options: ChatClientOptions): Promise<void> {
     log(`connected to ${socket.remoteAddress ?? host}:${socket.remotePort ?? port}`);
     let ch;
     try {
-      ch = await channel(socket, 'client');
+      ch = await openChannel(channel, socket, 'client', handshakeTimeoutMs);
     } catch (err) {
       socket.destroy();
       throw new ChatError(`connection to ${host}:${port} failed: ${errorLine(err)}`, { cause: err });

@@ -6,6 +6,7 @@
  *  - A second peer that connects while one is active gets `busyNotice` (one line, raw bytes) and
  *    is closed at once, so it never waits in the backlog.
  *  - When the peer leaves (FIN, reset, or a channel error) the server says so and waits for the next.
+ *    A peer whose channel handshake takes longer than `handshakeTimeoutMs` is dropped the same way.
  *  - Stdin is shared by all peers: what is typed while nobody is connected goes to the next peer.
  *    EOF on stdin closes the current peer (after sending what is left) and `runChatServer` resolves.
  *  - Port 0 binds any free port; the "listening" line gives the actual one.
@@ -18,6 +19,7 @@ import type { ChatChannelFactory } from './chat-channel.js';
 import { ChatError, errorLine } from './chat-error.js';
 import { runChatSession } from './chat-session.js';
 import { ChunkSource } from './chunk-source.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, openChannel } from './open-channel.js';
 
 export interface ChatServerOptions {
   readonly host: string;
@@ -32,6 +34,8 @@ export interface ChatServerOptions {
   readonly busyNotice?: string;
   /** How long a closing connection may take to finish its FIN exchange (default 2000 ms). */
   readonly lingerMs?: number;
+  /** Deadline for the channel factory (its handshake), default 10000 ms. */
+  readonly handshakeTimeoutMs?: number;
 }
 
 export const DEFAULT_BUSY_NOTICE = 'busy: the server is chatting with another peer, try again later\n';
@@ -42,6 +46,7 @@ export async function runChatServer(options: ChatServerOptions): Promise<void> {
   const output = options.output ?? process.stdout;
   const busyNotice = options.busyNotice ?? DEFAULT_BUSY_NOTICE;
   const lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const input = new ChunkSource(options.input ?? process.stdin);
 
   // stdout failures (EPIPE when the reader went away) surface through writeAll; never crash here.
@@ -97,7 +102,7 @@ export async function runChatServer(options: ChatServerOptions): Promise<void> {
       log(`peer connected from ${from}`);
       let ch;
       try {
-        ch = await channel(peer, 'server');
+        ch = await openChannel(channel, peer, 'server', handshakeTimeoutMs);
       } catch (err) {
         peer.destroy();
         log(`peer ${from} dropped: ${errorLine(err)}`);

@@ -127,6 +127,31 @@ test('a channel error mid-chat drops the peer; the server logs it and keeps list
   assert.equal(stdout.text(), 'fine');
 });
 
+test('a peer that never completes the handshake is dropped after the deadline; the next one is served', async () => {
+  let connections = 0;
+  const channel: ChatChannelFactory = async (socket, role) => {
+    if (++connections === 1) return new Promise(() => {}); // a handshake that never ends
+    return plainChannel(socket, role);
+  };
+  const stdin = new PassThrough();
+  const stdout = sink();
+  const { log, waitFor } = awaitableLog();
+  const running = runChatServer({ host: '127.0.0.1', port: 0, channel, log, input: stdin, output: stdout.stream, handshakeTimeoutMs: 200 });
+  const [, port] = await waitFor(/^listening on 127\.0\.0\.1:(\d+)$/);
+  const silent = await peer(Number(port));
+  silent.resume();
+  await waitFor(/^peer 127\.0\.0\.1:\d+ dropped: no handshake within 200 ms$/);
+  await once(silent, 'close');
+  const next = await peer(Number(port));
+  next.resume();
+  await waitFor(/^channel: plain TCP, no encryption$/);
+  next.end('served');
+  await waitFor(/^peer went away$/);
+  stdin.end();
+  await running;
+  assert.equal(stdout.text(), 'served');
+});
+
 test('the client turns a failed handshake into a one-line ChatError', async (t) => {
   const listener = createServer((s) => {
     s.on('error', () => {});
