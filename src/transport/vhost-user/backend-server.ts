@@ -48,7 +48,8 @@ function workerUrl(): URL {
  */
 function startWorker(url: URL, workerData: ConnectionWorkerData): Worker {
   if (!url.pathname.endsWith('.ts')) return new Worker(url, { workerData });
-  const bootstrap = `import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
+  const api = import.meta.resolve('tsx/esm/api');
+  const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
   return new Worker(bootstrap, { eval: true, workerData });
 }
 
