@@ -190,6 +190,16 @@ test('several connections are independent devices; stopping the server closes th
     const sa = new DataView((await a.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
     const sb = new DataView((await b.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
     assert.equal(sa, sb, 'each connection has its own session table');
+    // QEMU 8.1+ layout (1072 bytes): op_code @0, the same sym fields @8.., session_id @1064.
+    const s81 = new Uint8Array(1072);
+    s81.set(session72(2).subarray(8, 632), 8);
+    s81[0] = 0x02; // VIRTIO_CRYPTO_CIPHER_CREATE_SESSION
+    const r81 = await b.call(VHOST_USER.CREATE_CRYPTO_SESSION, s81);
+    assert.equal(r81.length, 1072);
+    assert.deepEqual([...r81.subarray(0, 8)], [2, 0, 0, 0, 0, 0, 0, 0], 'op_code kept');
+    const id81 = new DataView(r81.buffer).getBigInt64(1064, true);
+    assert.ok(id81 >= 0n && id81 !== sb, `a new session id at @1064 (got ${id81})`);
+    assert.ok(r81.subarray(8, 1064).every((x) => x === 0));
     assert.equal(srv.server.connectionCount, 2);
     const before = openFdCount();
     await srv.server.close();
