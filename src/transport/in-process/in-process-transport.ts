@@ -77,6 +77,7 @@ export class InProcessTransport implements VirtioTransport {
   #interruptLoop = false;
   #holds = 0;
   #closed = false;
+  #dead = false;
   #exited: Promise<unknown>;
 
   private constructor(init: {
@@ -96,6 +97,13 @@ export class InProcessTransport implements VirtioTransport {
     this.#queueMaxSizes = init.ready.queueMaxSizes;
     this.#queues = this.#queueMaxSizes.map(() => null);
     this.#exited = init.exited;
+    void init.exited.then(() => {
+      // The worker is gone (stopped, or crashed): nothing will answer any more.
+      this.#dead = true;
+      for (const r of this.#replies.values()) r.resolve('device worker exited');
+      this.#replies.clear();
+      if (!this.#closed) this.#fail(new Error('device worker exited'));
+    });
     this.#port.on('message', (msg: FromDevice) => this.#onMessage(msg));
     this.#port.unref();
     this.#worker.on('error', (err) => this.#fail(new Error(`device worker failed: ${err.message}`, { cause: err })));
@@ -265,6 +273,7 @@ export class InProcessTransport implements VirtioTransport {
 
   /** Sends a control message and waits for its reply; resolves with the device's error or null. */
   async #request(msg: Extract<ToDevice, { id: number }>): Promise<string | null> {
+    if (this.#dead) return 'device worker exited';
     const id = this.#nextId++;
     this.hold();
     try {
