@@ -250,3 +250,20 @@ test('a server that resets the connection ends the client with a status line, ne
   assert.match(client.stderr(), /\[client\] (peer went away|peer closed the connection)/);
   assert.doesNotMatch(client.stderr(), /\n\s+at |internal error/);
 });
+
+test('a client whose stdout reader went away ends with one line and exit 1, not a crash; the server goes on', async (t) => {
+  const { server, port } = await startServer(t);
+  const client = spawnCli(['client', '127.0.0.1', String(port)], { t });
+  await server.waitForStderr(connectedLine(1));
+  client.child.stdout?.destroy(); // close our end of the client's stdout pipe: its writes get EPIPE
+  server.stdin.write(randomBytes(1024 * 1024));
+  assert.deepEqual(await client.waitForExit(), { code: 1, signal: null });
+  assert.match(client.stderr(), /^vcrypto client: cannot write stdout: [^\n]*EPIPE[^\n]*\n$/m);
+  assert.doesNotMatch(client.stderr(), /\n\s+at |internal error/);
+  await server.waitForStderr(/\[server\] peer went away/);
+  // The server goes on: the rest of its input goes to the next peer, then its EOF ends it.
+  const next = spawnCli(['client', '127.0.0.1', String(port)], { t });
+  server.stdin.end();
+  assert.deepEqual(await server.waitForExit(), { code: 0, signal: null });
+  assert.deepEqual(await next.waitForExit(), { code: 0, signal: null });
+});

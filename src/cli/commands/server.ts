@@ -18,7 +18,9 @@ The lab's plain chat server. What you type on stdin goes to the peer as raw byte
 peer sends appears on stdout. Status lines (listening, peer connected, peer went away) go to
 stderr, so stdout carries only chat data. One peer at a time: a second peer gets a one-line
 "busy" notice and is closed. When the peer leaves, the server waits for the next one.
-EOF on stdin (Ctrl-D) closes the current peer and exits 0. Any client works, including nc.
+EOF on stdin (Ctrl-D) closes the current peer and exits 0. Input that arrives while nobody is
+connected is kept for the next peer (so 'vcrypto server < file' sends the file to the first
+peer), and an EOF after it takes effect once it has been sent. Any client works, including nc.
 
 Options:
   --host ADDR   address to listen on (default ${DEFAULT_CHAT_HOST}, this machine only;
