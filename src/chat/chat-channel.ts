@@ -19,6 +19,8 @@
  *    message on stderr; the server then waits for the next peer. The plumbing attaches its own
  *    'error' listener to the socket before calling the factory, so the factory need not.
  *  - It must not keep listeners on the socket after it settles (remove what it added).
+ *  - If it has not settled within the server's/client's `handshakeTimeoutMs` (default 10 s), the
+ *    plumbing destroys the socket and drops the peer; a channel delivered later is closed at once.
  *
  * Contract for a `ChatChannel`:
  *  - `seal` and `open` are called strictly one at a time per direction (the plumbing awaits each
