@@ -10,6 +10,7 @@ import { serverCommand } from './server.js';
 import { cryptoServerCommand } from './crypto-server.js';
 import { cryptoClientCommand } from './crypto-client.js';
 import { keygenCommand } from './keygen.js';
+import { demoCommand } from './demo.js';
 import { testCryptoCommand } from './test-crypto.js';
 import { testForkCryptoCommand } from './test-fork-crypto.js';
 import { encCommand } from './enc.js';
@@ -23,6 +24,7 @@ export const commands: readonly Command[] = [
   cryptoServerCommand,
   cryptoClientCommand,
   keygenCommand,
+  demoCommand,
   vmCommand,
   testCryptoCommand,
   testForkCryptoCommand,

@@ -1,0 +1,59 @@
+/**
+ * `vcrypto demo` (what `npm start` runs) as a real process: exit 0, every step of the tour present,
+ * and nothing left behind (the device process is gone, its socket directory removed).
+ * Run `npm run build` first.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { runCli, killLeftovers } from '../fixtures/cli.js';
+
+after(killLeftovers);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('vcrypto demo: exit 0 in under 30 s, device process, test-crypto, chat tap, bench table; cleans up', async (t) => {
+  const r = await runCli(['demo'], { timeoutMs: 30_000, t });
+  const out = r.stdout.toString();
+  assert.equal(r.code, 0, `${out}\n${r.stderr}`);
+  // 1. the device: a separate vhost-user process (or the announced fallback to the embedded device)
+  const started = /started 'vcrypto device --socket (\S+)' \(pid (\d+)\)/.exec(out);
+  if (started) {
+    assert.match(out, /vhost-user front-end/);
+    assert.equal(alive(Number(started[2])), false, 'the device process has exited');
+    assert.equal(existsSync(started[1]!), false, 'the socket is removed');
+  } else {
+    assert.match(out, /using the embedded device instead/);
+  }
+  // 2. test-crypto
+  assert.match(out, /Doing Verification of data\.\.\. Success/);
+  // 3. the chat, with the tap: typed text on the left, the wire bytes (hex) on the right
+  assert.match(out, /channel: Noise_NNpsk0_25519_AESGCM_SHA256/);
+  assert.match(out, /client->server +"hello server, this is the client" +\d+ B: 00[0-9a-f]{2} /);
+  assert.match(out, /server->client +"hi client!/);
+  assert.match(out, /any 8-byte piece of the typed text on the wire\? no/);
+  // 4. the bench table, raw vs device, three sizes
+  assert.equal((out.match(/^\s+\d+\s+[\d.]+ MB\/s\s+[\d.]+ MB\/s\s+[\d.]+x$/gm) ?? []).length, 3, out);
+  assert.match(out, /^Done in [\d.]+ s/m);
+});
+
+test('vcrypto demo --device host: the same tour on a named device, no separate process', async (t) => {
+  const r = await runCli(['demo', '--device', 'host'], { timeoutMs: 30_000, t });
+  const out = r.stdout.toString();
+  assert.equal(r.code, 0, `${out}\n${r.stderr}`);
+  assert.match(out, /--device host: host \(node:crypto/);
+  assert.doesNotMatch(out, /started 'vcrypto device/);
+  assert.match(out, /crypto by host \(node:crypto/);
+});
+
+test('vcrypto demo --device floppy is a usage error', async (t) => {
+  const r = await runCli(['demo', '--device', 'floppy'], { t });
+  assert.equal(r.code, 2);
+});
