@@ -11,7 +11,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { ChannelError, plainChannel, type ChatChannelFactory } from '../../src/chat/chat-channel.js';
 import { runChatClient } from '../../src/chat/chat-client.js';
 import { ChatError } from '../../src/chat/chat-error.js';
-import { runChatServer } from '../../src/chat/chat-server.js';
+import { DEFAULT_BUSY_NOTICE, runChatServer } from '../../src/chat/chat-server.js';
 
 /** A log that can be awaited: resolves when a line matching `re` has been logged. */
 function awaitableLog() {
@@ -150,6 +150,36 @@ test('a peer that never completes the handshake is dropped after the deadline; t
   stdin.end();
   await running;
   assert.equal(stdout.text(), 'served');
+});
+
+test('twenty peers arriving at once while one is active each get the busy notice and a closed connection', async () => {
+  const stdin = new PassThrough();
+  const stdout = sink();
+  const { log, waitFor } = awaitableLog();
+  const running = runChatServer({ host: '127.0.0.1', port: 0, channel: plainChannel, log, input: stdin, output: stdout.stream });
+  const [, port] = await waitFor(/^listening on 127\.0\.0\.1:(\d+)$/);
+  const active = await peer(Number(port));
+  await waitFor(/^channel: /);
+  const crowd = await Promise.all(Array.from({ length: 20 }, () => peer(Number(port))));
+  const notices = await Promise.all(
+    crowd.map(async (s) => {
+      const chunks: Buffer[] = [];
+      s.on('data', (c: Buffer) => chunks.push(c));
+      await once(s, 'end');
+      s.end();
+      return Buffer.concat(chunks).toString();
+    }),
+  );
+  assert.deepEqual(notices, crowd.map(() => DEFAULT_BUSY_NOTICE));
+  assert.match(DEFAULT_BUSY_NOTICE, /^busy\b[^\n]*\n$/);
+  await waitFor(/^busy: turned away 127\.0\.0\.1:\d+$/, 20);
+  active.write('still served');
+  stdin.end();
+  active.resume();
+  await once(active, 'end');
+  active.end();
+  await running;
+  assert.equal(stdout.text(), 'still served');
 });
 
 test('the client turns a failed handshake into a one-line ChatError', async (t) => {
