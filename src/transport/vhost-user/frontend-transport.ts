@@ -13,7 +13,8 @@
  *   foreign back-end this config is an assumption, not a reading.
  * - Interrupts: one poll(2) on a koffi async thread waits on every call eventfd, a wake eventfd and
  *   the socket (hang-up = the back-end is gone → onFailure). The wait runs only while the driver has
- *   work in flight (`hold()`/`release()`), so an idle device lets the process exit.
+ *   work in flight (`hold()`/`release()`), so an idle device lets the process exit. koffi runs the
+ *   wait on libuv's threadpool (UV_THREADPOOL_SIZE, default 4): each busy device holds one thread.
  * - notify() writes the queue's kick eventfd: one syscall, never blocks.
  *
  * Ownership: the transport owns the socket, the memfd and its mapping, and every eventfd it created;
