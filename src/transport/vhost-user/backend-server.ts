@@ -2,9 +2,8 @@
  * `vcrypto device --socket PATH`: the vhost-user back-end server. The main thread listens on the
  * Unix socket (QEMU connects as the client) and waits for connections with poll(2) on a koffi async
  * thread (one libuv threadpool thread; the event loop stays free, nothing spins); each accepted
- * connection gets its own worker
- * thread (connection-worker.ts) and its own device instance, so one connection's failure never
- * affects another. `close()` (SIGINT/SIGTERM) stops every worker (their rings stop, mappings are
+ * connection gets its own worker thread (connection-worker.ts) and its own device instance, so one
+ * connection's failure never affects another. `close()` (SIGINT/SIGTERM) stops every worker (their rings stop, mappings are
  * unmapped, fds closed), closes the listening socket and removes the socket file.
  */
 import { Worker } from 'node:worker_threads';
