@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { VHOST_USER } from '../../src/spec/vhost-user.js';
 import { createMemfd } from '../../src/sys/memfd.js';
-import { signalEventFd } from '../../src/sys/fd.js';
+import { signalEventFd, pollAsync, POLLIN } from '../../src/sys/fd.js';
 import {
   RawFrontEnd,
   TestGuest,
@@ -36,6 +36,8 @@ interface Ctx {
   g: TestGuest;
   /** fds this case created (closed by the harness). */
   own: number[];
+  /** Extra check once the connection is closed. */
+  after?: () => Promise<void>;
 }
 
 /** Memory table + ring 0 of size 256 at 0x100000, ready for a kick. */
@@ -233,10 +235,16 @@ const cases: { name: string; log: RegExp; run: (c: Ctx) => Promise<void> | void 
     },
   },
   {
-    name: 'descriptor garbage: a head index out of range',
+    name: 'descriptor garbage: a head index out of range (the error eventfd is signalled)',
     log: /vring 0: .*head-out-of-range/,
     run: async (c) => {
       const ring = await setUpRing(c);
+      const err = eventFd(c);
+      c.fe.send(VHOST_USER.SET_VRING_ERR, u64(0n), { fds: [err] });
+      c.after = async () => {
+        const [ev = 0] = await pollAsync([{ fd: err, events: POLLIN }], 5000);
+        assert.notEqual(ev, 0, 'SET_VRING_ERR eventfd not signalled');
+      };
       const kick = eventFd(c);
       c.fe.send(VHOST_USER.SET_VRING_KICK, u64(0n), { fds: [kick] });
       ring.publish(999);
@@ -267,6 +275,7 @@ test('each kind of bad message closes only its connection, with one log line, re
         const line = await srv.waitForLog(new RegExp(`^connection ${id}: closed: protocol violation: `));
         assert.match(line, bad.log, bad.name);
         assert.equal(srv.logs.filter((l) => l.startsWith(`connection ${id}: closed`)).length, 1, 'exactly one closing line');
+        await c.after?.();
       } finally {
         c.fe.close();
         for (const fd of c.own) closeFd(fd);

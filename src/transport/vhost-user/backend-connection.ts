@@ -529,10 +529,10 @@ export class VhostUserBackendConnection {
         try {
           popped = q.popChain();
         } catch (err) {
-          throw new VhostUserProtocolError(`vring ${index}: ${(err as Error).message}`);
+          throw this.#ringError(v, `vring ${index}: ${(err as Error).message}`);
         }
         if (popped === null) break;
-        if (!popped.ok) throw new VhostUserProtocolError(`vring ${index}: chain ${popped.head}: ${popped.error.message}`);
+        if (!popped.ok) throw this.#ringError(v, `vring ${index}: chain ${popped.head}: ${popped.error.message}`);
         let used = 0;
         try {
           used = isControl ? this.#device.processControl(popped.chain) : this.#device.processData(popped.chain);
@@ -546,11 +546,20 @@ export class VhostUserBackendConnection {
           if (q.needsNotification() && v.callFd >= 0) signalEventFd(v.callFd);
         }
       }
-      if (q.broken) throw new VhostUserProtocolError(`vring ${index}: broken`);
+      if (q.broken) throw this.#ringError(v, `vring ${index}: broken`);
       q.publishUsed();
       if (q.needsNotification() && v.callFd >= 0) signalEventFd(v.callFd);
       if (!q.enableNotifications()) return;
     }
+  }
+
+  /**
+   * A ring hit descriptor garbage: signal its error eventfd (SET_VRING_ERR; QEMU reports "vhost vring
+   * error") and return the violation that closes the connection.
+   */
+  #ringError(v: Vring, message: string): VhostUserProtocolError {
+    if (v.errFd >= 0) signalEventFd(v.errFd);
+    return new VhostUserProtocolError(message);
   }
 
   #resetDevice(): void {
