@@ -39,6 +39,11 @@ test('vcrypto demo: exit 0 in under 30 s, device process, test-crypto, chat tap,
   assert.match(out, /client->server +"hello server, this is the client" +\d+ B: 00[0-9a-f]{2} /);
   assert.match(out, /server->client +"hi client!/);
   assert.match(out, /any 8-byte piece of the typed text on the wire\? no/);
+  // ... an attacker flipping a bit, then a peer with another key: refused, never printed
+  assert.match(out, /dropped: authentication failed: a message was altered/);
+  assert.match(out, /the server printed the tampered message\? no/);
+  assert.match(out, /\[crypto-client\] connection to .* failed: authentication failed/);
+  assert.match(out, /dropped: authentication failed: the peer does not have the same key/);
   // 4. the bench table, raw vs device, three sizes
   assert.equal((out.match(/^\s+\d+\s+[\d.]+ MB\/s\s+[\d.]+ MB\/s\s+[\d.]+x$/gm) ?? []).length, 3, out);
   assert.match(out, /^Done in [\d.]+ s/m);

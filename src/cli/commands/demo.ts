@@ -123,12 +123,14 @@ function waitForListening(child: ChildProcess, timeoutMs: number): Promise<void>
 /** A TCP tap between the chat client and server: forwards and records every chunk in order. */
 interface Tap {
   readonly port: number;
-  readonly chunks: { dir: 'client->server' | 'server->client'; bytes: Buffer }[];
+  readonly chunks: { dir: Direction; bytes: Buffer }[];
+  /** Play the attacker: flip one bit in the next client->server chunk. */
+  flipNextUp: boolean;
   close(): Promise<void>;
 }
+type Direction = 'client->server' | 'server->client';
 
 async function startTap(targetPort: number): Promise<Tap> {
-  const chunks: Tap['chunks'] = [];
   const sockets = new Set<Socket>();
   const keep = (s: Socket) => {
     sockets.add(s);
@@ -141,11 +143,16 @@ async function startTap(targetPort: number): Promise<Tap> {
     const upstream = connect({ host: '127.0.0.1', port: targetPort }, () => client.resume());
     keep(upstream);
     client.on('data', (b: Buffer) => {
-      chunks.push({ dir: 'client->server', bytes: Buffer.from(b) });
-      upstream.write(b);
+      const bytes = Buffer.from(b);
+      if (tap.flipNextUp) {
+        tap.flipNextUp = false;
+        bytes[bytes.length - 1]! ^= 0x01; // one bit of the AES-GCM tag
+      }
+      tap.chunks.push({ dir: 'client->server', bytes });
+      upstream.write(bytes);
     });
     upstream.on('data', (b: Buffer) => {
-      chunks.push({ dir: 'server->client', bytes: Buffer.from(b) });
+      tap.chunks.push({ dir: 'server->client', bytes: Buffer.from(b) });
       client.write(b);
     });
     client.on('end', () => upstream.end());
@@ -155,42 +162,40 @@ async function startTap(targetPort: number): Promise<Tap> {
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  return {
+  const tap: Tap = {
     port: (server.address() as { port: number }).port,
-    chunks,
+    chunks: [],
+    flipNextUp: false,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+  return tap;
 }
 
-/** Waits until `stream` has produced `text` (collecting everything it emits). */
-function collector(stream: PassThrough) {
-  let got = '';
-  let waiters: (() => void)[] = [];
-  stream.on('data', (b: Buffer) => {
-    got += b.toString();
-    const w = waiters;
-    waiters = [];
-    for (const f of w) f();
-  });
-  return {
-    text: () => got,
-    async waitFor(text: string, timeoutMs = 10_000): Promise<void> {
-      const deadline = Date.now() + timeoutMs;
-      while (!got.includes(text)) {
-        if (Date.now() > deadline) throw new CliError(`demo: the chat did not deliver ${JSON.stringify(text)}`);
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-          waiters.push(() => {
-            clearTimeout(t);
-            resolve();
-          });
-        });
-      }
-    },
-  };
+/** Resolves when `matches()` holds, re-checked on every `poke()`; rejects after `timeoutMs`. */
+class Waiter {
+  #checks = new Set<() => void>();
+  poke(): void {
+    for (const c of [...this.#checks]) c();
+  }
+  until(what: string, matches: () => boolean, timeoutMs = 10_000): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#checks.delete(check);
+        reject(new Error(`timed out waiting for ${what}`));
+      }, timeoutMs);
+      const check = () => {
+        if (!matches()) return;
+        clearTimeout(timer);
+        this.#checks.delete(check);
+        resolve();
+      };
+      this.#checks.add(check);
+      check();
+    });
+  }
 }
 
 function hexPreview(bytes: Buffer, max = 20): string {
@@ -198,100 +203,138 @@ function hexPreview(bytes: Buffer, max = 20): string {
   return bytes.length > max ? `${hex} ...` : hex;
 }
 
+/** Two peers in this process (crypto-server and crypto-client code), the client through the tap. */
 async function chatTour(device: CryptoDevice): Promise<boolean> {
   const psk = generateKey();
+  const otherPsk = generateKey();
+  const waiter = new Waiter();
+  const logs: string[] = [];
+  let serverSaw = '';
+  let clientSaw = '';
   const serverIn = new PassThrough();
-  const serverOut = new PassThrough();
-  const clientIn = new PassThrough();
-  const clientOut = new PassThrough();
-  const serverSaw = collector(serverOut);
-  const clientSaw = collector(clientOut);
-  let portFound: (port: number) => void = () => {};
-  const port = new Promise<number>((resolve) => (portFound = resolve));
-  let clientReadyFound: () => void = () => {};
-  const clientReady = new Promise<void>((resolve) => (clientReadyFound = resolve));
+  const serverOut = new PassThrough().on('data', (b: Buffer) => ((serverSaw += b.toString()), waiter.poke()));
   const log = (who: string) => (line: string) => {
-    const m = /listening on .*:(\d+)$/.exec(line);
-    if (m) portFound(Number(m[1]));
-    if (who === 'crypto-client' && line.startsWith('channel:')) clientReadyFound();
+    logs.push(`[${who}] ${line}`);
     print(`   [${who}] ${line}`);
+    waiter.poke();
   };
-  print(`   a fresh random 32-byte key is shared by both peers (what 'vcrypto keygen' makes)`);
+  const logCount = (re: RegExp) => logs.filter((l) => re.test(l)).length;
   const channel = secureChannel({ device, psk });
   const server = runChatServer({ host: '127.0.0.1', port: 0, channel, log: log('crypto-server'), input: serverIn, output: serverOut, lingerMs: 1000 });
-  server.catch(() => {});
-  let tap: Tap;
-  try {
-    tap = await startTap(await Promise.race([port, server.then(() => Promise.reject(new Error('the server stopped')))]));
-  } catch (err) {
-    print(`   chat failed: ${err instanceof Error ? err.message : String(err)}`);
-    serverIn.end();
-    wipe(psk);
-    return false;
-  }
+  let serverDone = false;
+  server.then(
+    () => ((serverDone = true), waiter.poke()),
+    () => ((serverDone = true), waiter.poke()),
+  );
+  let tap: Tap | undefined;
+  const rows: { dir: Direction; typed: string; wire: Buffer }[] = [];
   const exchange: { who: 'client' | 'server'; text: string }[] = [
     { who: 'client', text: 'hello server, this is the client\n' },
     { who: 'server', text: 'hi client! every byte here went through virtio-crypto\n' },
     { who: 'client', text: 'the launch code is 0000, keep it secret\n' },
   ];
-  const rows: { dir: string; typed: string; wire: Buffer }[] = [];
-  let seen = 0;
-  const takeWire = (dir: string) => {
-    const fresh = tap.chunks.slice(seen).filter((c) => c.dir === dir);
-    seen = tap.chunks.length;
-    return Buffer.concat(fresh.map((c) => c.bytes));
-  };
+  const tampered = 'transfer 100 EUR to Mallory\n';
   let ok = true;
   try {
-    const client = runChatClient({ host: '127.0.0.1', port: tap.port, channel, log: log('crypto-client'), input: clientIn, output: clientOut, lingerMs: 1000 });
+    print(`   both peers share a fresh random 32-byte key (what 'vcrypto keygen' makes)`);
+    await waiter.until('the server to listen', () => serverDone || logCount(/listening on/) > 0);
+    const port = Number(/listening on .*:(\d+)/.exec(logs.find((l) => /listening on/.test(l)) ?? '')?.[1] ?? NaN);
+    if (!Number.isInteger(port)) throw new Error('the server did not start');
+    tap = await startTap(port);
+    const t = tap;
+    let seen = 0;
+    const takeWire = (dir: Direction, from = seen) => {
+      const fresh = t.chunks.slice(from).filter((c) => c.dir === dir);
+      seen = t.chunks.length;
+      return Buffer.concat(fresh.map((c) => c.bytes));
+    };
+
+    // 1. An honest exchange, shown side by side with the wire.
+    const clientIn = new PassThrough();
+    const clientOut = new PassThrough().on('data', (b: Buffer) => ((clientSaw += b.toString()), waiter.poke()));
+    const client = runChatClient({ host: '127.0.0.1', port: t.port, channel, log: log('crypto-client'), input: clientIn, output: clientOut, lingerMs: 1000 });
     client.catch(() => {});
-    // The handshake happens on connect; the client reports its channel once the handshake is complete.
-    await Promise.race([clientReady, client.then(() => Promise.reject(new Error('the client ended before the handshake completed')))]);
-    rows.push({ dir: 'client->server', typed: '(handshake: hello, -> psk, e)', wire: takeWire('client->server') });
-    seen = 0;
-    rows.push({ dir: 'server->client', typed: '(handshake: hello, <- e, ee)', wire: takeWire('server->client') });
+    await waiter.until('the handshake', () => logCount(/\[crypto-client\] channel:/) > 0);
+    rows.push({ dir: 'client->server', typed: '(handshake: hello, -> psk, e)', wire: takeWire('client->server', 0) });
+    rows.push({ dir: 'server->client', typed: '(handshake: hello, <- e, ee)', wire: takeWire('server->client', 0) });
     for (const m of exchange) {
-      const before = tap.chunks.length;
-      seen = before;
+      seen = t.chunks.length;
+      const from = seen;
       if (m.who === 'client') {
         clientIn.write(m.text);
-        await serverSaw.waitFor(m.text);
+        await waiter.until('the server to print the message', () => serverSaw.includes(m.text));
       } else {
         serverIn.write(m.text);
-        await clientSaw.waitFor(m.text);
+        await waiter.until('the client to print the message', () => clientSaw.includes(m.text));
       }
-      const dir = m.who === 'client' ? 'client->server' : 'server->client';
-      rows.push({ dir, typed: JSON.stringify(m.text.trimEnd()), wire: takeWire(dir) });
+      const dir: Direction = m.who === 'client' ? 'client->server' : 'server->client';
+      rows.push({ dir, typed: JSON.stringify(m.text.trimEnd()), wire: takeWire(dir, from) });
     }
     clientIn.end();
     await client;
-    serverIn.end();
-    await server;
+    await waiter.until('the server to see the peer leave', () => logCount(/peer went away/) > 0);
+
+    print('');
+    print(`   ${'direction'.padEnd(15)} ${'typed (plaintext)'.padEnd(58)} crossed the wire (hex)`);
+    for (const r of rows) {
+      const typed = r.typed.length > 58 ? `${r.typed.slice(0, 55)}..."` : r.typed;
+      print(`   ${r.dir.padEnd(15)} ${typed.padEnd(58)} ${String(r.wire.length).padStart(4)} B: ${hexPreview(r.wire)}`);
+    }
+    const wire = Buffer.concat(t.chunks.map((c) => c.bytes));
+    const leaked = exchange.some((m) => {
+      const text = Buffer.from(m.text);
+      for (let i = 0; i + 8 <= text.length; i++) if (wire.includes(text.subarray(i, i + 8))) return true;
+      return false;
+    });
+    print(`   each message: 2-byte length, then AES-256-GCM(type byte + text) and a 16-byte tag`);
+    print(`   any 8-byte piece of the typed text on the wire? ${leaked ? 'YES (bug!)' : 'no'}`);
+    ok = !leaked;
+
+    // 2. An attacker on the wire flips one bit: the server prints nothing of it and drops the peer.
+    print('');
+    print(`   now the tap flips one bit of the client's next message ${JSON.stringify(tampered.trimEnd())}:`);
+    const drops = logCount(/dropped:/);
+    const in2 = new PassThrough();
+    const client2 = runChatClient({ host: '127.0.0.1', port: t.port, channel, log: log('crypto-client'), input: in2, output: new PassThrough().resume(), lingerMs: 1000 });
+    client2.catch(() => {});
+    await waiter.until('the second handshake', () => logCount(/\[crypto-client\] channel:/) > 1);
+    t.flipNextUp = true;
+    in2.write(tampered);
+    await waiter.until('the server to drop the tampered message', () => logCount(/dropped:/) > drops);
+    in2.end();
+    await client2.catch(() => {});
+    const printed = serverSaw.includes(tampered);
+    print(`   the server printed the tampered message? ${printed ? 'YES (bug!)' : 'no'}`);
+    ok = ok && !printed;
+
+    // 3. A peer with another key: "authentication failed" on both sides; the server keeps serving.
+    print('');
+    print('   a client with a different key tries to connect:');
+    const drops2 = logCount(/dropped:/);
+    const in3 = new PassThrough();
+    in3.end('let me in\n');
+    try {
+      await runChatClient({
+        host: '127.0.0.1', port, channel: secureChannel({ device, psk: otherPsk }), log: log('crypto-client'), input: in3, output: new PassThrough().resume(), lingerMs: 1000,
+      });
+      print('   the client got in (bug!)');
+      ok = false;
+    } catch (err) {
+      print(`   [crypto-client] ${err instanceof Error ? err.message : String(err)}`);
+    }
+    await waiter.until('the server to refuse the wrong key', () => logCount(/dropped:/) > drops2);
+    ok = ok && !serverSaw.includes('let me in');
   } catch (err) {
     ok = false;
     print(`   chat failed: ${err instanceof Error ? err.message : String(err)}`);
-    clientIn.end();
-    serverIn.end();
   } finally {
-    await tap.close();
+    serverIn.end();
+    await server.catch(() => {});
+    await tap?.close();
     wipe(psk);
+    wipe(otherPsk);
   }
-  print('');
-  print(`   ${'direction'.padEnd(15)} ${'typed (plaintext)'.padEnd(58)} crossed the wire (hex)`);
-  for (const r of rows) {
-    const typed = r.typed.length > 58 ? `${r.typed.slice(0, 55)}..."` : r.typed;
-    print(`   ${r.dir.padEnd(15)} ${typed.padEnd(58)} ${String(r.wire.length).padStart(4)} B: ${hexPreview(r.wire)}`);
-  }
-  const wire = Buffer.concat(tap.chunks.map((c) => c.bytes));
-  const leaked = exchange.some((m) => {
-    const t = Buffer.from(m.text);
-    for (let i = 0; i + 8 <= t.length; i++) if (wire.includes(t.subarray(i, i + 8))) return true;
-    return false;
-  });
-  print('');
-  print(`   each message = 2-byte length + AES-256-GCM ciphertext (1 type byte + text) + 16-byte tag (${SECURE_PROTOCOL})`);
-  print(`   any 8-byte piece of the typed text on the wire? ${leaked ? 'YES (bug!)' : 'no'}`);
-  return ok && !leaked;
+  return ok;
 }
 
 async function benchTour(device: CryptoDevice, label: string): Promise<void> {
