@@ -196,6 +196,8 @@ interface Request {
   readonly owner: VirtioHandle | null;
   /** Writes the device-readable part at `off` and prepares the writable part at `woff`. */
   fill(mem: Uint8Array, off: number, woff: number, dv: DataView): void;
+  /** While waiting: the request's bytes, captured at submission (zeroed once used or rejected). */
+  staged: Uint8Array | null;
   /** Decodes the writable part; returns the result or throws a CryptoError. */
   finish(mem: Uint8Array, woff: number, usedLen: number): unknown;
   resolve(value: unknown): void;
@@ -455,6 +457,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       const r = this.#waiting[i]!;
       if (r.owner === owner && r.state === State.Waiting) {
         r.state = State.Done;
+        r.staged?.fill(0);
         r.reject(error);
       }
     }
@@ -501,14 +504,15 @@ export class VirtioCryptoDriver implements CryptoDevice {
         resolve: resolve as (v: unknown) => void,
         reject,
         state: State.Waiting,
+        staged: null,
         block: -1,
         blockLen,
       };
       if (this.#waitingHead === this.#waiting.length) {
-        if (!this.#start(r)) this.#waiting.push(r);
+        if (!this.#start(r)) this.#wait(r);
       } else {
         // Others are waiting: keep FIFO order (and skip any of them rejected meanwhile).
-        this.#waiting.push(r);
+        this.#wait(r);
         this.#admitWaiting();
       }
       this.#setBusy(true);
@@ -516,6 +520,24 @@ export class VirtioCryptoDriver implements CryptoDevice {
   }
 
   // --- submission ---------------------------------------------------------------------------------
+
+  /**
+   * Queues `r` until memory and descriptors free up. Its bytes are captured now, as if it had been
+   * submitted at once: the caller may reuse or zero its buffers as soon as the call returns.
+   */
+  #wait(r: Request): void {
+    const staged = new Uint8Array(r.blockLen);
+    const woff = align16(r.readLen);
+    r.fill(staged, 0, woff, new DataView(staged.buffer));
+    r.staged = staged;
+    r.fill = (mem, off, w) => {
+      mem.set(staged.subarray(0, r.readLen), off);
+      mem.set(staged.subarray(woff, woff + r.writeLen), w);
+      staged.fill(0); // may hold key material
+      r.staged = null;
+    };
+    this.#waiting.push(r);
+  }
 
   /** Places `r` in guest memory and on a queue; false if memory or descriptors are short (it waits). */
   #start(r: Request): boolean {
@@ -642,6 +664,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       const r = this.#waiting[i]!;
       if (r.state === State.Waiting) {
         r.state = State.Done;
+        r.staged?.fill(0);
         r.reject(error);
       }
     }

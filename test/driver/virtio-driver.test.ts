@@ -286,6 +286,25 @@ describe('virtio-crypto driver over a loopback transport', () => {
     });
   });
 
+  it('captures a request\'s bytes at the call, even when it has to wait: callers may reuse their buffers at once', async () => {
+    await withDriver({ queueSize: 2 }, async (_d, t, h) => {
+      t.held = true;
+      const key = KEY128.slice();
+      const iv = CBC_IV.slice();
+      const sessions = [h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key }), h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key })];
+      key.fill(0); // the second pair waits behind the first: its key must already be captured
+      t.release();
+      const [a, b] = await Promise.all(sessions);
+      t.held = true;
+      const src = PLAIN.slice();
+      const results = [h.crypt(a!, { op: 'encrypt', src, iv }), h.crypt(b!, { op: 'encrypt', src, iv })];
+      src.fill(0xee); // the second request is waiting for the only data queue slot
+      iv.fill(0xee);
+      t.release();
+      for (const r of await Promise.all(results)) assert.equal(toHex(r.dst), CBC_CT);
+    });
+  });
+
   it('closing a handle with requests pending rejects them with EBADF; the device and other handles go on', async () => {
     await withDriver({}, async (d, t, h) => {
       const s = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 });
