@@ -261,8 +261,9 @@ test('a client whose stdout reader went away ends with one line and exit 1, not 
   assert.match(client.stderr(), /^vcrypto client: cannot write stdout: [^\n]*EPIPE[^\n]*\n$/m);
   assert.doesNotMatch(client.stderr(), /\n\s+at |internal error/);
   await server.waitForStderr(/\[server\] peer went away/);
-  // The server goes on: the rest of its input goes to the next peer, then its EOF ends it.
+  // The server goes on: it serves the next peer, then its EOF ends it.
   const next = spawnCli(['client', '127.0.0.1', String(port)], { t });
+  await server.waitForStderr(connectedLine(2));
   server.stdin.end();
   assert.deepEqual(await server.waitForExit(), { code: 0, signal: null });
   assert.deepEqual(await next.waitForExit(), { code: 0, signal: null });
