@@ -189,3 +189,31 @@ test('transport: a flipped bit, a replayed, a reordered and a dropped message ar
     await destroyAll(a, b, x, y);
   });
 });
+
+test('CipherState: concurrent first uses share one lazily created session (never the no-key passthrough)', async () => {
+  await withHandle(async ({ handle, counts }) => {
+    const { CipherState } = await import('../../src/chat/noise/cipher-state.js');
+    const c = new CipherState(handle);
+    const d = new CipherState(handle);
+    const key = randomBytes(32);
+    await c.initializeKey(Uint8Array.from(key));
+    await d.initializeKey(Uint8Array.from(key));
+    assert.ok(c.hasKey());
+    const msg = new TextEncoder().encode('same plaintext');
+    const [x, y] = await Promise.all([c.encryptWithAd(new Uint8Array(0), msg), c.encryptWithAd(new Uint8Array(0), msg)]);
+    assert.equal(x.length, msg.length + 16);
+    assert.equal(y.length, msg.length + 16);
+    assert.notDeepEqual(x, y, 'distinct nonces');
+    assert.deepEqual(await d.decryptWithAd(new Uint8Array(0), x), msg);
+    assert.deepEqual(await d.decryptWithAd(new Uint8Array(0), y), msg);
+    // Independent oracle: AES-256-GCM with nonce 0 from node:crypto.
+    const { createCipheriv } = await import('node:crypto');
+    const g = createCipheriv('aes-256-gcm', key, aesGcmNonce(0n));
+    const expected = Buffer.concat([g.update(msg), g.final(), g.getAuthTag()]);
+    assert.deepEqual(Buffer.from(x), expected);
+    await c.destroy();
+    await d.destroy();
+    assert.equal(counts.created, 2);
+    assert.equal(counts.closed, 2);
+  });
+});

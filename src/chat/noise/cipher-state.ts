@@ -1,7 +1,9 @@
 /**
  * Noise §5.1 CipherState with the AESGCM cipher functions (§12.3), computed by the crypto device:
- * the key lives in one AEAD session on the device, created by InitializeKey and closed by the next
- * InitializeKey or by destroy(). Our copy of the key is wiped as soon as the session exists.
+ * the key lives in one AEAD session on the device, created at its first use and closed by the next
+ * InitializeKey or by destroy(). Our copy of the key is wiped as soon as the session exists (or when it
+ * is replaced unused: during a handshake, MixKey often replaces a key before anything is encrypted
+ * with it, so creating the session lazily saves device round trips).
  */
 import { CryptoError, type CryptoHandle, type Session } from '../../driver/api.js';
 import { NoiseError, NoiseErrorCode, wipe } from './noise-error.js';
@@ -22,6 +24,9 @@ export function aesGcmNonce(n: bigint): Uint8Array {
 
 export class CipherState {
   #session: Session | undefined;
+  /** A key set by InitializeKey whose device session is not created yet. */
+  #pendingKey: Uint8Array | undefined;
+  #opening: Promise<Session> | undefined;
   #n = 0n;
   #destroyed = false;
 
@@ -29,7 +34,7 @@ export class CipherState {
 
   /** §5.1 HasKey(). */
   hasKey(): boolean {
-    return this.#session !== undefined;
+    return this.#session !== undefined || this.#pendingKey !== undefined || this.#opening !== undefined;
   }
 
   /** The nonce the next EncryptWithAd/DecryptWithAd will use. */
@@ -39,22 +44,49 @@ export class CipherState {
 
   /** §5.1 InitializeKey(key): takes ownership of `key` and wipes it once the device holds it. */
   async initializeKey(key: Uint8Array): Promise<void> {
-    this.#checkAlive();
     try {
+      this.#checkAlive();
       await this.#closeSession();
-      this.#session = await this.handle.createSession({ kind: 'aead', aead: 'aes-gcm', key, tagLength: TAGLEN });
+      this.#pendingKey = Uint8Array.from(key);
       this.#n = 0n;
     } finally {
       wipe(key);
     }
   }
 
+  /**
+   * The device session for the current key (created on first use), or undefined if there is no key.
+   * Concurrent callers share one creation: none of them may ever see "no key" while it is under way.
+   */
+  async #sessionForKey(): Promise<Session | undefined> {
+    const key = this.#pendingKey;
+    if (key !== undefined) {
+      this.#pendingKey = undefined;
+      this.#opening = this.handle.createSession({ kind: 'aead', aead: 'aes-gcm', key, tagLength: TAGLEN }).finally(() => wipe(key));
+      try {
+        this.#session = await this.#opening;
+      } finally {
+        this.#opening = undefined;
+      }
+      return this.#session;
+    }
+    if (this.#opening !== undefined) return this.#opening;
+    return this.#session;
+  }
+
+  /** Creates the device session for the current key now (transport keys: no key copy lingers in memory). */
+  async prepare(): Promise<void> {
+    this.#checkAlive();
+    await this.#sessionForKey();
+  }
+
   /** §5.1 EncryptWithAd(ad, plaintext): ciphertext || tag, or the plaintext itself while there is no key. */
   async encryptWithAd(ad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
     this.#checkAlive();
-    if (this.#session === undefined) return Uint8Array.from(plaintext);
+    const session = await this.#sessionForKey();
+    if (session === undefined) return Uint8Array.from(plaintext);
     const n = this.#takeNonce();
-    const { dst, tag } = await this.handle.aead(this.#session, { op: 'encrypt', src: plaintext, iv: aesGcmNonce(n), aad: ad });
+    const { dst, tag } = await this.handle.aead(session, { op: 'encrypt', src: plaintext, iv: aesGcmNonce(n), aad: ad });
     if (tag === undefined || tag.length !== TAGLEN || dst.length !== plaintext.length) {
       throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'crypto device returned a malformed AES-GCM result');
     }
@@ -70,13 +102,14 @@ export class CipherState {
    */
   async decryptWithAd(ad: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
     this.#checkAlive();
-    if (this.#session === undefined) return Uint8Array.from(ciphertext);
+    const session = await this.#sessionForKey();
+    if (session === undefined) return Uint8Array.from(ciphertext);
     if (ciphertext.length < TAGLEN) throw new NoiseError(NoiseErrorCode.DECRYPT_FAILED, 'ciphertext shorter than the AES-GCM tag');
     if (this.#n >= MAX_NONCE) throw new NoiseError(NoiseErrorCode.NONCE_EXHAUSTED, 'nonce space exhausted');
     const split = ciphertext.length - TAGLEN;
     let dst: Uint8Array;
     try {
-      ({ dst } = await this.handle.aead(this.#session, {
+      ({ dst } = await this.handle.aead(session, {
         op: 'decrypt',
         src: ciphertext.subarray(0, split),
         tag: ciphertext.subarray(split),
@@ -107,6 +140,9 @@ export class CipherState {
   }
 
   async #closeSession(): Promise<void> {
+    wipe(this.#pendingKey);
+    this.#pendingKey = undefined;
+    if (this.#opening !== undefined) await this.#opening.catch(() => undefined);
     const s = this.#session;
     this.#session = undefined;
     if (s !== undefined) await this.handle.closeSession(s);

@@ -50,7 +50,9 @@ export class SymmetricState {
     try {
       return await use((data) => this.handle.digest(session, data));
     } finally {
-      await this.handle.closeSession(session);
+      // Not awaited: the close (which zeroes the key device-side) overlaps the next request instead of
+      // costing a round trip; a failure only means the handle's own close() will close it.
+      this.handle.closeSession(session).catch(() => undefined);
     }
   }
 
@@ -127,6 +129,7 @@ export class SymmetricState {
     try {
       await c1.initializeKey(k1.subarray(0, KEYLEN));
       await c2.initializeKey(k2.subarray(0, KEYLEN));
+      await Promise.all([c1.prepare(), c2.prepare()]);
     } catch (err) {
       wipe(k1, k2);
       await c1.destroy();
