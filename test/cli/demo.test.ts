@@ -7,6 +7,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { runCli, killLeftovers } from '../fixtures/cli.js';
+import { startDemoDevice } from '../../src/cli/commands/demo.js';
 
 after(killLeftovers);
 
@@ -61,4 +62,20 @@ test('vcrypto demo --device host: the same tour on a named device, no separate p
 test('vcrypto demo --device floppy is a usage error', async (t) => {
   const r = await runCli(['demo', '--device', 'floppy'], { t });
   assert.equal(r.code, 2);
+});
+
+test('startDemoDevice: when the vhost-user device process cannot start, the embedded device is used and the reason shown', async () => {
+  const dev = await startDemoDevice(undefined, 'no-such-vcrypto-entry.js');
+  try {
+    assert.match(dev.story.join('\n'), /could not start: it exited/);
+    assert.match(dev.story.join('\n'), /using the embedded device instead/);
+    assert.equal(dev.device.info.spec, 'virtio');
+    const handle = await dev.device.open();
+    const s = await handle.createSession({ kind: 'hash', hash: 'sha256' });
+    // FIPS 180-2 / NIST example: SHA-256("abc")
+    assert.equal(Buffer.from(await handle.digest(s, new TextEncoder().encode('abc'))).toString('hex'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    await handle.close();
+  } finally {
+    await dev.stop();
+  }
 });

@@ -39,11 +39,12 @@ export interface DemoDevice {
 
 /**
  * Starts the demo's crypto device. The one place to change how the demo gets its device.
- * `forced`: a --device spec from the command line (no separate process then).
+ * `forced`: a --device spec from the command line (no separate process then); `entry`: the vcrypto
+ * script to run as the device process (this one).
  * Otherwise: `vcrypto device --socket` in a child process + `--device vhost-user:PATH`; if that
  * cannot start, the embedded virtio device, saying why.
  */
-export async function startDemoDevice(forced: string | undefined): Promise<DemoDevice> {
+export async function startDemoDevice(forced: string | undefined, entry: string | undefined = process.argv[1]): Promise<DemoDevice> {
   if (forced !== undefined) {
     const device = await openDevice(forced);
     return { device, story: [`--device ${forced}: ${device.info.description}`], stop: () => device.close() };
@@ -60,9 +61,8 @@ export async function startDemoDevice(forced: string | undefined): Promise<DemoD
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const main = process.argv[1];
-    if (main === undefined) throw new Error('cannot find the vcrypto entry point');
-    child = spawn(process.execPath, [main, 'device', '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (entry === undefined) throw new Error('cannot find the vcrypto entry point');
+    child = spawn(process.execPath, [entry, 'device', '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     await waitForListening(child, 10_000);
     const device = await openDevice(`vhost-user:${socketPath}`);
     return {
