@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { once } from 'node:events';
+import fc from 'fast-check';
 import { createHostDevice, HOST_DEVICE_INFO } from '../../src/driver/host-device.js';
 import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
 import { serveDevice } from '../../src/transport/message-port/serve-device.js';
@@ -195,5 +196,70 @@ test('worker threads: 3 workers, each with its own handle on the one device of t
   for (const r of results) assert.equal(r.ct, '7649abac8119b246cee98e9b12e9197d');
   assert.equal(new Set(results.map((r) => r.session)).size, 3, 'three distinct sessions');
   await Promise.all(servers.map((s) => s.closed)); // each worker's close reached its server
+  await device.close();
+});
+
+test('property: arbitrary messages to serveDevice get one typed answer each (or none without an id), never a crash', async () => {
+  const device = createHostDevice();
+  const { port1, port2 } = new MessageChannel();
+  const server = serveDevice(device, port1);
+  const answers = new Map<number, { ok: boolean; value?: unknown; error?: { code: string } }>();
+  let waiting: (() => void) | undefined;
+  port2.on('message', (m: { id: number; ok: boolean; value?: unknown; error?: { code: string } }) => {
+    answers.set(m.id, m);
+    waiting?.();
+  });
+  const methods = ['open', 'closeHandle', 'createSession', 'closeSession', 'crypt', 'aead', 'digest', 'chain', 'bogus'];
+  const field = fc.oneof(fc.anything(), fc.nat(3), fc.bigInt({ min: 0n, max: 3n }), fc.uint8Array({ maxLength: 40 }));
+  // Mostly well-formed options and requests (with odd fields mixed in), so sessions exist and requests reach the device.
+  const handleArb = fc.oneof({ arbitrary: fc.nat().map((n) => ({ pick: n })), weight: 4 }, { arbitrary: field, weight: 1 });
+  const optsArb = fc.oneof(
+    { arbitrary: field, weight: 1 },
+    { arbitrary: fc.constantFrom('aes-cbc', 'aes-ctr', 'aes-ecb', 'aes-xts').map((cipher) => ({ kind: 'cipher', cipher, key: new Uint8Array(32) })), weight: 3 },
+    { arbitrary: fc.constant({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(16) }), weight: 1 },
+    { arbitrary: fc.constant({ kind: 'mac', hash: 'sha256', key: new Uint8Array(3) }), weight: 1 },
+  );
+  const bytes = (...lengths: number[]) => fc.oneof(fc.constantFrom(...lengths).map((n) => new Uint8Array(n)), fc.uint8Array({ maxLength: 40 }), fc.anything());
+  const reqArb = fc.oneof(
+    { arbitrary: field, weight: 1 },
+    {
+      arbitrary: fc.record(
+        { op: fc.oneof(fc.constantFrom('encrypt', 'decrypt'), fc.anything()), src: bytes(0, 16, 32, 33), iv: bytes(16, 12), tag: bytes(16), writeIv: fc.boolean() },
+        { requiredKeys: [] },
+      ),
+      weight: 4,
+    },
+  );
+  // A session field may name one of the sessions actually created so far.
+  const sessionArb = fc.oneof({ arbitrary: field, weight: 1 }, { arbitrary: fc.nat().map((n) => ({ pick: n })), weight: 4 });
+  const created: { handle: unknown; session: bigint }[] = [];
+  const opened: number[] = [];
+  const succeeded = new Map<string, number>();
+  let nextId = 1;
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...methods), handleArb, sessionArb, reqArb, optsArb, async (method, handleChoice, sessionChoice, req, opts) => {
+      const id = nextId++;
+      const handlePick = (handleChoice as { pick?: number } | null)?.pick;
+      let handle = typeof handlePick === 'number' && opened.length > 0 ? opened[handlePick % opened.length] : handleChoice;
+      const pick = (sessionChoice as { pick?: number } | null)?.pick;
+      const pair = typeof pick === 'number' && created.length > 0 ? created[pick % created.length] : undefined;
+      const session = pair ? pair.session : sessionChoice;
+      if (pair && typeof handlePick === 'number' && handlePick % 2 === 0) handle = pair.handle; // mostly the owner
+      port2.postMessage({ id, method, handle, session, req, opts, data: (req as { src?: unknown } | null)?.src ?? req });
+      while (!answers.has(id)) await new Promise<void>((resolve) => (waiting = resolve));
+      const a = answers.get(id)!;
+      if (a.ok) succeeded.set(method, (succeeded.get(method) ?? 0) + 1);
+      if (a.ok && method === 'createSession') created.push({ handle, session: (a.value as { id: bigint }).id });
+      if (a.ok && method === 'open') opened.push(a.value as number);
+      if (a.ok && method === 'closeHandle' && opened.includes(handle as number)) opened.splice(opened.indexOf(handle as number), 1);
+      // EIO would mean an untyped exception inside the device: bad input must be a typed error.
+      if (!a.ok) assert.ok(['EINVAL', 'ENOENT', 'EBADMSG', 'ENOSPC', 'ENOTSUP', 'EBADF'].includes(a.error!.code), JSON.stringify(a));
+    }),
+    { numRuns: 1000 },
+  );
+  // The fuzz reached the device, not only the message validation.
+  assert.ok((succeeded.get('createSession') ?? 0) > 0 && (succeeded.get('crypt') ?? 0) + (succeeded.get('aead') ?? 0) + (succeeded.get('digest') ?? 0) > 0, JSON.stringify([...succeeded]));
+  port2.close();
+  await server.closed;
   await device.close();
 });
