@@ -107,9 +107,13 @@ export async function keyFromPassphrase(passphrase: string, warn: (line: string)
   }
 }
 
-/** Reads the passphrase from environment variable `name`. */
+/**
+ * Reads the passphrase from environment variable `name`, and removes it from `env` so that no child
+ * process inherits it. (A JS string cannot be overwritten; the derived key can, and is, by the caller.)
+ */
 export async function keyFromPassphraseEnv(name: string, env: NodeJS.ProcessEnv = process.env, warn?: (line: string) => void): Promise<Uint8Array> {
   const value = env[name];
   if (value === undefined) throw new SecureKeyError(`environment variable ${name} is not set`);
+  delete env[name];
   return keyFromPassphrase(value, warn);
 }

@@ -72,7 +72,9 @@ test('passphrase: scrypt N=2^15 r=8 p=1 with the documented salt, as openssl com
   const warnings: string[] = [];
   assert.equal(Buffer.from(await keyFromPassphrase(pass, (l) => warnings.push(l))).toString('hex'), expected);
   assert.equal(warnings.length, 0);
-  assert.equal(Buffer.from(await keyFromPassphraseEnv('CHAT_PASS', { CHAT_PASS: pass })).toString('hex'), expected);
+  const env: NodeJS.ProcessEnv = { CHAT_PASS: pass, OTHER: 'x' };
+  assert.equal(Buffer.from(await keyFromPassphraseEnv('CHAT_PASS', env)).toString('hex'), expected);
+  assert.deepEqual(env, { OTHER: 'x' }, 'the passphrase is removed from the environment (children do not inherit it)');
 });
 
 test('passphrase: empty refused, unset variable refused, short one warned about', async () => {
