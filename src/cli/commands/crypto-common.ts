@@ -47,7 +47,8 @@ export async function withDevice<T>(spec: string, fn: (device: CryptoDevice) => 
 /** Parses a hex string of exactly `bytes` bytes (when given); CliError otherwise. */
 export function parseHex(what: string, text: string, bytes?: number): Uint8Array {
   if (!/^([0-9a-fA-F]{2})*$/.test(text)) {
-    throw new CliError(`invalid ${what} '${text.length > 80 ? text.slice(0, 80) + '...' : text}': not a hex string (an even number of 0-9a-f digits)`);
+    // The text is not echoed: it may be (a typo of) a secret key.
+    throw new CliError(`invalid ${what}: not a hex string (an even number of 0-9a-f digits)`);
   }
   if (bytes !== undefined && text.length !== bytes * 2) {
     throw new CliError(`invalid ${what}: expected ${bytes * 2} hex digits (${bytes} bytes), got ${text.length}`);
