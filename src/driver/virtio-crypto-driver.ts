@@ -115,6 +115,18 @@ export function errorFromStatus(status: number, what: string): CryptoError | nul
   }
 }
 
+/**
+ * DeviceInfo.maxSize: the longest data (src, or src + aad) that EVERY operation accepts. The config's
+ * max_size (§5.9.5) bounds a request's whole variable part (iv, src, aad, dst, hash_result), and a
+ * cipher request carries its data twice (src and dst): so (max_size - 128) / 2, in whole AES blocks
+ * (128 covers the largest IV + tag/MAC overhead).
+ */
+export function dataLengthLimit(maxSize: bigint): bigint {
+  if (maxSize <= 128n) return 0n;
+  const n = (maxSize - 128n) / 2n;
+  return n - (n % 16n);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Algorithm numbers (§5.9.4)
 
@@ -391,7 +403,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       spec: opts.spec,
       description: `virtio-crypto (${t.description}, ${dataQueues} data queue${dataQueues === 1 ? '' : 's'})`,
       maxDataQueues: config.maxDataqueues,
-      maxSize: config.maxSize,
+      maxSize: dataLengthLimit(config.maxSize),
       maxCipherKeyLen: config.maxCipherKeyLen,
       maxAuthKeyLen: config.maxAuthKeyLen,
     });

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CryptoError, type CryptoHandle, type Session, type SessionOptions } from '../../src/driver/api.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../src/driver/virtio-transport.js';
-import { VirtioCryptoDriver, errorFromStatus } from '../../src/driver/virtio-crypto-driver.js';
+import { VirtioCryptoDriver, dataLengthLimit, errorFromStatus } from '../../src/driver/virtio-crypto-driver.js';
 import { createHostDevice } from '../../src/driver/host-device.js';
 import fc from 'fast-check';
 import { VirtioCryptoDevice } from '../../src/device/virtio-crypto-device.js';
@@ -395,11 +395,19 @@ describe('virtio-crypto driver over a loopback transport', () => {
       await rejectsWith(h.createSession({ kind: 'hash', hash: 'sha512' }), 'ENOTSUP');
       assert.equal(t.controlRequests, before, 'nothing reached the device');
       const s = await h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key: KEY128 });
+      // max_size 4096 bounds iv + src + dst (§5.9.5): DeviceInfo.maxSize is what every operation accepts.
+      assert.equal(h.device.maxSize, 1984n); // (4096 - 128) / 2, in whole blocks
+      assert.equal(dataLengthLimit(4096n), 1984n);
+      assert.equal(dataLengthLimit(100n), 0n);
       t.kicks.length = 0;
-      // cipher: iv + src + dst must fit max_size (§5.9.5): 16 + 2 * 2040 = 4096 fits, 2041 does not.
-      await h.crypt(s, { op: 'encrypt', src: new Uint8Array(2040), iv: CBC_IV });
-      await rejectsWith(h.crypt(s, { op: 'encrypt', src: new Uint8Array(2041), iv: CBC_IV }), 'ENOSPC');
-      assert.equal(t.kicks.length, 1);
+      await h.crypt(s, { op: 'encrypt', src: new Uint8Array(1984), iv: CBC_IV });
+      await rejectsWith(h.crypt(s, { op: 'encrypt', src: new Uint8Array(1985), iv: CBC_IV }), 'ENOSPC');
+      const sha = await h.createSession({ kind: 'hash', hash: 'sha256' });
+      await h.digest(sha, new Uint8Array(1984));
+      await rejectsWith(h.digest(sha, new Uint8Array(1985)), 'ENOSPC');
+      const gcm = await h.createSession({ kind: 'aead', aead: 'aes-gcm', key: KEY128 }).catch(() => null);
+      assert.equal(gcm, null, 'AEAD not offered by this config');
+      assert.equal(t.kicks.filter((q) => q === 0).length, 2, 'only the two requests that fit reached the data queue');
     });
   });
 

@@ -64,6 +64,7 @@ describe('embedded virtio-crypto device (worker thread)', () => {
   it('describes itself from the device config', () => {
     assert.equal(dev.info.spec, 'virtio');
     assert.equal(dev.info.maxDataQueues, 2);
+    assert.equal(dev.info.maxSize, 1n << 20n, 'a 1 MiB request fits every operation');
     assert.match(dev.info.description, /virtio-crypto .*worker thread.*2 data queues/);
   });
 
@@ -198,6 +199,28 @@ describe('embedded virtio-crypto device (worker thread)', () => {
     });
     await Promise.all(jobs);
     for (const s of [cbc, sha, mac, gcm]) await h.closeSession(s);
+  });
+
+  it('requests of the advertised maximum (1 MiB) work for every kind; one byte more is ENOSPC before it is sent', async () => {
+    const max = Number(dev.info.maxSize);
+    const data = randomBytes(max);
+    const key = randomBytes(16);
+    const iv = randomBytes(16);
+    const ctr = await h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key });
+    const sha = await h.createSession({ kind: 'hash', hash: 'sha256' });
+    const gcm = await h.createSession({ kind: 'aead', aead: 'aes-gcm', key });
+    const c = createCipheriv('aes-128-ctr', key, iv);
+    const [enc, dig, sealed] = await Promise.all([
+      h.crypt(ctr, { op: 'encrypt', src: data, iv }),
+      h.digest(sha, data),
+      h.aead(gcm, { op: 'encrypt', src: data.subarray(0, max - 16), iv: iv.subarray(0, 12), aad: data.subarray(0, 16) }),
+    ]);
+    assert.ok(Buffer.from(enc.dst).equals(Buffer.concat([c.update(data), c.final()])));
+    assert.equal(toHex(dig), createHash('sha256').update(data).digest('hex'));
+    assert.equal(sealed.dst.length, max - 16);
+    await rejectsWith(h.crypt(ctr, { op: 'encrypt', src: new Uint8Array(max + 1), iv }), 'ENOSPC');
+    await rejectsWith(h.digest(sha, new Uint8Array(max + 1)), 'ENOSPC');
+    for (const s of [ctr, sha, gcm]) await h.closeSession(s);
   });
 
   it('concurrent handles: sessions are isolated (another handle gets ENOENT), closing one leaves the other working', async () => {

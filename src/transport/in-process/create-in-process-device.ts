@@ -16,9 +16,14 @@ export interface InProcessDeviceOptions {
   memoryBytes?: number;
   /** Session table size of the device. Default 1024. */
   maxSessions?: number;
-  /** Largest request data length (config max_size). Default 1 MiB. */
+  /**
+   * Config max_size: the bound on a request's whole variable part (§5.9.5). Default 2 MiB + 128 bytes,
+   * so that DeviceInfo.maxSize (the longest data every operation accepts) is 1 MiB.
+   */
   maxSize?: bigint;
 }
+
+const DEFAULT_MAX_SIZE = 2n * 1024n * 1024n + 128n;
 
 export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): Promise<CryptoDevice> {
   const queueSize = opts.queueSize ?? 256;
@@ -27,7 +32,7 @@ export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): 
     queueMaxSize: Math.max(queueSize, 1024),
     ...(opts.memoryBytes !== undefined && { memoryBytes: opts.memoryBytes }),
     ...(opts.maxSessions !== undefined && { maxSessions: opts.maxSessions }),
-    ...(opts.maxSize !== undefined && { maxSize: opts.maxSize }),
+    maxSize: opts.maxSize ?? DEFAULT_MAX_SIZE,
   });
   try {
     return await VirtioCryptoDriver.create(transport, {
