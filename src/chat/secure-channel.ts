@@ -94,7 +94,9 @@ async function expectHello(reader: HandshakeReader, role: ChatRole): Promise<voi
   }
   const text = printableLine(await reader.readLine(bytes));
   throw new ChannelError(
-    text === undefined ? `the ${peer} does not speak the vcrypto secure chat protocol` : `the ${peer} does not speak the secure chat protocol; it said: ${text}`,
+    text === undefined
+      ? `the ${peer} does not speak the vcrypto secure chat protocol`
+      : `the ${peer} did not start a secure chat; it said: ${text}`,
   );
 }
 

@@ -188,6 +188,19 @@ test('an authentic message followed by its replay in the same read: the message 
   });
 });
 
+test('a peer that sends binary garbage instead of a hello is refused', async () => {
+  await withDevice(async (device) => {
+    const [c, s, cleanup] = await socketPair();
+    try {
+      const p = secureChannel({ device, psk: randomBytes(32) })(s, 'server');
+      c.end(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff, 0x00]));
+      await assert.rejects(p, /the client does not speak the vcrypto secure chat protocol/);
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
 test('a peer that speaks another protocol version is refused by name', async () => {
   await withDevice(async (device) => {
     const [c, s, cleanup] = await socketPair();
@@ -207,7 +220,7 @@ test('a non-vcrypto server (a plain busy notice) is reported with its text, not 
     try {
       s.end('busy: the server is chatting with another peer, try again later\n');
       const p = secureChannel({ device, psk: randomBytes(32) })(c, 'client');
-      await assert.rejects(p, /does not speak the secure chat protocol; it said: busy: the server is chatting/);
+      await assert.rejects(p, /the server did not start a secure chat; it said: busy: the server is chatting/);
     } finally {
       await cleanup();
     }
