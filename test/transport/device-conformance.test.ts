@@ -7,8 +7,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openDevice } from '../../src/transport/open-device.js';
 import { CryptoError, type CryptoDevice } from '../../src/driver/api.js';
+import { startServer } from './vhost-user-fixture.js';
 
-const SPECS = ['host', 'virtio'] as const;
+/** Each back-end: how to get its spec (vhost-user: our back-end on a fresh socket in this process) and clean up. */
+const BACKENDS: readonly { name: string; start(): { spec: string; stop(): Promise<void> } }[] = [
+  { name: 'host', start: () => ({ spec: 'host', stop: async () => undefined }) },
+  { name: 'virtio', start: () => ({ spec: 'virtio', stop: async () => undefined }) },
+  {
+    name: 'vhost-user',
+    start: () => {
+      const srv = startServer();
+      return { spec: `vhost-user:${srv.path}`, stop: () => srv.stop() };
+    },
+  },
+];
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -21,18 +33,24 @@ const CBC256_CT = 'f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702
 const CTR128_KEY = hex('2b7e151628aed2a6abf7158809cf4f3c');
 const CTR128_CT = '874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee';
 
-async function withDevice(spec: string, fn: (d: CryptoDevice) => Promise<void>): Promise<void> {
-  const device = await openDevice(spec);
+async function withDevice(backend: (typeof BACKENDS)[number], fn: (d: CryptoDevice) => Promise<void>): Promise<void> {
+  const { spec, stop } = backend.start();
   try {
-    await fn(device);
+    const device = await openDevice(spec);
+    try {
+      await fn(device);
+    } finally {
+      await device.close();
+    }
   } finally {
-    await device.close();
+    await stop();
   }
 }
 
-for (const spec of SPECS) {
+for (const backend of BACKENDS) {
+  const spec = backend.name;
   test(`[${spec}] vectors and writeIv chaining`, () =>
-    withDevice(spec, async (device) => {
+    withDevice(backend, async (device) => {
       const h = await device.open();
       const cbc = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: CBC256_KEY });
       let iv = hex('000102030405060708090a0b0c0d0e0f');
@@ -68,7 +86,7 @@ for (const spec of SPECS) {
     }));
 
   test(`[${spec}] the same CryptoError codes for the same bad requests`, () =>
-    withDevice(spec, async (device) => {
+    withDevice(backend, async (device) => {
       const a = await device.open();
       const b = await device.open();
       await assert.rejects(a.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(20) }), isCode('EINVAL'));
