@@ -101,3 +101,44 @@ test('the back-end going away fails pending and later requests instead of hangin
 test('connecting to a path nobody serves is an EIO CryptoError naming the path', async () => {
   await assert.rejects(connectVhostUserDevice('/nonexistent/vc.sock'), (err: unknown) => err instanceof CryptoError && err.code === 'EIO' && /\/nonexistent\/vc\.sock/.test(err.message));
 });
+
+test('the same CryptoError codes as the host device for the same bad requests', async () => {
+  const srv = startServer();
+  const devices = { host: await openDevice('host'), vhost: await openDevice(`vhost-user:${srv.path}`) };
+  const code = async (p: Promise<unknown>): Promise<string> => {
+    try {
+      await p;
+      return 'ok';
+    } catch (err) {
+      assert.ok(err instanceof CryptoError, String(err));
+      return err.code;
+    }
+  };
+  try {
+    const outcomes: Record<string, string[]> = {};
+    for (const [name, device] of Object.entries(devices)) {
+      const a = await device.open();
+      const b = await device.open();
+      const cbc = await a.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(16) });
+      const gcm = await a.createSession({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(32) });
+      const sealed = await a.aead(gcm, { op: 'encrypt', src: Buffer.from('attack at dawn'), iv: new Uint8Array(12) });
+      outcomes[name] = [
+        await code(a.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(20) })),
+        await code(a.createSession({ kind: 'cipher', cipher: 'aes-xts', key: new Uint8Array(24) })),
+        await code(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(20), iv: new Uint8Array(16) })),
+        await code(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(16) })),
+        await code(b.crypt(cbc, { op: 'encrypt', src: new Uint8Array(16), iv: new Uint8Array(16) })),
+        await code(a.aead(gcm, { op: 'decrypt', src: sealed.dst, iv: new Uint8Array(12), tag: new Uint8Array(16) })),
+        await code(a.closeSession(cbc).then(() => a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(16), iv: new Uint8Array(16) }))),
+        await code(a.close().then(() => a.createSession({ kind: 'hash', hash: 'sha256' }))),
+      ];
+      await b.close();
+    }
+    assert.deepEqual(outcomes.vhost, outcomes.host);
+    assert.deepEqual(outcomes.host, ['EINVAL', 'EINVAL', 'EINVAL', 'EINVAL', 'ENOENT', 'EBADMSG', 'ENOENT', 'EBADF']);
+  } finally {
+    await devices.host.close();
+    await devices.vhost.close();
+    await srv.stop();
+  }
+});
