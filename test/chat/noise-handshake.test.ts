@@ -217,3 +217,14 @@ test('CipherState: concurrent first uses share one lazily created session (never
     assert.equal(counts.closed, 2);
   });
 });
+
+test('a destroyed handshake refuses every further call and does not look complete', async () => {
+  await withHandle(async ({ handle }) => {
+    const i = await HandshakeState.initialize(handle, { pattern: 'NN', initiator: true, prologue: PROLOGUE });
+    await i.destroy();
+    assert.equal(i.isComplete, false);
+    await rejects(i.writeMessage(new Uint8Array(0)), NoiseErrorCode.INVALID_STATE);
+    await rejects(i.split(), NoiseErrorCode.INVALID_STATE);
+    await i.destroy(); // idempotent
+  });
+});

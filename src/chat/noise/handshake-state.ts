@@ -55,6 +55,7 @@ export class HandshakeState {
   #injectedE: Uint8Array | undefined;
   #re: Uint8Array | undefined;
   #index = 0;
+  #destroyed = false;
 
   private constructor(ss: SymmetricState, opts: HandshakeOptions) {
     this.#ss = ss;
@@ -89,8 +90,9 @@ export class HandshakeState {
     return this.#index % 2 === (this.#initiator ? 0 : 1);
   }
 
+  /** True once every message of the pattern has been written or read (false after destroy()). */
   get isComplete(): boolean {
-    return this.#index >= this.#tokens.length;
+    return !this.#destroyed && this.#index >= this.#tokens.length;
   }
 
   /** §5.3 WriteMessage(payload, message_buffer). */
@@ -154,6 +156,7 @@ export class HandshakeState {
 
   /** After the last message: §5.2 Split() into transport keys; the handshake state is wiped. */
   async split(): Promise<TransportKeys> {
+    if (this.#destroyed) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() after destroy()');
     if (!this.isComplete) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() before the handshake is complete');
     const handshakeHash = this.#ss.handshakeHash;
     const [c1, c2] = await this.#ss.split();
@@ -165,7 +168,7 @@ export class HandshakeState {
   async destroy(): Promise<void> {
     wipe(this.#psk, this.#injectedE);
     this.#e = undefined; // the KeyObject cannot be overwritten; dropping it is the best node:crypto allows
-    this.#index = Number.MAX_SAFE_INTEGER - 1;
+    this.#destroyed = true;
     await this.#ss.destroy();
   }
 
@@ -180,6 +183,7 @@ export class HandshakeState {
   }
 
   #checkTurn(writing: boolean): void {
+    if (this.#destroyed) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'handshake state used after destroy()');
     if (this.isComplete) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'handshake already complete');
     if (this.isMyTurn !== writing) throw new NoiseError(NoiseErrorCode.INVALID_STATE, writing ? 'not our turn to write' : 'not our turn to read');
   }
