@@ -121,6 +121,26 @@ test('a chat message larger than one Noise message is split, reassembled, and su
   });
 });
 
+test('fragment boundary: MAX_FRAGMENT bytes fill exactly one 65535-byte Noise message; one more byte takes two', async () => {
+  await withDevice(async (device) => {
+    const { cleanup, results } = await pair(device, randomBytes(32));
+    try {
+      const [rc, rs] = results.map((r) => (r.status === 'fulfilled' ? r.value : assert.fail('handshake'))) as [ChatChannel, ChatChannel];
+      for (const [size, lengths] of [[MAX_FRAGMENT, [65535]], [MAX_FRAGMENT + 1, [65535, 1 + 1 + 16]], [1, [1 + 1 + 16]]] as const) {
+        const msg = randomBytes(size);
+        const wire = await rc.seal(msg);
+        assert.deepEqual(new FrameDecoder().push(wire).map((f) => f.length), lengths, `size ${size}`);
+        assert.deepEqual(Buffer.from(await rs.open(wire)), msg);
+      }
+      assert.equal((await rc.seal(new Uint8Array(0))).length, 0, 'an empty chunk sends nothing');
+      rc.close();
+      rs.close();
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
 test('wrong key: both sides report authentication failed', async () => {
   await withDevice(async (device) => {
     const { cleanup, results } = await pair(device, randomBytes(32), randomBytes(32));
