@@ -19,6 +19,7 @@ export class BufferArena {
   readonly #free: number[][] = [];
   #bump = 0;
   #live = 0;
+  #highWater = 0;
 
   constructor(base: number, size: number) {
     if (base % 16 !== 0) throw new RangeError('arena base must be 16-byte aligned');
@@ -38,11 +39,21 @@ export class BufferArena {
     return this.#live;
   }
 
+  /** End (offset in the memory region) of everything ever handed out: the bytes that may hold data. */
+  get usedEnd(): number {
+    return this.base + this.#highWater;
+  }
+
   /** Size class (log2 of the block size) for `len` bytes. */
   static classOf(len: number): number {
     let c = MIN_BLOCK_LOG2;
     while (1 << c < len) c++;
     return c;
+  }
+
+  /** Bytes a block for `len` occupies. */
+  static blockSize(len: number): number {
+    return 1 << BufferArena.classOf(len);
   }
 
   /** Allocates at least `len` bytes; returns the offset (relative to the memory region) or -1 if full now. */
@@ -59,6 +70,7 @@ export class BufferArena {
     // Keep power-of-two blocks aligned to 16 at least: the bump pointer only ever moves by blocks >= 256.
     const off = this.base + this.#bump;
     this.#bump += block;
+    if (this.#bump > this.#highWater) this.#highWater = this.#bump;
     this.#live++;
     return off;
   }

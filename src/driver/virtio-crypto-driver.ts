@@ -248,7 +248,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     } catch {
       // the device may already be gone; closing the transport below is what matters
     }
-    this.#mem.fill(0); // request buffers held plaintext and keys
+    this.#mem.fill(0, 0, this.#arena.usedEnd); // request buffers held plaintext and keys (the rest was never touched)
     this.#setBusy(false);
     await this.#transport.close();
   }

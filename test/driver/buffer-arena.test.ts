@@ -18,6 +18,7 @@ describe('BufferArena', () => {
       live.push({ off, len });
     }
     assert.equal(a.liveBlocks, live.length);
+    assert.equal(a.usedEnd, Math.max(...live.map((b) => b.off + BufferArena.blockSize(b.len))));
   });
 
   it('returns -1 when full, reuses freed blocks of the same class, and resets when idle', () => {

@@ -344,7 +344,9 @@ describe('virtio-crypto driver over a loopback transport', () => {
     const s = await h.createSession({ kind: 'hash', hash: 'sha256' });
     t.held = true;
     const pending = Array.from({ length: 5 }, () => h.digest(s, new Uint8Array(3)));
+    assert.ok(t.memory.bytes.some((b) => b !== 0));
     await Promise.all([d.close(), ...pending.map((p) => rejectsWith(p, 'EBADF'))]);
+    assert.ok(t.memory.bytes.every((b) => b === 0), 'rings and request buffers (data, keys) zeroed');
     assert.equal(t.statusWrites.at(-1), 0, 'reset');
     assert.equal(t.closed, true);
     await rejectsWith(d.open(), 'EBADF');
