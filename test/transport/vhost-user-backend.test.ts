@@ -215,3 +215,46 @@ test('several connections are independent devices; stopping the server closes th
   const { existsSync } = await import('node:fs');
   assert.equal(existsSync(srv.path), false);
 });
+
+test('SET_VRING_ENABLE 0 holds a started ring, 1 serves what queued up meanwhile', async () => {
+  const srv = startServer();
+  const g = new TestGuest();
+  const fe = RawFrontEnd.connect(srv.path);
+  const kick = createEventFd();
+  const call = createEventFd();
+  try {
+    fe.send(VHOST_USER.SET_PROTOCOL_FEATURES, u64(0x88n));
+    assert.deepEqual(await fe.call(VHOST_USER.SET_MEM_TABLE, g.memTable(), { flags: 0x9, fds: [g.memfd, g.memfd] }), u64(0n));
+    const ring = new HandRing(g, 64, 0x100000);
+    fe.send(VHOST_USER.SET_VRING_NUM, u32pair(0, 64));
+    fe.send(VHOST_USER.SET_VRING_ADDR, ring.addrPayload(0));
+    fe.send(VHOST_USER.SET_VRING_CALL, u64(0n), { fds: [call] });
+    fe.send(VHOST_USER.SET_VRING_KICK, u64(0n), { fds: [kick] });
+    const enc = new DataView((await fe.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
+    assert.deepEqual(await fe.call(VHOST_USER.SET_VRING_ENABLE, u32pair(0, 0), { flags: 0x9 }), u64(0n));
+    const hdr = 0x120000;
+    const status = 0x140000;
+    g.bytes.set(cipherHeader(0x000, enc, 64), hdr);
+    g.bytes.set(IV, hdr + 0x100);
+    g.bytes.set(PLAIN, 0x121000);
+    ring.setDesc(ring.desc, 0, hdr, 72, F_NEXT, 1);
+    ring.setDesc(ring.desc, 1, hdr + 0x100, 16, F_NEXT, 2);
+    ring.setDesc(ring.desc, 2, 0x121000, 64, F_NEXT, 3);
+    ring.setDesc(ring.desc, 3, 0x130000, 64, F_NEXT | F_WRITE, 4);
+    ring.setDesc(ring.desc, 4, status, 1, F_WRITE, 0);
+    ring.publish(0);
+    signalEventFd(kick);
+    await fe.call(VHOST_USER.GET_FEATURES); // the kick has been seen (or not) by now: messages are in order
+    assert.equal(ring.usedIdx, 0, 'a disabled ring is not served');
+    fe.send(VHOST_USER.SET_VRING_ENABLE, u32pair(0, 1));
+    await waitCall(call);
+    assert.equal(ring.usedIdx, 1);
+    assert.deepEqual(g.bytes.subarray(0x130000, 0x130040), CIPHER);
+  } finally {
+    fe.close();
+    closeFd(kick);
+    closeFd(call);
+    g.close();
+    await srv.stop();
+  }
+});

@@ -547,8 +547,12 @@ export class VhostUserBackendConnection {
         }
       }
       if (q.broken) throw this.#ringError(v, `vring ${index}: broken`);
-      q.publishUsed();
-      if (q.needsNotification() && v.callFd >= 0) signalEventFd(v.callFd);
+      if (sincePublish > 0) {
+        // Only when something was used since the last publish: no spurious interrupt for an empty
+        // (or pre-signalled) kick.
+        q.publishUsed();
+        if (q.needsNotification() && v.callFd >= 0) signalEventFd(v.callFd);
+      }
       if (!q.enableNotifications()) return;
     }
   }
