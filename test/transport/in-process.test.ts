@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
 import { fileURLToPath } from 'node:url';
 import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
 import { SplitDriverQueue } from '../../src/driver/split-driver-queue.js';
@@ -396,6 +397,79 @@ describe('embedded transport against a hostile driver', () => {
       t.notify(0);
       assert.match((await failed).message, /queue 0 is broken/);
       assert.equal((await t.getStatus()) & 64, 64, 'DEVICE_NEEDS_RESET');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('embedded device under random ring contents', () => {
+  it('garbage descriptors and avail entries only ever complete with a status or break the queue; the worker lives on', async () => {
+    const t = await InProcessTransport.create({ memoryBytes: 1 << 20 });
+    const SIZE = 16;
+    const l = SplitDriverQueue.layout(SIZE);
+    const base = t.memory.guestPhysAddr;
+    const dv = new DataView(t.memory.bytes.buffer);
+    let onIrq: (() => void) | null = null;
+    let onFail: ((e: Error) => void) | null = null;
+    t.onInterrupt(() => onIrq?.());
+    t.onFailure((e) => onFail?.(e));
+    const descArb = fc.record({
+      // mostly inside the data area, sometimes anywhere in u64
+      addr: fc.oneof(fc.integer({ min: 0x10000, max: 0xfffff }).map((o) => base + BigInt(o)), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n })),
+      len: fc.oneof(fc.integer({ min: 0, max: 4096 }), fc.integer({ min: 0, max: 0xffffffff })),
+      flags: fc.integer({ min: 0, max: 7 }),
+      next: fc.integer({ min: 0, max: 20 }),
+    });
+    const caseArb = fc.record({
+      descs: fc.array(descArb, { minLength: SIZE, maxLength: SIZE }),
+      heads: fc.array(fc.integer({ min: 0, max: 17 }), { minLength: 1, maxLength: SIZE }),
+      queue: fc.constantFrom(0, 1),
+      headerBytes: fc.uint8Array({ minLength: 72, maxLength: 72 }),
+    });
+    try {
+      await fc.assert(
+        fc.asyncProperty(caseArb, async (c) => {
+          await rawSetup(t, [{ index: 0, offset: 0 }, { index: 1, offset: 4096 }]);
+          await t.setStatus(15);
+          const ring = c.queue * 4096;
+          for (let i = 0; i < SIZE; i++) {
+            const d = c.descs[i]!;
+            const o = ring + l.descOffset + 16 * i;
+            dv.setBigUint64(o, d.addr, true);
+            dv.setUint32(o + 8, d.len, true);
+            dv.setUint16(o + 12, d.flags, true);
+            dv.setUint16(o + 14, d.next, true);
+          }
+          // Plausible request headers in the data area, so some chains get past the header checks.
+          for (let o = 0x10000; o < 0x100000; o += 0x8000) t.memory.bytes.set(c.headerBytes, o);
+          c.heads.forEach((h, i) => dv.setUint16(ring + l.availOffset + 4 + 2 * i, h, true));
+          const outcome = new Promise<string>((resolve) => {
+            onIrq = () => {
+              if (dv.getUint16(ring + l.usedOffset + 2, true) === c.heads.length) resolve('completed');
+            };
+            onFail = (e) => resolve(`broken: ${e.message}`);
+          });
+          Atomics.store(new Uint16Array(t.memory.bytes.buffer, ring + l.availOffset, 2), 1, c.heads.length);
+          t.notify(c.queue);
+          const result = await outcome;
+          if (c.heads.some((h) => h >= SIZE)) assert.match(result, /broken/);
+          else assert.equal(result, 'completed');
+          onIrq = null;
+          onFail = null;
+        }),
+        { numRuns: 40 },
+      );
+      // Still alive and serving after all that.
+      const queues = await rawSetup(t, [{ index: 0, offset: 0 }, { index: 1, offset: 4096 }]);
+      await t.setStatus(15);
+      const ctrl = queues.get(1)!;
+      const done = new Promise<void>((resolve) => (onIrq = () => resolve()));
+      t.memory.bytes.set(encodeHashCreateSessionReq({ algo: 2, hashResultLen: 20 }), 0x20000);
+      ctrl.addChain(Number(base) + 0x20000, 72, Number(base) + 0x20100, 16, 'good');
+      if (ctrl.publish()) t.notify(1);
+      await done;
+      assert.deepEqual(ctrl.getUsed(), { token: 'good', len: 16 });
     } finally {
       await t.close();
     }
