@@ -38,6 +38,9 @@ const PUBLISH_EVERY = 32;
 const queueCount = data.maxDataQueues + 1; // §5.9.2: dataq 0..N-1, controlq N
 const controlIndex = data.maxDataQueues;
 
+/** The control queue first, then the data queues. */
+const SERVE_ORDER = [controlIndex, ...Array.from({ length: controlIndex }, (_, i) => i)];
+
 let queues: (DeviceQueue | null)[] = [];
 let active = false;
 
@@ -171,9 +174,7 @@ function serve(kicked: number): void {
   // Every active queue is looked at on a kick of any of them: cheap (one avail.idx read each) and it
   // makes a lost kick harmless. The control queue goes first so a session exists before its data.
   let mask = 0;
-  const order = [controlIndex];
-  for (let i = 0; i < controlIndex; i++) order.push(i);
-  for (const i of order) {
+  for (const i of SERVE_ORDER) {
     if (!queues[i]) continue;
     if ((kicked & (1 << i)) === 0 && !queues[i]!.hasAvailable()) continue;
     if (serveQueue(i)) mask |= 1 << i;
