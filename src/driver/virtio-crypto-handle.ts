@@ -189,12 +189,12 @@ export class VirtioHandle implements CryptoHandle {
   }
 
   /** Creates one device session per direction; if one fails the other is destroyed. */
-  async #pair(make: (op: number) => Promise<bigint>): Promise<{ enc: bigint; dec: bigint }> {
+  async #pair(kind: 'cipher' | 'aead', make: (op: number) => Promise<bigint>): Promise<{ enc: bigint; dec: bigint }> {
     const [enc, dec] = await Promise.allSettled([make(VIRTIO_CRYPTO_OP.VIRTIO_CRYPTO_OP_ENCRYPT), make(VIRTIO_CRYPTO_OP.VIRTIO_CRYPTO_OP_DECRYPT)]);
     if (enc.status === 'fulfilled' && dec.status === 'fulfilled') return { enc: enc.value, dec: dec.value };
     const firstError = enc.status === 'rejected' ? enc.reason : (dec as PromiseRejectedResult).reason;
-    if (enc.status === 'fulfilled') await this.#destroy('cipher', enc.value).catch(() => undefined);
-    if (dec.status === 'fulfilled') await this.#destroy('cipher', dec.value).catch(() => undefined);
+    if (enc.status === 'fulfilled') await this.#destroy(kind, enc.value).catch(() => undefined);
+    if (dec.status === 'fulfilled') await this.#destroy(kind, dec.value).catch(() => undefined);
     throw firstError;
   }
 
@@ -208,7 +208,7 @@ export class VirtioHandle implements CryptoHandle {
       case 'cipher': {
         const algo = CIPHER_ALGO[opts.cipher];
         const key = opts.key;
-        const ids = await this.#pair((op) => this.#create(encodeCipherCreateSessionReq({ algo, keyLen: key.length, op }), [key], `create ${opts.cipher} session`));
+        const ids = await this.#pair('cipher', (op) => this.#create(encodeCipherCreateSessionReq({ algo, keyLen: key.length, op }), [key], `create ${opts.cipher} session`));
         state = { kind: 'cipher', cipher: opts.cipher, ...ids };
         break;
       }
@@ -226,7 +226,7 @@ export class VirtioHandle implements CryptoHandle {
         const tagLength = opts.tagLength ?? GCM_DEFAULT_TAG_LENGTH;
         const key = opts.key;
         const algo = VIRTIO_CRYPTO_AEAD.VIRTIO_CRYPTO_AEAD_GCM;
-        const ids = await this.#pair((op) =>
+        const ids = await this.#pair('aead', (op) =>
           this.#create(encodeAeadCreateSessionReq({ algo, keyLen: key.length, tagLen: tagLength, aadLen: 0, op }), [key], 'create aes-gcm session'),
         );
         state = { kind: 'aead', tagLength, ...ids };

@@ -58,6 +58,7 @@ class Loopback implements VirtioTransport {
   readonly setupIndices: number[] = [];
   readonly kicks: number[] = [];
   controlRequests = 0;
+  readonly controlOpcodes: number[] = [];
   /** The 72-byte header of every data request served, as the device read it. */
   readonly dataHeaders: Uint8Array[] = [];
   held = false;
@@ -179,7 +180,10 @@ class Loopback implements VirtioTransport {
             q.addUsed(p.head, 0);
             continue;
           }
-          if (i === ctrl) this.controlRequests++;
+          if (i === ctrl) {
+            this.controlRequests++;
+            this.controlOpcodes.push(Buffer.concat(p.chain.readable).readUInt32LE(0));
+          }
           else this.dataHeaders.push(Buffer.concat(p.chain.readable).subarray(0, 72));
           q.addUsed(p.chain.head, i === ctrl ? this.device.processControl(p.chain) : this.device.processData(p.chain));
         }
@@ -370,6 +374,11 @@ describe('virtio-crypto driver over a loopback transport', () => {
       await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 }); // 2 device sessions
       await rejectsWith(h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 }), 'ENOSPC', /VIRTIO_CRYPTO_NOSPC/);
       assert.equal(t.device.sessionCount, 2, 'the encrypt half that did fit was destroyed');
+      t.controlOpcodes.length = 0;
+      await rejectsWith(h.createSession({ kind: 'aead', aead: 'aes-gcm', key: KEY128 }), 'ENOSPC');
+      // AEAD_CREATE x2 (one fits, one NOSPC), then AEAD_DESTROY_SESSION for the one that fit (§5.9.7.2).
+      assert.deepEqual(t.controlOpcodes, [0x302, 0x302, 0x303]);
+      assert.equal(t.device.sessionCount, 2);
       await h.createSession({ kind: 'hash', hash: 'sha1' });
       await rejectsWith(h.createSession({ kind: 'hash', hash: 'sha1' }), 'ENOSPC');
     });
