@@ -473,8 +473,13 @@ static void check_shapes(void)
 	}
 }
 
-/* One guest process of the fork test: its own session (setkey), `rounds` round trips of 16 KiB. */
-static int fork_child(int id, int rounds)
+/*
+ * One guest process of the fork test, `rounds` round trips of 16 KiB. Like the lab's
+ * test_fork_crypto, processes share what was opened before fork(): odd-numbered ones use the
+ * parent's transform (one device session used by several processes at once), even-numbered ones
+ * set their own key (their own session).
+ */
+static int fork_child(int id, int rounds, int shared_tfm, const uint8_t shared_key[16])
 {
 	rng_state ^= (uint64_t)(id + 1) * 0x100000001b3ULL;
 	uint8_t key[16], iv[AES_BLOCK];
@@ -482,8 +487,14 @@ static int fork_child(int id, int rounds)
 	uint8_t *in = malloc(len), *enc = malloc(len), *ref = malloc(len), *dec = malloc(len);
 	if (!in || !enc || !ref || !dec)
 		return 10;
-	rng_fill(key, sizeof(key));
-	int tfm = tfm_open(DRIVER, key, sizeof(key));
+	int tfm;
+	if (id % 2 == 1) {
+		memcpy(key, shared_key, sizeof(key));
+		tfm = shared_tfm;
+	} else {
+		rng_fill(key, sizeof(key));
+		tfm = tfm_open(DRIVER, key, sizeof(key));
+	}
 	int otfm = tfm_open(ORACLE, key, sizeof(key));
 	if (tfm < 0 || otfm < 0)
 		return 11;
@@ -512,13 +523,21 @@ static void check_forks(int forks, int rounds)
 	int started = 0;
 	char name[64], reason[128];
 	begin_check("forks", watchdog_seconds * 2);
+	uint8_t shared_key[16];
+	rng_fill(shared_key, sizeof(shared_key));
+	int shared_tfm = tfm_open(DRIVER, shared_key, sizeof(shared_key));
+	if (shared_tfm < 0) {
+		snprintf(reason, sizeof(reason), "bind/setkey " DRIVER ": %s", strerror(-shared_tfm));
+		not_ok("forks", reason);
+		return;
+	}
 	for (int i = 0; i < forks; i++) {
 		fflush(stdout);
 		pid_t pid = fork();
 		if (pid < 0)
 			break;
 		if (pid == 0)
-			_exit(fork_child(i, rounds));
+			_exit(fork_child(i, rounds, shared_tfm, shared_key));
 		pids[started++] = pid;
 	}
 	int passed = 0;
@@ -535,11 +554,13 @@ static void check_forks(int forks, int rounds)
 			passed++;
 		}
 	}
+	close(shared_tfm);
 	snprintf(name, sizeof(name), "forks");
 	if (started < forks) {
 		not_ok(name, "fork() failed");
 	} else if (passed == forks) {
-		snprintf(reason, sizeof(reason), "processes=%d rounds=%d bytes=16384 concurrent", forks, rounds);
+		snprintf(reason, sizeof(reason), "processes=%d rounds=%d bytes=16384 concurrent shared-session=%d", forks, rounds,
+			 forks / 2);
 		ok(name, reason);
 	} else {
 		snprintf(reason, sizeof(reason), "%d of %d processes failed", forks - passed, forks);

@@ -4,7 +4,7 @@
  * started by `vcrypto vm`), and the guest's own virtio_crypto driver runs the probe:
  * the kernel's crypto self-tests (/proc/crypto "selftest : passed"), NIST SP 800-38A CBC known
  * answers through AF_ALG with multi-part, misaligned and in-place buffers, large buffers against
- * the kernel's cbc(aes-generic), and concurrent guest processes.
+ * the kernel's cbc(aes-generic), and concurrent guest processes (half of them sharing one session).
  *
  * One boot. It FAILS (never skips) when QEMU, busybox-static, gcc or the kernel package are
  * missing: `vcrypto vm` then exits non-zero with the package to install.
@@ -45,7 +45,7 @@ test(`vcrypto vm: a Linux guest passes the AF_ALG probe on virtio_crypto_aes_cbc
   }
   // Up to 64 KiB (the 292-descriptor requests), page-crossing offsets, against cbc(aes-generic).
   assert.equal(lines.filter((l) => /^ok oracle len=\d+ /.test(l)).length, 7, `oracle checks${context}`);
-  assert.ok(lines.includes('ok forks processes=4 rounds=8 bytes=16384 concurrent'), `forks${context}`);
+  assert.ok(lines.includes('ok forks processes=4 rounds=8 bytes=16384 concurrent shared-session=2'), `forks${context}`);
   assert.ok(!lines.some((l) => l.startsWith('not ok')), `a check failed${context}`);
   assert.equal(lines.filter((l) => l === 'probe: PASS').length, 1, `verdict${context}`);
   assert.match(stderr, new RegExp(`guest exited with status 0 after [\\d.]+ s \\(${BACKEND}\\)`));
