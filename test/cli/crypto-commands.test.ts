@@ -92,6 +92,7 @@ for (const device of DEVICES) {
       assert.equal(enc.code, 0, enc.stderr);
       assert.ok(enc.stdout.equals(expected), cipher);
       const dec = await vcrypto(['dec', '--device', device, '--nopad', '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], expected);
+      assert.equal(dec.code, 0, dec.stderr);
       assert.ok(dec.stdout.equals(plain), cipher);
       const partial = await vcrypto(['enc', '--device', device, '--nopad', '--cipher', cipher, '--key', key, ...ivArgs(cipher, iv, 'vcrypto')], randomBytes(17));
       assert.equal(partial.code, 1);
