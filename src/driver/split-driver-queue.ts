@@ -130,8 +130,8 @@ export class SplitDriverQueue<T> {
     if (this.#lastUsed === this.#shadowUsed) {
       this.#shadowUsed = Atomics.load(this.#used16, USED.idx >>> 1);
       if (this.#lastUsed === this.#shadowUsed) return null;
-      // §2.7.8: the device cannot have used more than it was given.
-      if (((this.#shadowUsed - this.#lastUsed) & 0xffff) > this.size - this.#freeCount) {
+      // §2.7.8: the device cannot have used more chains than are outstanding (two descriptors each).
+      if (((this.#shadowUsed - this.#lastUsed) & 0xffff) > (this.size - this.#freeCount) >>> 1) {
         this.#broken = true;
         return null;
       }

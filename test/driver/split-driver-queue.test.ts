@@ -146,7 +146,7 @@ describe('SplitDriverQueue <-> DeviceQueue', () => {
     const { bytes, drv, l } = pair(8, false);
     drv.addChain(BASE + 0x10000, 8, BASE + 0x10100, 8, 'x');
     drv.publish();
-    new DataView(bytes.buffer, l.usedOffset).setUint16(2, 5, true);
+    new DataView(bytes.buffer, l.usedOffset).setUint16(2, 2, true); // 2 used, 1 outstanding
     assert.equal(drv.getUsed(), null);
     assert.equal(drv.broken, true);
   });
