@@ -38,7 +38,7 @@ export interface InProcessTransportOptions {
   memoryBytes?: number;
   /** Session table size of the device. */
   maxSessions?: number;
-  /** max_size in the device config (largest request data length). */
+  /** max_size in the device config: the bound on a request's variable part (§5.9.5). Default 1 MiB. */
   maxSize?: bigint;
 }
 
