@@ -2,11 +2,13 @@
  * Reads the guest's serial console: splits the byte stream into lines (chunks may cut a line
  * anywhere), drops the serial line's '\r', and recognises the markers guest/init.sh prints:
  *   @@vcrypto:begin@@        -> the command starts
- *   @@vcrypto:exit=<code>@@  -> the command's exit status (0..255)
+ *   @@vcrypto:exit=<code>@@  -> the command's exit status (0..255); it may follow the command's
+ *                               last output on the same line when that lacked a newline
  */
 
 export const MARKER_BEGIN = '@@vcrypto:begin@@';
-const EXIT_RE = /^@@vcrypto:exit=(\d{1,3})@@$/;
+/** The exit marker ends a line; text before it is the command's last line without a newline. */
+const EXIT_RE = /^(.*?)@@vcrypto:exit=(\d{1,3})@@$/;
 
 export type ConsoleEvent =
   | { readonly kind: 'boot'; readonly line: string }
@@ -47,11 +49,12 @@ export class ConsoleReader {
       events.push({ kind: 'begin' });
       return;
     }
-    const exit = this.begun && !this.exited ? EXIT_RE.exec(trimmed) : null;
+    const exit = this.begun && !this.exited ? EXIT_RE.exec(line.trimEnd()) : null;
     if (exit) {
-      const code = Number(exit[1]);
+      const code = Number(exit[2]);
       if (code <= 255) {
         this.exited = true;
+        if (exit[1] !== '' && exit[1]?.trim() !== '') events.push({ kind: 'output', line: exit[1] ?? '' });
         events.push({ kind: 'exit', code });
         return;
       }

@@ -43,3 +43,12 @@ test('markers count only in order; a fake exit before begin is output-less boot 
 test('a final line without newline is flushed by end()', () => {
   assert.deepEqual(feed(['@@vcrypto:begin@@\npartial']), [{ kind: 'begin' }, { kind: 'output', line: 'partial' }]);
 });
+
+test('output without a final newline: the exit marker ends that line', () => {
+  assert.deepEqual(feed(['@@vcrypto:begin@@\r\nno newline@@vcrypto:exit=7@@\r\nafter\n']), [
+    { kind: 'begin' },
+    { kind: 'output', line: 'no newline' },
+    { kind: 'exit', code: 7 },
+    { kind: 'boot', line: 'after' },
+  ]);
+});
