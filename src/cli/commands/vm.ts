@@ -207,11 +207,17 @@ export const vmCommand: Command = {
       if (values.socket !== undefined && !existsSync(values.socket)) {
         throw new CliError(`no socket at ${values.socket}: start 'vcrypto device --socket ${values.socket}' first, or omit --socket to let vcrypto vm start one`);
       }
+      // Every --bench option is checked before the (possibly downloading) image build.
+      const benchArgs = values.bench
+        ? {
+            seconds: parsePositiveInt('--seconds', values.seconds ?? '1', 60),
+            rounds: parsePositiveInt('--rounds', values.rounds ?? '3', 20),
+            sizes: parseSizes(values.sizes ?? DEFAULT_BENCH_SIZES),
+          }
+        : undefined;
       const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
-      if (values.bench) {
-        const seconds = parsePositiveInt('--seconds', values.seconds ?? '1', 60);
-        const rounds = parsePositiveInt('--rounds', values.rounds ?? '3', 20);
-        return await bench(image, seconds, parseSizes(values.sizes ?? DEFAULT_BENCH_SIZES), rounds, timeoutMs, verbose, interrupted.signal);
+      if (benchArgs) {
+        return await bench(image, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, interrupted.signal);
       }
       const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket };
       const result = await runGuestSession({
