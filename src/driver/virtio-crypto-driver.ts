@@ -22,7 +22,6 @@
 import { CryptoError, type CryptoDevice, type CryptoHandle, type DeviceInfo } from './api.js';
 import type { VirtioTransport } from './virtio-transport.js';
 import { BufferArena } from './buffer-arena.js';
-import { SplitDriverQueue } from './split-driver-queue.js';
 import { VirtioHandle } from './virtio-crypto-handle.js';
 import { dataLengthLimit } from './virtio-crypto-mapping.js';
 import {
@@ -36,6 +35,8 @@ import {
 } from '../spec/virtio.js';
 import { VIRTIO_CRYPTO_S_HW_READY } from '../spec/virtio-crypto.js';
 import { OP_DATA_REQ_SIZE, decodeConfig, type VirtioCryptoConfig } from '../wire/virtio-crypto.js';
+import { DriverQueue } from '../virtqueue/driver-queue.js';
+import { layoutRings, ringViews } from '../virtqueue/layout.js';
 
 export { dataLengthLimit, errorFromStatus } from './virtio-crypto-mapping.js';
 
@@ -103,7 +104,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
   readonly #dv: DataView;
   /** Guest-physical address of memory byte 0, as an exact number (checked < 2^53 at init). */
   readonly #guestBase: number;
-  readonly #queues: SplitDriverQueue<Request>[];
+  readonly #queues: DriverQueue<Request>[];
   readonly #dataQueues: number;
   readonly #arena: BufferArena;
   readonly #onBusy: ((busy: boolean) => void) | undefined;
@@ -123,7 +124,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     info: DeviceInfo;
     config: VirtioCryptoConfig;
     features: bigint;
-    queues: SplitDriverQueue<Request>[];
+    queues: DriverQueue<Request>[];
     dataQueues: number;
     arena: BufferArena;
     onBusy: ((busy: boolean) => void) | undefined;
@@ -183,17 +184,17 @@ export class VirtioCryptoDriver implements CryptoDevice {
       return failed('guest memory must lie below 2^53');
     }
     let offset = 0;
-    const queues: SplitDriverQueue<Request>[] = [];
+    const queues: DriverQueue<Request>[] = [];
     for (let i = 0; i <= dataQueues; i++) {
       const index = i === dataQueues ? controlIndex : i;
       const max = await t.getQueueMaxSize(index);
       if (max === 0) return failed(`queue ${index} is not available`);
       let size = Math.min(opts.queueSize ?? DEFAULT_QUEUE_SIZE, max);
       size = 2 ** Math.floor(Math.log2(size)); // §2.7: a power of 2
-      const layout = SplitDriverQueue.layout(size);
+      const layout = layoutRings(size);
       offset = Math.ceil(offset / RING_ALIGN) * RING_ALIGN;
       if (offset + layout.totalBytes > mem.byteLength / 2) return failed('guest memory too small for the rings');
-      const q = new SplitDriverQueue<Request>(mem, offset, size, eventIdx);
+      const q = new DriverQueue<Request>({ size, ...ringViews(mem, size, offset), eventIdx });
       const base = t.memory.guestPhysAddr + BigInt(offset);
       await t.setupQueue(index, {
         size,
@@ -385,7 +386,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     r.block = block;
     r.state = State.InFlight;
     const addr = this.#guestBase + block;
-    this.#queues[qi]!.addChain(addr, r.readLen, addr + (woff - block), r.writeLen, r);
+    this.#queues[qi]!.addOutIn(addr, r.readLen, addr + (woff - block), r.writeLen, r);
     this.#inFlight++;
     this.#dirty |= 1 << qi;
     if (!this.#flushScheduled) {
@@ -444,17 +445,20 @@ export class VirtioCryptoDriver implements CryptoDevice {
     if (!q || this.#closed) return;
     const mem = this.#mem;
     q.disableInterrupts();
-    for (;;) {
+    try {
       for (;;) {
-        const used = q.getUsed();
-        if (used === null) break;
-        this.#complete(used.token, used.len, mem);
+        for (;;) {
+          const used = q.getUsed();
+          if (used === null) break;
+          this.#complete(used.token, used.len, mem);
+        }
+        // §2.7.10: re-enable, then re-check, or a completion can slip by without an interrupt.
+        if (!q.enableInterrupts()) break;
       }
-      // §2.7.10: re-enable, then re-check, or a completion can slip by without an interrupt.
-      if (!q.enableInterrupts()) break;
-    }
-    if (q.broken) {
-      this.#fail(new CryptoError('EIO', `queue ${qi}: the device returned a used element that was not outstanding`));
+    } catch (err) {
+      // A VirtqueueError (§2.7.8: a used element that was not outstanding, a used.len past the chain's
+      // writable bytes, used.idx running ahead): the queue is broken, stop trusting the device.
+      this.#fail(new CryptoError('EIO', `queue ${qi}: ${(err as Error).message}`, { cause: err }));
       return;
     }
     this.#admitWaiting();

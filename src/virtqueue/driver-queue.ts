@@ -199,6 +199,49 @@ export class DriverQueue<T> {
     return head;
   }
 
+  /**
+   * The common chain of one device-readable then one device-writable buffer (§2.7.4.2), with
+   * guest-physical addresses given as exact numbers (safe integers): the per-request hot path of a
+   * driver whose requests are one block each, without BufferRef objects or bigints. Same checks and
+   * bookkeeping as addChain (which it defers to when indirect tables are configured).
+   */
+  addOutIn(readAddr: number, readLen: number, writeAddr: number, writeLen: number, token: T): number {
+    if (this.#indirect !== undefined) {
+      return this.addChain([{ addr: BigInt(readAddr), len: readLen }], [{ addr: BigInt(writeAddr), len: writeLen }], token);
+    }
+    if (this.#broken) throw new Error('virtqueue is broken: reset the device');
+    if (!Number.isSafeInteger(readAddr) || readAddr < 0 || !Number.isSafeInteger(writeAddr) || writeAddr < 0) {
+      throw new RangeError(`buffer address ${readAddr}/${writeAddr} is not an exact u64`);
+    }
+    if (!Number.isInteger(readLen) || readLen < 0 || readLen >= U32) throw new RangeError(`buffer length ${readLen} is not a u32`);
+    if (!Number.isInteger(writeLen) || writeLen < 0 || writeLen >= U32) throw new RangeError(`buffer length ${writeLen} is not a u32`);
+    if (this.#freeCount < 2) throw new RangeError(`virtqueue full: need 2 descriptors, ${this.#freeCount} free`);
+    const head = this.#take();
+    const tail = this.#take();
+    this.#writeDescNum(head, readAddr, readLen, VIRTQ_DESC_F_NEXT, tail);
+    this.#writeDescNum(tail, writeAddr, writeLen, VIRTQ_DESC_F_WRITE, 0);
+    this.#link[head] = tail;
+    this.#link[tail] = NONE;
+    this.#chainDescs[head] = 2;
+    this.#writableBytes[head] = writeLen;
+    this.#tokens[head] = token;
+    this.#inFlight++;
+    this.#avail.setUint16(AVAIL.ring + 2 * (this.#availIdx & this.#mask), head, true);
+    this.#availIdx = (this.#availIdx + 1) & 0xffff;
+    return head;
+  }
+
+  /** #writeDesc with the address as a safe integer: written as its exact low and high u32 halves. */
+  #writeDescNum(i: number, addr: number, len: number, flags: number, next: number): void {
+    const at = i * 16;
+    const v = this.#desc;
+    v.setUint32(at + DESC.addr, addr % U32, true);
+    v.setUint32(at + DESC.addr + 4, Math.floor(addr / U32), true);
+    v.setUint32(at + DESC.len, len, true);
+    v.setUint16(at + DESC.flags, flags, true);
+    v.setUint16(at + DESC.next, next, true);
+  }
+
   #take(): number {
     const d = this.#freeHead;
     this.#freeHead = this.#link[d]!;

@@ -447,7 +447,27 @@ describe('virtio-crypto driver over a loopback transport', () => {
       dv.setUint32(4 + 8 * (idx % 1024), 1, true);
       dv.setUint16(2, idx + 1, true);
       t.interrupt(0);
-      await rejectsWith(p, 'EIO', /not outstanding/);
+      await rejectsWith(p, 'EIO', /used-id-invalid/);
+    });
+  });
+
+  it('a device reporting more bytes written than the chain can hold is a device failure (EIO), §2.7.8', async () => {
+    await withDriver({}, async (_d, t, h) => {
+      const s = await h.createSession({ kind: 'hash', hash: 'sha1' });
+      t.held = true;
+      const p = h.digest(s, new Uint8Array(1));
+      await new Promise((r) => setImmediate(r));
+      // Forge used.ring[idx] = { id: 0 (the head, outstanding), len: 22 } and used.idx + 1: the writable
+      // part is hash_result (20) + status (1) = 21 bytes.
+      const used = t.usedRingOf(0);
+      const dv = new DataView(used.buffer, used.byteOffset, used.byteLength);
+      const idx = dv.getUint16(2, true);
+      dv.setUint32(4 + 8 * (idx % 1024), 0, true);
+      dv.setUint32(8 + 8 * (idx % 1024), 22, true);
+      dv.setUint16(2, idx + 1, true);
+      t.interrupt(0);
+      await rejectsWith(p, 'EIO', /used-len-invalid/);
+      await rejectsWith(h.digest(s, new Uint8Array(1)), 'EIO');
     });
   });
 });

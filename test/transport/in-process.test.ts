@@ -10,11 +10,12 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fileURLToPath } from 'node:url';
 import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
-import { SplitDriverQueue } from '../../src/driver/split-driver-queue.js';
 import { createInProcessDevice } from '../../src/transport/in-process/create-in-process-device.js';
 import { InProcessTransport } from '../../src/transport/in-process/in-process-transport.js';
 import { OP_DATA_REQ_SIZE, encodeHashCreateSessionReq } from '../../src/wire/virtio-crypto.js';
 import { openDevice } from '../../src/transport/open-device.js';
+import { DriverQueue } from '../../src/virtqueue/driver-queue.js';
+import { layoutRings, ringViews } from '../../src/virtqueue/layout.js';
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -318,10 +319,10 @@ async function rawSetup(t: InProcessTransport, rings: { index: number; offset: n
   await t.setStatus(11);
   assert.equal((await t.getStatus()) & 8, 8, 'FEATURES_OK accepted');
   const base = t.memory.guestPhysAddr;
-  const queues = new Map<number, SplitDriverQueue<string>>();
+  const queues = new Map<number, DriverQueue<string>>();
   for (const r of rings) {
-    const q = new SplitDriverQueue<string>(t.memory.bytes, r.offset, 16, false);
-    const l = SplitDriverQueue.layout(16);
+    const q = new DriverQueue<string>({ size: 16, ...ringViews(t.memory.bytes, 16, r.offset), eventIdx: false });
+    const l = layoutRings(16);
     await t.setupQueue(r.index, {
       size: 16,
       descAddr: r.descAddr ?? base + BigInt(r.offset + l.descOffset),
@@ -371,12 +372,12 @@ describe('embedded transport against a hostile driver', () => {
           poll();
         });
       // 1. readable buffer far outside the 1 MiB region
-      ctrl.addChain(base + (8 << 20), 72, base + 0x10000, 16, 'bad');
+      ctrl.addOutIn(base + (8 << 20), 72, base + 0x10000, 16, 'bad');
       if (ctrl.publish()) t.notify(1);
       assert.deepEqual(await next(), { token: 'bad', len: 0 });
       // 2. a well-formed HASH_CREATE_SESSION still works
       t.memory.bytes.set(encodeHashCreateSessionReq({ algo: 2, hashResultLen: 20 }), 0x20000);
-      ctrl.addChain(base + 0x20000, OP_DATA_REQ_SIZE, base + 0x20100, 16, 'good');
+      ctrl.addOutIn(base + 0x20000, OP_DATA_REQ_SIZE, base + 0x20100, 16, 'good');
       if (ctrl.publish()) t.notify(1);
       assert.deepEqual(await next(), { token: 'good', len: 16 });
       assert.equal(new DataView(t.memory.bytes.buffer).getUint32(0x20100 + 8, true), 0, 'VIRTIO_CRYPTO_OK');
@@ -392,7 +393,7 @@ describe('embedded transport against a hostile driver', () => {
       await rawSetup(t, [{ index: 0, offset: 0 }, { index: 1, offset: 4096 }]);
       const failed = new Promise<Error>((resolve) => t.onFailure(resolve));
       await t.setStatus(15);
-      const l = SplitDriverQueue.layout(16);
+      const l = layoutRings(16);
       new DataView(t.memory.bytes.buffer).setUint16(l.availOffset + 2, 1000, true); // avail.idx = 1000 > 16
       t.notify(0);
       assert.match((await failed).message, /queue 0 is broken/);
@@ -407,7 +408,7 @@ describe('embedded device under random ring contents', () => {
   it('garbage descriptors and avail entries only ever complete with a status or break the queue; the worker lives on', async () => {
     const t = await InProcessTransport.create({ memoryBytes: 1 << 20 });
     const SIZE = 16;
-    const l = SplitDriverQueue.layout(SIZE);
+    const l = layoutRings(SIZE);
     const base = t.memory.guestPhysAddr;
     const dv = new DataView(t.memory.bytes.buffer);
     let onIrq: (() => void) | null = null;
@@ -466,7 +467,7 @@ describe('embedded device under random ring contents', () => {
       const ctrl = queues.get(1)!;
       const done = new Promise<void>((resolve) => (onIrq = () => resolve()));
       t.memory.bytes.set(encodeHashCreateSessionReq({ algo: 2, hashResultLen: 20 }), 0x20000);
-      ctrl.addChain(Number(base) + 0x20000, 72, Number(base) + 0x20100, 16, 'good');
+      ctrl.addOutIn(Number(base) + 0x20000, 72, Number(base) + 0x20100, 16, 'good');
       if (ctrl.publish()) t.notify(1);
       await done;
       assert.deepEqual(ctrl.getUsed(), { token: 'good', len: 16 });

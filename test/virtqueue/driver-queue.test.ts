@@ -419,3 +419,97 @@ describe('DriverQueue properties', () => {
     );
   });
 });
+
+describe('DriverQueue.addOutIn: the one-readable, one-writable chain with number addresses', () => {
+  it('writes the same ring bytes as addChain, including an address above 2^32 split into exact halves', () => {
+    const a = setup(4);
+    const b = setup(4);
+    const hi = 0x1_2345_6780; // > 2^32: the high u32 is 1
+    a.driver.addOutIn(hi, 72, hi + 0x100, 17, 'x');
+    b.driver.addChain([{ addr: BigInt(hi), len: 72 }], [{ addr: BigInt(hi + 0x100), len: 17 }], 'x');
+    assert.deepEqual(
+      [...a.views.desc.subarray(0, 32)],
+      hex(`
+        80674523 01000000 48000000 0100 0100
+        80684523 01000000 11000000 0200 0000`),
+    );
+    assert.deepEqual([...a.views.desc], [...b.views.desc]);
+    assert.equal(a.driver.publish(), true);
+    b.driver.publish();
+    assert.deepEqual([...a.views.avail], [...b.views.avail]);
+    assert.equal(a.driver.freeCount, 2);
+    assert.equal(a.driver.inFlight, 1);
+  });
+
+  it('refuses inexact or negative addresses, non-u32 lengths, a full queue and a broken queue', () => {
+    const { driver, views } = setup(4);
+    assert.throws(() => driver.addOutIn(-16, 1, 0x102000, 1, 'x'), RangeError);
+    assert.throws(() => driver.addOutIn(0x101000, 1, 2 ** 53, 1, 'x'), RangeError);
+    assert.throws(() => driver.addOutIn(0x101000 + 0.5, 1, 0x102000, 1, 'x'), RangeError);
+    assert.throws(() => driver.addOutIn(0x101000, 2 ** 32, 0x102000, 1, 'x'), RangeError);
+    assert.throws(() => driver.addOutIn(0x101000, 1, 0x102000, -1, 'x'), RangeError);
+    assert.equal(driver.freeCount, 4, 'nothing taken by a refused chain');
+    driver.addOutIn(0x101000, 1, 0x102000, 1, 'a');
+    driver.addOutIn(0x101000, 1, 0x102000, 1, 'b');
+    assert.throws(() => driver.addOutIn(0x101000, 1, 0x102000, 1, 'c'), /full/);
+    driver.publish();
+    const used = new DataView(views.used.buffer, views.used.byteOffset, views.used.byteLength);
+    used.setUint32(4, 1, true); // id 1: the first chain's writable descriptor, not a head
+    used.setUint16(2, 1, true);
+    assert.throws(() => driver.getUsed(), expectKind('used-id-invalid'));
+    assert.throws(() => driver.addOutIn(0x101000, 1, 0x102000, 1, 'd'), /broken/);
+  });
+
+  it('with indirect tables configured it goes indirect like addChain (one main descriptor)', () => {
+    const { driver, device, bytes } = setup(4, { indirect: 4 });
+    bytes.fill(0x11, DATA_OFF, DATA_OFF + 8);
+    driver.addOutIn(Number(GPA) + DATA_OFF, 8, Number(GPA) + DATA_OFF + 64, 4, 'a');
+    assert.equal(driver.freeCount, 3);
+    driver.publish();
+    const p = device.popChain();
+    assert.ok(p && p.ok);
+    assert.deepEqual([...p.chain.readable[0]!], new Array(8).fill(0x11));
+    assert.equal(p.chain.writableLength, 4);
+    device.addUsed(p.chain.head, 4);
+    device.publishUsed();
+    assert.deepEqual(driver.getUsed(), { token: 'a', len: 4 });
+  });
+
+  it('against DeviceQueue: bytes both ways, out-of-order completion, descriptors recycled over many rounds', () => {
+    const { driver, device, bytes } = setup(8);
+    const base = Number(GPA) + DATA_OFF;
+    for (let round = 0; round < 50; round++) {
+      const n = 1 + (round % 4);
+      for (let i = 0; i < n; i++) {
+        const off = DATA_OFF + i * 64;
+        bytes.fill(round + i, off, off + 10);
+        driver.addOutIn(base + i * 64, 10, base + i * 64 + 32, 5, `r${round}.${i}`);
+      }
+      assert.equal(driver.freeCount, 8 - 2 * n);
+      assert.equal(driver.publish(), true, 'without EVENT_IDX the device did not set NO_NOTIFY: kick');
+      const heads: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const p = device.popChain();
+        assert.ok(p && p.ok);
+        assert.equal(p.chain.readable.length, 1);
+        assert.equal(p.chain.writable.length, 1);
+        assert.deepEqual([...p.chain.readable[0]!], new Array(10).fill(round + i));
+        assert.equal(p.chain.writableLength, 5);
+        p.chain.writable[0]!.fill(0xa0 + i);
+        heads.push(p.chain.head);
+      }
+      assert.equal(device.popChain(), null);
+      // Complete in reverse order, each with a different len.
+      for (let i = n - 1; i >= 0; i--) device.addUsed(heads[i]!, i + 1);
+      device.publishUsed();
+      for (let i = n - 1; i >= 0; i--) {
+        assert.deepEqual(driver.getUsed(), { token: `r${round}.${i}`, len: i + 1 });
+        const off = DATA_OFF + i * 64 + 32;
+        assert.deepEqual([...bytes.subarray(off, off + 5)], new Array(5).fill(0xa0 + i));
+      }
+      assert.equal(driver.getUsed(), null);
+      assert.equal(driver.freeCount, 8);
+      assert.equal(driver.inFlight, 0);
+    }
+  });
+});
