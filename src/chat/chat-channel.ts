@@ -30,7 +30,19 @@
  *    returns the plaintext they complete (possibly empty). Bad bytes: throw `ChannelError`; the
  *    plumbing then drops the connection (not the process).
  *  - `finish()` is called when the peer ends the stream cleanly (TCP FIN): throw `ChannelError`
- *    if a partial frame is left over (truncation), otherwise return.
+ *    if a partial frame is left over, or (for a channel with `end`) if the peer's authenticated
+ *    end-of-chat did not come first (truncation), otherwise return.
+ *  - `end()` (optional) returns the wire bytes announcing the clean end of OUR stream, sealed like
+ *    any message. The plumbing calls it at most once, after the last `seal()` (never concurrently
+ *    with one), writes its bytes, and only then half-closes (FIN): on input EOF, and also when the
+ *    peer ended first (we still end our direction properly before closing). A channel without `end`
+ *    (the plain chat) sends nothing extra.
+ *  - `peerEnded()` (optional) is true once the peer's authenticated end-of-chat has been opened: a
+ *    reset or a failed write after it is a normal end of the chat, not an error.
+ *  - A channel with `end` authenticates the whole stream, so a sealed chunk must go out before the
+ *    end-of-chat even if the peer has meanwhile ended its own direction (dropping it would leave a
+ *    gap the peer reports as tampering). And a reset before the peer's end-of-chat is reported as a
+ *    truncated connection, not as the peer going away.
  *  - `close()` is called exactly once when the connection is over, whatever the reason (also after
  *    an error): release resources and zero the keys. It must not throw.
  *  - `status` is one line for stderr describing the channel (e.g. which device does the crypto);
@@ -51,6 +63,10 @@ export interface ChatChannel {
   open(wire: Uint8Array): Promise<Uint8Array>;
   /** The peer ended its stream cleanly: throw ChannelError if that truncated a frame. */
   finish(): void;
+  /** Optional: the wire bytes that end our stream (sent after the last message, before FIN). */
+  end?(): Promise<Uint8Array> | Uint8Array;
+  /** Optional: the peer's authenticated end of stream has arrived. */
+  peerEnded?(): boolean;
   /** The connection is over: release resources, zero keys. Never throws. */
   close(): void;
 }

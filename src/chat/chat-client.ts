@@ -79,7 +79,8 @@ export async function runChatClient(options: ChatClientOptions): Promise<void> {
 
 function open(host: string, port: number): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
-    const socket = connect({ host, port });
+    // allowHalfOpen: the server's FIN must not end our direction too (see chat-server.ts).
+    const socket = connect({ host, port, allowHalfOpen: true });
     const onError = (err: NodeJS.ErrnoException) => {
       socket.destroy();
       const why =

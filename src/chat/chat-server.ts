@@ -59,7 +59,9 @@ export async function runChatServer(options: ChatServerOptions): Promise<void> {
   let busy = false;
   let closing = false;
 
-  const server = createServer((socket) => {
+  // allowHalfOpen: the peer's FIN must not end our direction too; the session ends it itself, after
+  // its last bytes (and, for the secure chat, its authenticated end of chat).
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
     socket.on('error', () => {});
     if (busy || waiting !== undefined || closing) {
       turnAway(socket, busyNotice, lingerMs, log);

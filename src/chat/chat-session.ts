@@ -15,7 +15,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
-import type { ChatChannel } from './chat-channel.js';
+import { ChannelError, type ChatChannel } from './chat-channel.js';
 import { ABORTED, type ChunkSource } from './chunk-source.js';
 
 export type ChatSessionEnd =
@@ -42,12 +42,53 @@ export async function runChatSession(options: ChatSessionOptions): Promise<ChatS
   let end: ChatSessionEnd | undefined;
   let inputEnded = false;
   let linger: NodeJS.Timeout | undefined;
+  let lingerExpired = false;
   const settle = (result: ChatSessionEnd) => {
     end ??= result;
     stop.abort();
   };
   const startLinger = () => {
-    linger ??= setTimeout(() => socket.destroy(), lingerMs);
+    linger ??= setTimeout(() => {
+      lingerExpired = true;
+      socket.destroy();
+    }, lingerMs);
+  };
+  const cleanEnd = (): ChatSessionEnd => (inputEnded ? { reason: 'input-ended' } : { reason: 'peer-closed' });
+  /**
+   * The connection broke (reset, write to a closed peer, or our own destroy after the linger). After
+   * the peer's authenticated end-of-chat that is a normal end; before it, a channel that
+   * authenticates the end of its stream reports truncation (frames may have been cut off).
+   */
+  const brokenEnd = (err: Error): ChatSessionEnd => {
+    if (channel.peerEnded?.() === true) return cleanEnd();
+    if (lingerExpired) return { reason: 'input-ended' }; // we stopped waiting for the peer ourselves
+    if (channel.end !== undefined) {
+      return { reason: 'channel-error', error: new ChannelError(`connection truncated: it broke before the peer's authenticated end of chat (${err.message})`, { cause: err }) };
+    }
+    return inputEnded ? { reason: 'input-ended' } : { reason: 'peer-reset', error: err };
+  };
+
+  /**
+   * Sends the channel's end-of-chat bytes once (if it has any), after every sealed chunk. Resolves
+   * with the session end to report if that failed, else undefined. Only called while no seal() runs.
+   */
+  let endSent = false;
+  const sendEnd = async (): Promise<ChatSessionEnd | undefined> => {
+    if (endSent || channel.end === undefined) return undefined;
+    endSent = true;
+    if (socket.destroyed || !socket.writable) return undefined;
+    let wire: Uint8Array;
+    try {
+      wire = await channel.end();
+    } catch (err) {
+      return { reason: 'channel-error', error: asError(err) };
+    }
+    try {
+      await writeAll(socket, wire);
+    } catch (err) {
+      return brokenEnd(asError(err));
+    }
+    return undefined;
   };
 
   // The plumbing's own listener: an 'error' event must never go unhandled (that would crash).
@@ -56,7 +97,9 @@ export async function runChatSession(options: ChatSessionOptions): Promise<ChatS
 
   const down = async () => {
     try {
-      for await (const wire of socket as AsyncIterable<Buffer>) {
+      // destroyOnReturn false: the peer's FIN must not destroy the socket, our direction still has
+      // to send its last bytes (and end of chat) and its own FIN.
+      for await (const wire of socket.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         linger?.refresh(); // the linger bounds the peer's silence, not a long final transfer
         let plaintext: Uint8Array;
         try {
@@ -72,15 +115,15 @@ export async function runChatSession(options: ChatSessionOptions): Promise<ChatS
         }
       }
     } catch (err) {
-      // A reset, or our own destroy() after the linger: the stream did not end cleanly.
-      return settle(inputEnded ? { reason: 'input-ended' } : { reason: 'peer-reset', error: asError(err) });
+      // A reset, or our own destroy() after the linger: the stream did not end with a FIN.
+      return settle(brokenEnd(asError(err)));
     }
     try {
       channel.finish();
     } catch (err) {
       return settle({ reason: 'channel-error', error: asError(err) });
     }
-    settle(inputEnded ? { reason: 'input-ended' } : { reason: 'peer-closed' });
+    settle(cleanEnd());
   };
 
   const up = async () => {
@@ -93,9 +136,11 @@ export async function runChatSession(options: ChatSessionOptions): Promise<ChatS
       }
       if (chunk === ABORTED) return;
       if (chunk === null) {
-        // EOF on our input: everything read so far has been written; send FIN after it and keep
-        // reading the peer's last bytes until it closes (bounded by the linger).
+        // EOF on our input: everything read so far has been written; send the end-of-chat and FIN
+        // after it, and keep reading the peer's last bytes until it closes (bounded by the linger).
         inputEnded = true;
+        const failed = await sendEnd();
+        if (failed !== undefined) return settle(failed);
         socket.end();
         startLinger();
         return;
@@ -107,29 +152,42 @@ export async function runChatSession(options: ChatSessionOptions): Promise<ChatS
         input.unshift(chunk);
         return settle({ reason: 'channel-error', error: asError(err) });
       }
-      if (end !== undefined || socket.destroyed || !socket.writable) {
-        // The connection is gone before this chunk left: keep it for the next peer.
+      // The connection is gone before this chunk left: keep it for the next peer. If the session
+      // merely ended cleanly meanwhile (the peer closed), a channel that authenticates its stream
+      // still sends the chunk it sealed (it is part of the stream; the peer reads until our end);
+      // the plain chat keeps it for the next peer as before.
+      if (socket.destroyed || !socket.writable || (end !== undefined && channel.end === undefined)) {
         input.unshift(chunk);
         return;
       }
       try {
         await writeAll(socket, wire);
       } catch (err) {
-        return settle({ reason: 'peer-reset', error: asError(err) });
+        return settle(brokenEnd(asError(err)));
       }
+      if (end !== undefined) return;
     }
   };
 
-  const loops = Promise.all([down(), up()]);
+  const upDone = up();
+  const loops = Promise.all([down(), upDone]);
   await new Promise<void>((resolve) => {
     if (stop.signal.aborted) resolve();
     else stop.signal.addEventListener('abort', () => resolve(), { once: true });
   });
-  const result = end ?? { reason: 'peer-closed' };
+  let result = end ?? { reason: 'peer-closed' };
   if (result.reason === 'peer-closed' || result.reason === 'input-ended') {
-    // Clean end: let our pending bytes and FIN go out, then the socket closes by itself.
-    socket.end();
+    // Clean end: the chunk in flight goes out, then our end-of-chat (if not sent yet) and FIN; the
+    // socket closes by itself once the peer's FIN is in. The linger bounds all of it.
     startLinger();
+    await upDone;
+    const failed = await sendEnd();
+    if (failed !== undefined && failed.reason !== 'peer-closed' && failed.reason !== 'input-ended') {
+      result = failed;
+      socket.destroy();
+    } else {
+      socket.end();
+    }
   } else {
     socket.destroy();
   }

@@ -223,6 +223,10 @@ class SecureChannel implements ChatChannel {
   #fragments: Uint8Array[] = [];
   #fragmentBytes = 0;
   #closed = false;
+  /** The peer's END frame has authenticated: nothing may follow, and its FIN or RST is a normal end. */
+  #peerEnded = false;
+  /** We sealed our END: no further seal() (the plumbing guarantees it; checked anyway). */
+  #ended = false;
 
   /** A frame failed after others in the same read had authenticated: reported on the next call. */
   #deferred: ChannelError | undefined;
@@ -239,6 +243,7 @@ class SecureChannel implements ChatChannel {
   }
 
   async seal(plaintext: Uint8Array): Promise<Uint8Array> {
+    if (this.#ended) throw new ChannelError('secure channel: a message after our end of chat');
     const frames: Uint8Array[] = [];
     for (let at = 0; at < plaintext.length; at += MAX_FRAGMENT) {
       const data = plaintext.subarray(at, at + MAX_FRAGMENT);
@@ -250,6 +255,17 @@ class SecureChannel implements ChatChannel {
       wipe(payload);
     }
     return frames.length === 1 ? frames[0]! : frames.reduce(concatBytes, new Uint8Array(0));
+  }
+
+  /** Our authenticated end of chat: one END frame, the last we send (see secure-framing.ts). */
+  async end(): Promise<Uint8Array> {
+    if (this.#ended) throw new ChannelError('secure channel: the end of chat was already sent');
+    this.#ended = true;
+    return encodeFrame(await this.#send.encryptWithAd(new Uint8Array(0), Uint8Array.of(PayloadType.END)));
+  }
+
+  peerEnded(): boolean {
+    return this.#peerEnded;
   }
 
   async open(wire: Uint8Array): Promise<Uint8Array> {
@@ -281,6 +297,8 @@ class SecureChannel implements ChatChannel {
   /** Decrypts one frame; returns a whole chat message once its DATA_FINAL fragment is in. */
   async #openFrame(frame: Uint8Array): Promise<Uint8Array | undefined> {
     if (frame.length === 0) throw new ChannelError(`${AUTH_FAILED}: the peer rejected a message from us`);
+    // Nothing may follow the END (secure-framing.ts): not even a frame that would fail to decrypt.
+    if (this.#peerEnded) throw new ChannelError('secure channel: the peer sent data after its end of chat');
     let payload: Uint8Array;
     try {
       payload = await this.#receive.decryptWithAd(new Uint8Array(0), frame);
@@ -291,6 +309,13 @@ class SecureChannel implements ChatChannel {
       throw new ChannelError(`secure channel: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     const type = payload[0];
+    if (type === PayloadType.END) {
+      // END is exactly one byte and never interrupts a fragmented message.
+      if (payload.length !== 1) throw new ChannelError('secure channel: a malformed end of chat');
+      if (this.#fragments.length > 0) throw new ChannelError('the peer ended the chat in the middle of a message');
+      this.#peerEnded = true;
+      return undefined;
+    }
     if (type !== PayloadType.DATA_FINAL && type !== PayloadType.DATA_MORE) {
       throw new ChannelError(`secure channel: unknown message type ${String(type)}`);
     }
@@ -308,6 +333,9 @@ class SecureChannel implements ChatChannel {
     if (this.#deferred) throw this.#deferred;
     if (this.#decoder.pending > 0 || this.#fragments.length > 0) {
       throw new ChannelError('the connection ended in the middle of a message (truncated in transit)');
+    }
+    if (!this.#peerEnded) {
+      throw new ChannelError("connection truncated: it was closed before the peer's authenticated end of chat (messages may have been dropped in transit)");
     }
   }
 

@@ -9,9 +9,13 @@
  * every later frame is a Noise transport message whose plaintext is
  *
  *   payload    = type(u8) data             type: DATA_FINAL | DATA_MORE
+ *              | END(u8)                   exactly one byte, the last frame of a direction
  *
  * A chat message longer than one Noise message (65535 bytes, Noise §3) travels as DATA_MORE fragments
  * followed by one DATA_FINAL; the receiver prints it only once the DATA_FINAL has authenticated.
+ * Each side ends its direction with an END frame and only then its TCP FIN. A FIN (or a reset) without
+ * an authenticated END before it means frames were cut off in transit: "connection truncated". A RST
+ * after the END is a normal end (the peer had nothing more to say). Nothing may follow the END.
  * A frame of length 0 is never a valid Noise message: it is the ALERT "I rejected your handshake/frame",
  * so the peer can say "authentication failed" too instead of "connection closed".
  *
@@ -21,7 +25,8 @@
 import { NOISE_MAX_MESSAGE } from './noise/handshake-state.js';
 import { TAGLEN } from './noise/cipher-state.js';
 
-export const SECURE_CHAT_VERSION = 1;
+/** Version 2 added the END frame (a version-1 peer never sends one: refused by version, not as truncated). */
+export const SECURE_CHAT_VERSION = 2;
 export const HELLO_MAGIC = Uint8Array.from([0x56, 0x43, 0x4e]); // "VCN"
 export const HELLO_LENGTH = HELLO_MAGIC.length + 1;
 /** The Noise prologue: a fixed label then the protocol version byte (Noise §6: both sides must agree). */
@@ -32,6 +37,8 @@ export const PayloadType = {
   DATA_FINAL: 0x00,
   /** More fragments of this chat message follow. */
   DATA_MORE: 0x01,
+  /** The authenticated end of this direction (no data byte): the sender's input ended cleanly. */
+  END: 0x02,
 } as const;
 
 /** Length prefix size. */

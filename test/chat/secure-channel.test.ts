@@ -78,6 +78,7 @@ test('two peers: handshake, messages both ways, status names the protocol and th
       assert.ok(!Buffer.from(wire).includes(Buffer.from('hello')));
       assert.equal(dec(await server.open(wire)), 'hello server\n');
       assert.equal(dec(await client.open(await server.seal(enc('hi client\n')))), 'hi client\n');
+      assert.equal((await server.open(await client.end!())).length, 0); // the client's end of chat
       server.finish();
       client.close();
       server.close();
@@ -112,6 +113,8 @@ test('a chat message larger than one Noise message is split, reassembled, and su
       assert.equal((await rs.open(three.subarray(0, 1))).length, 0);
       assert.throws(() => rs.finish(), ChannelError); // a partial frame at EOF is truncation
       assert.equal(dec(await rs.open(three.subarray(1))), 'three');
+      assert.throws(() => rs.finish(), /connection truncated/); // whole frames, but no END yet
+      assert.equal((await rs.open(await rc.end!())).length, 0);
       rs.finish();
       rc.close();
       rs.close();
@@ -221,13 +224,13 @@ test('a peer that sends binary garbage instead of a hello is refused', async () 
   });
 });
 
-test('a peer that speaks another protocol version is refused by name', async () => {
+test('a peer that speaks another protocol version (v1: no END frame) is refused by name', async () => {
   await withDevice(async (device) => {
     const [c, s, cleanup] = await socketPair();
     try {
-      s.write(hello(2));
+      s.write(hello(1));
       const p = secureChannel({ device, psk: randomBytes(32) })(c, 'client');
-      await assert.rejects(p, /speaks secure chat protocol version 2; this vcrypto speaks version 1/);
+      await assert.rejects(p, /speaks secure chat protocol version 1; this vcrypto speaks version 2/);
     } finally {
       await cleanup();
     }
@@ -289,5 +292,62 @@ test('the peer closing mid-handshake rejects (never hangs), and the listeners ar
 test('the key must be 32 bytes', async () => {
   await withDevice(async (device) => {
     assert.throws(() => secureChannel({ device, psk: new Uint8Array(16) }), RangeError);
+  });
+});
+
+test('end of chat: one 1-byte END frame (2 + 1 + 16 bytes on the wire); finish() requires it; nothing may follow it', async () => {
+  await withDevice(async (device) => {
+    const { cleanup, results } = await pair(device, randomBytes(32));
+    try {
+      const [rc, rs] = results.map((r) => (r.status === 'fulfilled' ? r.value : assert.fail('handshake'))) as [ChatChannel, ChatChannel];
+      assert.equal(typeof rc.end, 'function');
+      assert.equal(dec(await rs.open(await rc.seal(enc('last words')))), 'last words');
+      assert.equal(rs.peerEnded?.(), false);
+      // Whole frames and a FIN, but no END: the last messages may have been cut off in transit.
+      assert.throws(() => rs.finish(), /connection truncated/);
+      const end = await rc.end!();
+      // length(u16) + AES-GCM(type byte) + 16-byte tag; the type byte is not visible in clear
+      assert.equal(end.length, 2 + 1 + 16);
+      assert.deepEqual([...end.subarray(0, 2)], [0x00, 0x11]);
+      assert.equal((await rs.open(end)).length, 0);
+      assert.equal(rs.peerEnded?.(), true);
+      rs.finish();
+      // Our side: no second END, no message after it.
+      await assert.rejects(async () => rc.end!(), ChannelError);
+      await assert.rejects(rc.seal(enc('too late')), ChannelError);
+      rc.close();
+      rs.close();
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+test('end of chat: a replayed END, or bytes after it, are refused; an END in place of a dropped message fails authentication', async () => {
+  await withDevice(async (device) => {
+    for (const attack of ['replay', 'garbage', 'drop-last-message'] as const) {
+      const { cleanup, results } = await pair(device, randomBytes(32));
+      try {
+        const [rc, rs] = results.map((r) => (r.status === 'fulfilled' ? r.value : assert.fail('handshake'))) as [ChatChannel, ChatChannel];
+        const first = await rc.seal(enc('first'));
+        const second = await rc.seal(enc('second'));
+        const end = await rc.end!();
+        assert.equal(dec(await rs.open(first)), 'first');
+        if (attack === 'drop-last-message') {
+          // The END's nonce is one past the dropped message's (Noise §5.1): it cannot stand in for it.
+          await assert.rejects(rs.open(end), new RegExp(AUTH_FAILED));
+          assert.equal(rs.peerEnded?.(), false);
+        } else {
+          assert.equal(dec(await rs.open(second)), 'second');
+          assert.equal((await rs.open(end)).length, 0);
+          const after = attack === 'replay' ? end : encodeFrame(randomBytes(40));
+          await assert.rejects(rs.open(after), /after its end of chat/);
+        }
+        rc.close();
+        rs.close();
+      } finally {
+        await cleanup();
+      }
+    }
   });
 });

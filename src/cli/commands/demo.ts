@@ -137,10 +137,12 @@ async function startTap(targetPort: number): Promise<Tap> {
     s.on('error', () => {});
     s.on('close', () => sockets.delete(s));
   };
-  const server: Server = createServer((client) => {
+  // allowHalfOpen: a FIN crosses the tap as a FIN while the other direction keeps flowing (each peer
+  // sends its authenticated end of chat before its own FIN).
+  const server: Server = createServer({ allowHalfOpen: true }, (client) => {
     keep(client);
     client.pause();
-    const upstream = connect({ host: '127.0.0.1', port: targetPort }, () => client.resume());
+    const upstream = connect({ host: '127.0.0.1', port: targetPort, allowHalfOpen: true }, () => client.resume());
     keep(upstream);
     client.on('data', (b: Buffer) => {
       const bytes = Buffer.from(b);
