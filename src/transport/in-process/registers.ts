@@ -20,6 +20,8 @@ export const Register = {
   INTERRUPT_PENDING: 3,
   /** Set to 1 by the driver side to ask the device loop to stop. */
   STOP: 4,
+  /** Bumped by the driver side after posting a control message: the device drains its port only then. */
+  MESSAGES: 5,
 } as const;
 
 /** Number of Int32 words in the register block (rounded up for cache-line separation). */
@@ -41,6 +43,7 @@ export function ringDoorbell(regs: Int32Array, index: number): void {
 
 /** Driver side: wake the device for a control message without kicking a queue. */
 export function wakeDevice(regs: Int32Array): void {
+  Atomics.add(regs, Register.MESSAGES, 1); // after postMessage: the device that sees it finds the message
   Atomics.add(regs, Register.DOORBELL, 1);
   Atomics.notify(regs, Register.DOORBELL, 1);
 }
