@@ -122,23 +122,22 @@ function toChannelError(err: unknown): ChannelError {
 }
 
 /**
- * Reads the handshake from the socket with a deadline, then gives unread bytes back (`unshift`) and
- * leaves the socket paused, as the ChatChannelFactory contract asks.
+ * Reads the handshake from the socket with a deadline. It takes from the socket's buffer exactly the
+ * bytes the handshake needs (`socket.read(n)` in paused mode), so what the peer sent after it (its
+ * first messages, its END, even its FIN) stays in the socket for the chat session: nothing has to be
+ * given back, and an early FIN is not consumed (an `unshift` after the 'end' event would fail).
+ * Leaves the socket paused, as the ChatChannelFactory contract asks.
  */
 class HandshakeReader {
-  #buffer: Uint8Array = new Uint8Array(0);
   #waiter: (() => void) | undefined;
   #failure: Error | undefined;
   readonly #timer: NodeJS.Timeout;
-  readonly #onData = (chunk: Buffer) => {
-    this.#buffer = concatBytes(this.#buffer, chunk);
-    this.#wake();
-  };
+  readonly #onReadable = () => this.#wake();
   readonly #onEnd = () => this.#fail(new ChannelError('the peer closed the connection during the handshake'));
   readonly #onError = (err: Error) => this.#fail(new ChannelError(`connection failed during the handshake: ${err.message}`));
 
   constructor(private readonly socket: Socket, timeoutMs: number) {
-    socket.on('data', this.#onData);
+    socket.on('readable', this.#onReadable);
     socket.on('end', this.#onEnd);
     socket.on('close', this.#onEnd);
     socket.on('error', this.#onError);
@@ -156,25 +155,28 @@ class HandshakeReader {
     w?.();
   }
 
-  async #need(n: number): Promise<void> {
-    while (this.#buffer.length < n) {
+  /** Exactly `n` (> 0) bytes, or (with `upTo`) whatever is buffered, at most `n`. */
+  async #read(n: number, upTo = false): Promise<Uint8Array> {
+    for (;;) {
       if (this.#failure) throw this.#failure;
+      const want = upTo ? Math.min(n, this.socket.readableLength) : n;
+      // read(0) with nothing buffered lets a stream that got its FIN emit 'end' (which wakes us).
+      const chunk = this.socket.read(want) as Buffer | null;
+      if (chunk !== null) {
+        // At the end of the stream read(n) returns what is left, possibly less than n.
+        if (chunk.length < want || chunk.length === 0) throw new ChannelError('the peer closed the connection during the handshake');
+        return chunk;
+      }
+      if (this.socket.readableEnded || this.socket.destroyed) throw new ChannelError('the peer closed the connection during the handshake');
       await new Promise<void>((resolve) => (this.#waiter = resolve));
     }
   }
 
-  #take(n: number): Uint8Array {
-    const out = this.#buffer.slice(0, n);
-    this.#buffer = this.#buffer.slice(n);
-    return out;
-  }
-
   async readHello(): Promise<Uint8Array> {
-    await this.#need(1);
+    const first = await this.#read(1);
     // A peer that is not us (e.g. a plain chat server's busy notice) already differs in its first byte.
-    if (this.#buffer[0] !== HELLO_MAGIC[0]) return this.#take(1);
-    await this.#need(HELLO_LENGTH);
-    return this.#take(HELLO_LENGTH);
+    if (first[0] !== HELLO_MAGIC[0]) return first;
+    return concatBytes(first, await this.#read(HELLO_LENGTH - 1));
   }
 
   /**
@@ -185,8 +187,7 @@ class HandshakeReader {
     let bytes = first;
     try {
       while (!bytes.includes(0x0a) && bytes.length < 200) {
-        await this.#need(1);
-        bytes = concatBytes(bytes, this.#take(this.#buffer.length));
+        bytes = concatBytes(bytes, await this.#read(200 - bytes.length, true));
       }
     } catch {
       // closed or timed out: show what arrived
@@ -195,22 +196,18 @@ class HandshakeReader {
   }
 
   async readFrame(): Promise<Uint8Array> {
-    await this.#need(2);
-    const len = (this.#buffer[0]! << 8) | this.#buffer[1]!;
-    await this.#need(2 + len);
-    this.#take(2);
-    return this.#take(len);
+    const header = await this.#read(2);
+    const len = (header[0]! << 8) | header[1]!;
+    return len === 0 ? new Uint8Array(0) : await this.#read(len);
   }
 
   detach(): void {
     clearTimeout(this.#timer);
-    this.socket.off('data', this.#onData);
+    this.socket.off('readable', this.#onReadable);
     this.socket.off('end', this.#onEnd);
     this.socket.off('close', this.#onEnd);
     this.socket.off('error', this.#onError);
     this.socket.pause();
-    if (this.#buffer.length > 0 && !this.socket.destroyed) this.socket.unshift(Buffer.from(this.#buffer));
-    this.#buffer = new Uint8Array(0);
   }
 }
 

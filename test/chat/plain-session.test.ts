@@ -20,7 +20,8 @@ async function socketPair(t: { after(fn: () => unknown): void }): Promise<[Socke
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const ours = connect((server.address() as { port: number }).port, '127.0.0.1');
+  // ours is half-open like the chat server's and client's sockets: the peer's FIN leaves our direction open.
+  const ours = connect({ port: (server.address() as { port: number }).port, host: '127.0.0.1', allowHalfOpen: true });
   await once(ours, 'connect');
   const [theirs] = await accepted;
   server.close();
@@ -194,4 +195,109 @@ test('session: stdout failing ends it as output-error (the caller then exits), n
   theirs.write('second');
   const end = await session;
   assert.equal(end.reason, 'output-error');
+});
+
+/**
+ * A test double with an end-of-stream message, like the secure channel: data passes as is, the byte
+ * 0x00 is the end-of-chat; finish() refuses a FIN that did not come after the peer's end-of-chat.
+ * `gate` (if given) holds every seal() until it resolves; `sealing` resolves when a seal() starts.
+ */
+function endChannel(gate?: Promise<void>) {
+  let peerEnded = false;
+  let sealStarted: () => void = () => {};
+  const sealing = new Promise<void>((resolve) => (sealStarted = resolve));
+  let finished: () => void = () => {};
+  const finishedP = new Promise<void>((resolve) => (finished = resolve));
+  const channel: ChatChannel = {
+    status: 'test channel with an end of chat',
+    seal: async (p) => {
+      sealStarted();
+      await gate;
+      return p;
+    },
+    open: async (w) => {
+      const at = w.indexOf(0);
+      if (at < 0) return w;
+      peerEnded = true;
+      return w.subarray(0, at);
+    },
+    finish: () => {
+      finished();
+      if (!peerEnded) throw new ChannelError('connection truncated (test)');
+    },
+    end: () => Uint8Array.of(0),
+    peerEnded: () => peerEnded,
+    close: () => {},
+  };
+  return { channel, sealing, finished: finishedP, peerEndedNow: () => peerEnded };
+}
+
+test('session with an end of chat: EOF on input sends the end-of-chat after the data, then FIN; the peer\'s end then FIN is input-ended', async (t) => {
+  const [ours, theirs] = await socketPair(t);
+  const stdin = new PassThrough();
+  const { channel } = endChannel();
+  const session = runChatSession({ socket: ours, channel, input: new ChunkSource(stdin), output: collector().stream, lingerMs: 10_000 });
+  const theirView = readAll(theirs);
+  stdin.end('last words');
+  assert.equal(await theirView, 'last words\0');
+  theirs.end(Uint8Array.of(0));
+  assert.deepEqual(await session, { reason: 'input-ended' });
+});
+
+test('session with an end of chat: a chunk sealed while the peer ends still goes out, then our end-of-chat and FIN (peer-closed)', async (t) => {
+  const [ours, theirs] = await socketPair(t);
+  const stdin = new PassThrough();
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const { channel, sealing, finished } = endChannel(gate);
+  const input = new ChunkSource(stdin);
+  const stdout = collector();
+  const session = runChatSession({ socket: ours, channel, input, output: stdout.stream, lingerMs: 10_000 });
+  const theirView = readAll(theirs);
+  stdin.write('sealed before the peer ended');
+  await sealing;
+  theirs.end(Buffer.from('their last\0')); // their end-of-chat and FIN arrive while we are sealing
+  await finished; // the session has seen the peer's clean end
+  release();
+  assert.deepEqual(await session, { reason: 'peer-closed' });
+  // The sealed chunk was not dropped (for the secure channel that would be a nonce gap, reported by
+  // the peer as tampering): the peer gets it, then our end-of-chat, then our FIN.
+  assert.equal(await theirView, 'sealed before the peer ended\0');
+  assert.equal(stdout.text(), 'their last');
+});
+
+test('session with an end of chat: a FIN without the peer\'s end-of-chat is channel-error (truncated), and we still end properly', async (t) => {
+  const [ours, theirs] = await socketPair(t);
+  const { channel } = endChannel();
+  const session = runChatSession({ socket: ours, channel, input: new ChunkSource(new PassThrough()), output: collector().stream, lingerMs: 10_000 });
+  theirs.end('cut short');
+  const end = await session;
+  assert.equal(end.reason, 'channel-error');
+  assert.ok('error' in end && /connection truncated/.test(end.error.message));
+});
+
+test('session with an end of chat: a reset after the peer\'s end-of-chat is a normal end; a reset before it is truncation', async (t) => {
+  for (const endFirst of [true, false]) {
+    const [ours, theirs] = await socketPair(t);
+    const { channel, peerEndedNow } = endChannel();
+    let shown: (text: string) => void = () => {};
+    const firstOutput = new Promise<string>((resolve) => (shown = resolve));
+    const stdout = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        shown(chunk.toString());
+        cb();
+      },
+    });
+    const session = runChatSession({ socket: ours, channel, input: new ChunkSource(new PassThrough()), output: stdout, lingerMs: 10_000 });
+    theirs.write(endFirst ? Buffer.from('bye\0') : Buffer.from('bye'));
+    assert.equal(await firstOutput, 'bye'); // opened (and, with the end byte, the peer's end seen)
+    assert.equal(peerEndedNow(), endFirst);
+    theirs.resetAndDestroy();
+    const end = await session;
+    if (endFirst) assert.deepEqual(end, { reason: 'peer-closed' });
+    else {
+      assert.equal(end.reason, 'channel-error');
+      assert.ok('error' in end && /connection truncated: it broke before the peer's authenticated end of chat/.test(end.error.message));
+    }
+  }
 });

@@ -351,3 +351,68 @@ test('end of chat: a replayed END, or bytes after it, are refused; an END in pla
     }
   });
 });
+
+test("the server's handshake reply, a message, its END and its FIN all arrive before the client's handshake is done: nothing is lost", async () => {
+  await withDevice(async (device) => {
+    // Client side under test: c1 (ours, half-open like the chat client) <-> s1 (played by the test).
+    // The real server channel runs on s2 of a second pair; the test carries the bytes between them,
+    // holding the server's bytes until its whole last message, END and FIN can go out in one write.
+    const server = createServer({ allowHalfOpen: true });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as { port: number }).port;
+    const open = async (): Promise<[Socket, Socket]> => {
+      const accepted = once(server, 'connection') as Promise<[Socket]>;
+      const ours = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      await once(ours, 'connect');
+      const [theirs] = await accepted;
+      for (const s of [ours, theirs]) s.on('error', () => {});
+      return [ours, theirs];
+    };
+    const [c1, s1] = await open();
+    const [c2, s2] = await open();
+    try {
+      const psk = randomBytes(32);
+      s1.on('data', (b: Buffer) => c2.write(b)); // the client's hello and first handshake message
+      // The server's hello (4 bytes) and reply frame (2 + e 32 + empty payload's tag 16), held back.
+      const REPLY = 4 + 2 + 32 + 16;
+      const held: Buffer[] = [];
+      let replyIn: () => void = () => {};
+      const replyHeld = new Promise<void>((resolve) => (replyIn = resolve));
+      c2.on('data', (b: Buffer) => {
+        held.push(b);
+        if (Buffer.concat(held).length >= REPLY) replyIn();
+      });
+      const clientP = secureChannel({ device, psk })(c1, 'client');
+      const serverCh = await secureChannel({ device, psk })(s2, 'server');
+      await replyHeld;
+      assert.equal(Buffer.concat(held).length, REPLY);
+      const last = await serverCh.seal(enc('the last message\n'));
+      const end = await serverCh.end!();
+      const fromClient: Buffer[] = [];
+      s1.removeAllListeners('data');
+      s1.on('data', (b: Buffer) => fromClient.push(b));
+      s1.end(Buffer.concat([...held, last, end])); // one write, then FIN
+      const clientCh = await clientP;
+      // The session reads what the handshake did not need, straight from the socket.
+      const { runChatSession } = await import('../../src/chat/chat-session.js');
+      const { ChunkSource } = await import('../../src/chat/chunk-source.js');
+      const { PassThrough } = await import('node:stream');
+      const out = new PassThrough();
+      const shown: Buffer[] = [];
+      out.on('data', (b: Buffer) => shown.push(b));
+      const ended = await runChatSession({ socket: c1, channel: clientCh, input: new ChunkSource(new PassThrough()), output: out, lingerMs: 10_000 });
+      assert.deepEqual(ended, { reason: 'peer-closed' });
+      assert.equal(Buffer.concat(shown).toString(), 'the last message\n');
+      // ... and the client ended its direction with its own END, which the server channel accepts.
+      if (!s1.readableEnded) await once(s1, 'end');
+      assert.equal((await serverCh.open(Buffer.concat(fromClient))).length, 0);
+      assert.equal(serverCh.peerEnded?.(), true);
+      serverCh.finish();
+      serverCh.close();
+    } finally {
+      for (const s of [c1, s1, c2, s2]) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});

@@ -214,3 +214,138 @@ test('--passphrase-env on both sides: the same passphrase chats', async (t) => {
   server.stdin.end();
   assert.equal((await server.waitForExit()).code, 0);
 });
+
+/** Frames of one direction: 0 is the handshake message, then one frame per chat message, then the END. */
+const DROP_AT_END: { name: string; side: 'server' | 'client'; from: number }[] = [
+  { name: "the last message and the END dropped, then a clean close: the server reports it", side: 'server', from: 2 },
+  { name: 'only the END dropped, then a clean close: the server reports it', side: 'server', from: 3 },
+  { name: "the last message and the END dropped, then a clean close: the client reports it (exit 1)", side: 'client', from: 2 },
+];
+
+for (const attack of DROP_AT_END) {
+  test(`truncation at the end: ${attack.name}, and prints nothing of what was dropped`, async (t) => {
+    const [server, port] = await startServer(t);
+    let sawFirst: () => void = () => {};
+    const firstSeen = new Promise<void>((resolve) => (sawFirst = resolve));
+    // The receiver's direction: up (client -> server) when the server is the victim, down otherwise.
+    const proxy = await startRecordingProxy({
+      port,
+      transform: frameTransform(attack.side === 'server' ? 'up' : 'down', HELLO_BYTES, (frame, index) => {
+        if (index === 1) sawFirst();
+        return index >= attack.from ? [] : [frame];
+      }),
+    });
+    t.after(() => proxy.close());
+    const c = client(t, proxy.port);
+    await c.waitForStderr(/channel: Noise/);
+    await server.waitForStderr(/channel: Noise/);
+    const sender = attack.side === 'server' ? c : server;
+    const receiver = attack.side === 'server' ? server : c;
+    sender.stdin.write('first line, delivered\n');
+    await firstSeen;
+    await receiver.waitForStdout('first line, delivered\n');
+    sender.stdin.end('last line, cut off by the attacker\n'); // then the sender's END, then its FIN
+    if (attack.side === 'server') {
+      await server.waitForStderr(/dropped: connection truncated: it was closed before the peer's authenticated end of chat/);
+      await c.waitForExit();
+    } else {
+      const exit = await c.waitForExit();
+      assert.equal(exit.code, 1, c.stderr());
+      assert.match(c.stderr(), /connection dropped: connection truncated: it was closed before the peer's authenticated end of chat/);
+      assert.equal((await server.waitForExit()).code, 0, server.stderr());
+    }
+    const shown = attack.from === 3 ? 'first line, delivered\nlast line, cut off by the attacker\n' : 'first line, delivered\n';
+    assert.equal(receiver.stdout().toString(), shown);
+    // Without the attacker the same exchange ends cleanly (the END frame crossed the proxy here).
+    if (attack.side === 'server') {
+      const good = client(t, port);
+      good.stdin.end('an honest peer\n');
+      assert.equal((await good.waitForExit()).code, 0, good.stderr());
+      await server.waitForStderr(/peer went away/);
+      server.stdin.end();
+      assert.equal((await server.waitForExit()).code, 0);
+      assert.equal(server.stdout().toString(), `${shown}an honest peer\n`);
+    }
+  });
+}
+
+test('the server ends first (EOF on its input): its last message arrives, both exit 0', async (t) => {
+  const [server, port] = await startServer(t);
+  const proxy = await startRecordingProxy({ port });
+  t.after(() => proxy.close());
+  const c = client(t, proxy.port);
+  await server.waitForStderr(/channel: Noise/);
+  server.stdin.end('goodbye from the server\n');
+  const exit = await c.waitForExit();
+  assert.equal(exit.code, 0, c.stderr());
+  assert.match(c.stderr(), /peer closed the connection/);
+  assert.equal(c.stdout().toString(), 'goodbye from the server\n');
+  assert.equal((await server.waitForExit()).code, 0, server.stderr());
+  assert.match(server.stderr(), /end of input: closed the connection/);
+});
+
+test('simultaneous close: both inputs end at once with a last message; both print the other\'s and exit 0', async (t) => {
+  const [server, port] = await startServer(t);
+  const proxy = await startRecordingProxy({ port });
+  t.after(() => proxy.close());
+  const c = client(t, proxy.port);
+  await c.waitForStderr(/channel: Noise/);
+  await server.waitForStderr(/channel: Noise/);
+  c.stdin.end('bye from the client\n');
+  server.stdin.end('bye from the server\n');
+  const [ce, se] = await Promise.all([c.waitForExit(), server.waitForExit()]);
+  assert.equal(ce.code, 0, c.stderr());
+  assert.equal(se.code, 0, server.stderr());
+  assert.equal(c.stdout().toString(), 'bye from the server\n');
+  assert.equal(server.stdout().toString(), 'bye from the client\n');
+  assert.doesNotMatch(c.stderr() + server.stderr(), /truncated|authentication failed|dropped/);
+});
+
+/** Keeps writing a numbered line stream to `stdin` (with back-pressure) until `stop()`; returns what it wrote. */
+function endlessInput(stdin: NodeJS.WritableStream): { written: () => Buffer; stop: () => void } {
+  const chunks: Buffer[] = [];
+  let stopped = false;
+  let n = 0;
+  const pump = () => {
+    while (!stopped) {
+      const lines: string[] = [];
+      for (let i = 0; i < 1000; i++) lines.push(`stream line ${n++} of a long message\n`);
+      const chunk = Buffer.from(lines.join(''));
+      chunks.push(chunk);
+      if (!stdin.write(chunk)) {
+        stdin.once('drain', pump);
+        return;
+      }
+    }
+  };
+  pump();
+  return { written: () => Buffer.concat(chunks), stop: () => (stopped = true) };
+}
+
+for (const stillSending of ['server', 'client'] as const) {
+  test(`the peer ends while the ${stillSending} is still sending a long stream: no false alarm, the receiver gets a clean prefix, exit 0`, async (t) => {
+    const [server, port] = await startServer(t);
+    const proxy = await startRecordingProxy({ port });
+    t.after(() => proxy.close());
+    const c = client(t, proxy.port);
+    await c.waitForStderr(/channel: Noise/);
+    await server.waitForStderr(/channel: Noise/);
+    const sender = stillSending === 'server' ? server : c;
+    const ender = stillSending === 'server' ? c : server;
+    // The sender's input never runs dry, so it is sending (sealing, writing) whenever the END arrives.
+    const stream = endlessInput(sender.stdin);
+    t.after(() => stream.stop());
+    await ender.waitForStdoutLength(1);
+    ender.stdin.end('that is enough, bye\n');
+    await sender.waitForStdout('that is enough, bye\n');
+    // The ender exits once the sender's END and FIN are in; the client exits in both cases.
+    assert.equal((await c.waitForExit()).code, 0, c.stderr());
+    if (stillSending === 'client') assert.equal((await server.waitForExit()).code, 0, server.stderr());
+    else await server.waitForStderr(/peer went away/);
+    stream.stop();
+    const got = ender.stdout();
+    assert.ok(got.length > 0);
+    assert.deepEqual(got, stream.written().subarray(0, got.length), 'the receiver printed a prefix of the stream');
+    assert.doesNotMatch(c.stderr() + server.stderr(), /truncated|authentication failed|dropped/);
+  });
+}

@@ -45,8 +45,13 @@ test('vcrypto demo: exit 0 in under 30 s, device process, test-crypto, chat tap,
   assert.match(out, /the server printed the tampered message\? no/);
   assert.match(out, /\[crypto-client\] connection to .* failed: authentication failed/);
   assert.match(out, /dropped: authentication failed: the peer does not have the same key/);
-  // 4. the bench table, raw vs device, three sizes
-  assert.equal((out.match(/^\s+\d+\s+[\d.]+ MB\/s\s+[\d.]+ MB\/s\s+[\d.]+x$/gm) ?? []).length, 3, out);
+  // ... and the authenticated end of chat both ways (2-byte length + encrypted type byte + 16-byte tag)
+  assert.match(out, /client->server +\(end of chat: END, then FIN\) +19 B: 0011 /);
+  assert.match(out, /server->client +\(end of chat: END, then FIN\) +19 B: 0011 /);
+  // 4. the bench table, raw vs device at depth 1 and depth 64, three sizes
+  assert.match(out, /^\s+size\s+raw node:crypto\s+depth 1\s+ratio\s+depth 64\s+ratio$/m);
+  assert.equal((out.match(/^\s+\d+\s+[\d.]+ MB\/s\s+[\d.]+ MB\/s\s+[\d.]+x\s+[\d.]+ MB\/s\s+[\d.]+x$/gm) ?? []).length, 3, out);
+  assert.match(out, /depth = requests in flight/);
   assert.match(out, /^Done in [\d.]+ s/m);
 });
 
