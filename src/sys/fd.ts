@@ -52,11 +52,13 @@ export function signalEventFd(fd: number): boolean {
   return lastErrno() === errnoValues.EAGAIN;
 }
 
+/** One 8-byte buffer per thread for eventfd reads (every call below is synchronous). */
+const counter = Buffer.alloc(8);
+
 /** Reads (and so resets) an eventfd counter; 0n when it was not signalled (EAGAIN). Borrowed fd. */
 export function drainEventFd(fd: number): bigint {
-  const buf = Buffer.alloc(8);
-  const n = native.read(fd, buf, 8) as number;
-  if (n === 8) return buf.readBigUInt64LE(0);
+  const n = native.read(fd, counter, 8) as number;
+  if (n === 8) return counter.readBigUInt64LE(0);
   const errno = lastErrno();
   if (n < 0 && errno === errnoValues.EAGAIN) return 0n;
   throw new SysError('read(eventfd)', errno);
@@ -94,6 +96,51 @@ export function pollSync(fds: readonly PollRequest[], timeoutMs: number): number
     if (n >= 0) return revents(buf, fds.length);
     const errno = lastErrno();
     if (errno !== errnoValues.EINTR) throw new SysError('poll', errno);
+  }
+}
+
+/**
+ * A reusable poll(2) set for a thread's hot loop: the struct pollfd array is allocated once (and
+ * re-filled only when the set changes), and waiting allocates nothing. Blocks the calling thread
+ * (use in worker threads). The fds are borrowed.
+ */
+export class PollSet {
+  #buf: Buffer = Buffer.alloc(0);
+  #count = 0;
+
+  /** Number of entries. */
+  get size(): number {
+    return this.#count;
+  }
+
+  /** Replaces the entries. */
+  set(fds: readonly PollRequest[]): void {
+    if (this.#buf.length < 8 * fds.length) this.#buf = Buffer.alloc(8 * fds.length);
+    else this.#buf.fill(0);
+    for (let i = 0; i < fds.length; i++) {
+      const p = fds[i]!;
+      this.#buf.writeInt32LE(p.fd, 8 * i);
+      this.#buf.writeInt16LE(p.events, 8 * i + 4);
+    }
+    this.#count = fds.length;
+  }
+
+  /**
+   * poll(2) with `timeoutMs` (-1 = forever); returns how many entries have events (0 on timeout).
+   * EINTR is retried. Read each entry's events with revents(i) afterwards.
+   */
+  wait(timeoutMs: number): number {
+    for (;;) {
+      const n = native.poll(this.#buf, this.#count, timeoutMs) as number;
+      if (n >= 0) return n;
+      const errno = lastErrno();
+      if (errno !== errnoValues.EINTR) throw new SysError('poll', errno);
+    }
+  }
+
+  /** The revents of entry `i` from the last wait() (0 for an index out of range). */
+  revents(i: number): number {
+    return i >= 0 && i < this.#count ? this.#buf.readInt16LE(8 * i + 6) : 0;
   }
 }
 

@@ -50,7 +50,7 @@ import { DeviceQueue } from '../../virtqueue/device-queue.js';
 import { checkRingAlignment } from '../../virtqueue/layout.js';
 import type { DescriptorChain } from '../../virtqueue/chain.js';
 import { mapShared, getSeals, F_SEAL, MAX_MAPPING_BYTES, type Mapping } from '../../sys/memfd.js';
-import { closeFd, closeFds, drainEventFd, signalEventFd, setNonBlocking, pollSync, POLLIN } from '../../sys/fd.js';
+import { closeFd, closeFds, drainEventFd, signalEventFd, setNonBlocking, PollSet, POLLIN } from '../../sys/fd.js';
 import { VhostUserProtocolError, checkMessage, needsReply, requestName } from './message-table.js';
 import { ConnectionClosed, type VhostUserChannel, type VhostUserMessage } from './channel.js';
 
@@ -173,22 +173,33 @@ export class VhostUserBackendConnection {
    * peer breaks the protocol (throws VhostUserProtocolError). Never busy-polls.
    */
   run(stopFd: number): 'eof' | 'stopped' {
+    // Hot path: one poll(2), one read(2) of each signalled kick eventfd, the serve, one write(2) of
+    // the call eventfd per batch. The poll set is rebuilt only after a control message (the only
+    // thing that starts, stops, enables or re-kicks rings), so a request allocates nothing here.
+    const pollSet = new PollSet();
+    const started: number[] = [];
+    let stale = true;
     for (;;) {
-      const started: number[] = [];
-      const polls = [
-        { fd: this.#channel.socket.fd, events: POLLIN },
-        { fd: stopFd, events: POLLIN },
-      ];
-      this.#vrings.forEach((v, i) => {
-        if (v.queue !== null && v.enabled && v.kickFd >= 0) {
-          started.push(i);
-          polls.push({ fd: v.kickFd, events: POLLIN });
-        }
-      });
-      const revents = pollSync(polls, -1);
-      if ((revents[1] ?? 0) !== 0) return 'stopped';
-      started.forEach((index, k) => {
-        if ((revents[k + 2] ?? 0) === 0) return;
+      if (stale) {
+        started.length = 0;
+        const polls = [
+          { fd: this.#channel.socket.fd, events: POLLIN },
+          { fd: stopFd, events: POLLIN },
+        ];
+        this.#vrings.forEach((v, i) => {
+          if (v.queue !== null && v.enabled && v.kickFd >= 0) {
+            started.push(i);
+            polls.push({ fd: v.kickFd, events: POLLIN });
+          }
+        });
+        pollSet.set(polls);
+        stale = false;
+      }
+      pollSet.wait(-1);
+      if (pollSet.revents(1) !== 0) return 'stopped';
+      for (let k = 0; k < started.length; k++) {
+        if (pollSet.revents(k + 2) === 0) continue;
+        const index = started[k]!;
         const v = this.#vrings[index]!;
         try {
           drainEventFd(v.kickFd);
@@ -196,8 +207,8 @@ export class VhostUserBackendConnection {
           throw new VhostUserProtocolError(`vring ${index}: kick fd is unreadable`);
         }
         this.serveQueue(index);
-      });
-      if ((revents[0] ?? 0) !== 0) {
+      }
+      if (pollSet.revents(0) !== 0) {
         let msg: VhostUserMessage;
         try {
           msg = this.#channel.readMessageSync();
@@ -206,6 +217,7 @@ export class VhostUserBackendConnection {
           throw err;
         }
         this.handle(msg);
+        stale = true;
       }
     }
   }
