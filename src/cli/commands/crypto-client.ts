@@ -17,7 +17,7 @@ export const cryptoClientCommand: Command = {
   help: `Usage: vcrypto crypto-client <host> <port> (--psk-file FILE | --passphrase-env VAR) [--device SPEC]
 
 The lab's encrypted chat client. Like 'vcrypto client' (stdin to the server, the server to stdout,
-status on stderr; EOF on stdin sends what is left and exits 0; the server closing also exits 0),
+status on stderr; EOF on stdin sends what is left and exits 0; the server ending the chat also exits 0),
 but every byte on the wire is encrypted and authenticated.
 
 ${PROTOCOL_HELP}
@@ -33,7 +33,8 @@ ${DEVICE_OPTION_HELP}
 ${KEY_OPTION_HELP}
 
 Exit status: 0 when the chat ended, 1 when the connection or the handshake failed (wrong key:
-"authentication failed") or a message failed authentication, 2 for bad arguments.
+"authentication failed"), a message failed authentication, or the connection closed before the
+server's authenticated end of chat ("connection truncated"); 2 for bad arguments.
 
 Examples:
   vcrypto crypto-client 127.0.0.1 35001 --psk-file chat.key

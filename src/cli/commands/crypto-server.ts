@@ -31,8 +31,10 @@ export const KEY_OPTION_HELP = `Key (exactly one; both peers must use the same k
 export const PROTOCOL_HELP = `Protocol: ${SECURE_PROTOCOL} (Noise revision 34). The key authenticates both
 peers; fresh X25519 ephemerals give forward secrecy; every message is AES-256-GCM with a counter
 nonce, so a changed, replayed, reordered, dropped or truncated message ends the connection and is
-never printed. A wrong key: both sides say "authentication failed". SHA-256, HMAC-SHA256 (HKDF) and
-AES-GCM run on the crypto device; X25519 runs on node:crypto. There is no plaintext fallback.`;
+never printed. Each side ends the chat with an authenticated END message before closing: a
+connection that closes without it was cut short ("connection truncated"; the client exits 1).
+A wrong key: both sides say "authentication failed". SHA-256, HMAC-SHA256 (HKDF) and AES-GCM run
+on the crypto device; X25519 runs on node:crypto. There is no plaintext fallback.`;
 
 export interface ChatKeyValues {
   'psk-file'?: string | undefined;
