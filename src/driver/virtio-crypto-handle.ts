@@ -69,6 +69,21 @@ function writeDataHeader(mem: Uint8Array, dv: DataView, off: number, opcode: num
   for (const [at, v] of fields) dv.setUint32(off + at, v, true);
 }
 
+/**
+ * writeDataHeader for the commonest request, a plain cipher (§5.9.7.5 struct virtio_crypto_cipher_data_flf
+ * inside virtio_crypto_sym_data_flf with op_type SYM_OP_CIPHER, src_data_len = dst_data_len), without
+ * the per-request field list.
+ */
+function writeCipherHeader(mem: Uint8Array, dv: DataView, off: number, opcode: number, sessionId: bigint, ivLen: number, len: number): void {
+  mem.fill(0, off, off + OP_DATA_REQ_SIZE);
+  dv.setUint32(off + D.opcode, opcode, true);
+  dv.setBigUint64(off + D.sessionId, sessionId, true);
+  dv.setUint32(off + D.ivLen, ivLen, true);
+  dv.setUint32(off + D.srcDataLen, len, true);
+  dv.setUint32(off + D.dstDataLen, len, true);
+  dv.setUint32(off + D.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER, true);
+}
+
 /** Status byte of a data request: the last writable byte (struct virtio_crypto_inhdr, §5.9.7.3). */
 function dataStatus(mem: Uint8Array, woff: number, writeLen: number): number {
   return mem[woff + writeLen - 1]!;
@@ -296,12 +311,7 @@ export class VirtioHandle implements CryptoHandle {
       n + 1, //           writable: dst, status
       false,
       (mem, off, woff, dv) => {
-        writeDataHeader(mem, dv, off, opcode, sessionId, [
-          [D.ivLen, ivLen],
-          [D.srcDataLen, n],
-          [D.dstDataLen, n],
-          [D.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER],
-        ]);
+        writeCipherHeader(mem, dv, off, opcode, sessionId, ivLen, n);
         if (iv) mem.set(iv, off + REQ);
         mem.set(src, off + REQ + ivLen);
         mem[woff + n] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
