@@ -31,6 +31,7 @@ export const native = {
   sendmsg: lib.func('long sendmsg(int fd, const void *msg, int flags)'),
   recvmsg: lib.func('long recvmsg(int fd, void *msg, int flags)'),
   shutdown: lib.func('int shutdown(int fd, int how)'),
+  sched_yield: lib.func('int sched_yield(void)'),
 };
 
 /** Native memory (koffi.alloc / mmap results) as an opaque handle. */

@@ -257,7 +257,7 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
-export function startServer(opts: { dataQueues?: number; maxSessions?: number } = {}): ServerUnderTest {
+export function startServer(opts: { dataQueues?: number; maxSessions?: number; pollMicros?: number } = {}): ServerUnderTest {
   const dir = mkdtempSync(join(tmpdir(), 'vcrypto-vu-'));
   const path = join(dir, 'vc.sock');
   const logs: string[] = [];
@@ -267,6 +267,7 @@ export function startServer(opts: { dataQueues?: number; maxSessions?: number } 
   const server = VhostUserBackendServer.listen(path, {
     dataQueues: opts.dataQueues ?? 1,
     maxSessions: opts.maxSessions ?? 1024,
+    ...(opts.pollMicros !== undefined ? { pollMicros: opts.pollMicros } : {}),
     onConnectionClosed: (id) => {
       releasedIds.add(id);
       releaseWaiters.get(id)?.();

@@ -19,6 +19,8 @@ export interface BackendServerOptions {
   readonly maxSessions: number;
   /** Log every vhost-user message received. */
   readonly verbose?: boolean;
+  /** Bound of each connection's adaptive polling window after a completion, in µs (0: never poll). */
+  readonly pollMicros?: number;
   /** Where log lines go (one line each, no trailing newline). */
   readonly log: (line: string) => void;
   /** Called when a connection's worker has exited and everything it held is released. */
@@ -117,6 +119,7 @@ export class VhostUserBackendServer {
       dataQueues: this.#opts.dataQueues,
       maxSessions: this.#opts.maxSessions,
       verbose: this.#opts.verbose ?? false,
+      ...(this.#opts.pollMicros !== undefined ? { pollMicros: this.#opts.pollMicros } : {}),
     };
     const worker = startWorker(workerUrl(), data);
     let resolveExit!: () => void;

@@ -28,10 +28,11 @@ try {
   connection = new VhostUserBackendConnection(channel, device, {
     dataQueues: data.dataQueues,
     verbose: data.verbose,
+    ...(data.pollMicros !== undefined ? { pollMicros: data.pollMicros } : {}),
     log: (line) => post({ type: 'log', line: `${prefix}: ${line}` }),
   });
   reason = connection.run(data.stopFd);
-  post({ type: 'log', line: `${prefix}: ${reason === 'eof' ? 'front-end disconnected' : 'stopped'} after ${connection.messages} messages` });
+  post({ type: 'log', line: `${prefix}: ${reason === 'eof' ? 'front-end disconnected' : 'stopped'} after ${connection.messages} messages; ${connection.pollHits} requests found by polling` });
 } catch (err) {
   if (err instanceof VhostUserProtocolError) {
     reason = 'violation';

@@ -11,6 +11,8 @@ export interface ConnectionWorkerData {
   readonly maxSessions: number;
   /** Log every message received (request, flags, size, fd count). */
   readonly verbose: boolean;
+  /** Bound of the adaptive polling window after a completion (µs); undefined = the default. */
+  readonly pollMicros?: number;
 }
 
 export type FromConnectionWorker =
