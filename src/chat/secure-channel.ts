@@ -280,11 +280,9 @@ class SecureChannel implements ChatChannel {
         // (a failed decrypt does not advance the nonce, Noise §5.1, so it fails the same way).
         this.#deferred = err;
         const rest = [...frames.slice(i).map(encodeFrame), this.#decoder.takeRest()].reduce(concatBytes, new Uint8Array(0));
-        try {
-          this.socket.unshift(Buffer.from(rest));
-        } catch {
-          // the stream already ended: finish() reports the deferred error
-        }
+        // After the 'end' event an unshift would fail the socket with its own error (and hide this
+        // one): the stream has ended, so finish() reports the deferred error instead.
+        if (!this.socket.readableEnded && !this.socket.destroyed) this.socket.unshift(Buffer.from(rest));
         break;
       }
     }
