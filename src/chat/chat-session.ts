@@ -11,6 +11,10 @@
  *    until it closes too, or stays silent for `lingerMs` ... 'input-ended'
  *  - writing to our output (stdout) fails .................. 'output-error'
  *  - reading our input (stdin) fails ....................... 'input-error'
+ * With a channel that has an end-of-chat (`channel.end`, the secure chat): we send it before every
+ * FIN of ours (also when the peer ended first); the peer's FIN or a reset counts as a clean end only
+ * after the peer's end-of-chat, else it is 'channel-error' ("connection truncated").
+ * The socket should be half-open (`allowHalfOpen`), so the peer's FIN leaves our direction open.
  * It never throws. The socket is closed and `channel.close()` called before it resolves.
  */
 import type { Socket } from 'node:net';
