@@ -123,6 +123,10 @@ const PUBLISH_EVERY = 32;
 
 /** One polling episode ends after this long even if requests keep coming (control messages wait). */
 const MAX_POLL_EPISODE_MS = 2;
+/** A gap this long between two polling checks means this thread was descheduled (a busy host). */
+const PREEMPTED_MS = 0.1;
+/** Consecutive missed episodes skip up to 2^this - 1 of the following ones. */
+const MAX_POLL_BACKOFF = 6;
 
 interface Vring {
   num: number;
@@ -169,6 +173,8 @@ export class VhostUserBackendConnection {
   readonly #pollBoundMs: number;
   #gapAverageMs = Infinity;
   #lastCompletionMs = 0;
+  #pollBackoff = 0;
+  #pollSkips = 0;
   /** Polling episodes that found work / ran out (for tests and measurements). */
   pollHits = 0;
   pollMisses = 0;
@@ -647,19 +653,31 @@ export class VhostUserBackendConnection {
    * and QEMU's I/O thread may need it). Serves what arrives; an episode ends after
    * MAX_POLL_EPISODE_MS so control messages are never starved. Does nothing when requests come
    * slower than the bound (or when idle: nothing completed, nothing to poll for).
+   * On a busy host polling competes with the very threads that produce the next request: an
+   * episode that finds nothing, or in which this thread was descheduled (a gap between two checks
+   * longer than PREEMPTED_MS), ends as a miss, and consecutive misses skip the next 1, 3, 7, ...
+   * 63 completions' episodes (any hit resets that back-off).
    */
   #pollForWork(rings: readonly number[]): void {
     const bound = this.#pollBoundMs;
     if (bound === 0 || !(this.#gapAverageMs < bound)) return;
+    if (this.#pollSkips > 0) {
+      this.#pollSkips--;
+      return;
+    }
     const window = Math.min(bound, 2 * this.#gapAverageMs);
-    const episodeEnd = performance.now() + MAX_POLL_EPISODE_MS;
+    let prev = performance.now();
+    const episodeEnd = prev + MAX_POLL_EPISODE_MS;
     let deadline = this.#lastCompletionMs + window;
     for (;;) {
       const now = performance.now();
-      if (now >= deadline || now >= episodeEnd) {
+      if (now >= deadline || now >= episodeEnd || now - prev > PREEMPTED_MS) {
         this.pollMisses++;
+        this.#pollBackoff = Math.min(this.#pollBackoff + 1, MAX_POLL_BACKOFF);
+        this.#pollSkips = (1 << this.#pollBackoff) - 1;
         return;
       }
+      prev = now;
       let found = -1;
       for (let k = 0; k < rings.length && found < 0; k++) {
         const q = this.#vrings[rings[k]!]!.queue;
@@ -670,8 +688,10 @@ export class VhostUserBackendConnection {
         continue;
       }
       this.pollHits++;
+      this.#pollBackoff = 0;
       this.#noteRequestGap();
       if (this.#serveQuietly(found) > 0) deadline = this.#lastCompletionMs + window;
+      prev = performance.now();
     }
   }
 
