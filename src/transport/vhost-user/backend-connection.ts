@@ -88,12 +88,14 @@ export interface BackendConnectionOptions {
 
 /**
  * Default bound of the polling window after a completion. A TCG guest running one AF_ALG request
- * at a time submits its next request ~150-250 µs after our interrupt at 4-16 KiB, ~400-600 µs at
- * 64 KiB; polling that long saves the guest's kick (an MMIO exit) and our wake-up, and costs
- * nothing when idle (the window only follows a completion and shrinks to 0 when requests come
- * slower than this). Measured with `vcrypto vm --bench`: 4 KiB +30%, 16 KiB +15% ops/s.
+ * at a time submits its next request ~125-150 µs after our interrupt at 4 KiB, ~300 µs at 16 KiB,
+ * ~500 µs at 64 KiB (measured). Polling saves the guest's kick (an MMIO exit, then the vCPU halts)
+ * and our wake-up: ~75 µs per 4 KiB request (`vcrypto vm --bench`: +30% ops/s at 4 KiB). On a
+ * 2-core host it also takes CPU from the vCPU while the guest works, which cancels the gain for
+ * long gaps, so requests that come slower than this are not polled for (64 KiB), nor is an idle
+ * connection (the window only follows a completion).
  */
-export const DEFAULT_POLL_MICROS = 800;
+export const DEFAULT_POLL_MICROS = 400;
 
 /**
  * Virtio feature bits offered by GET_FEATURES: INDIRECT_DESC, EVENT_IDX, VERSION_1 and
