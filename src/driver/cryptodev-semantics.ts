@@ -56,6 +56,13 @@ export function cipherIvLength(cipher: CipherAlgorithm): number {
   return cipher === 'aes-ecb' ? 0 : AES_BLOCK_SIZE;
 }
 
+function equalHalves(key: Uint8Array): boolean {
+  const half = key.length / 2;
+  let diff = 0;
+  for (let i = 0; i < half; i++) diff |= key[i]! ^ key[half + i]!;
+  return diff === 0;
+}
+
 /** GCM tag lengths allowed by NIST SP 800-38D §5.2.1.2 (bytes). */
 export function isValidGcmTagLength(n: number): boolean {
   return Number.isInteger(n) && (n === 4 || n === 8 || (n >= 12 && n <= 16));
@@ -74,6 +81,9 @@ export function validateSessionOptions(opts: SessionOptions, limits: Pick<Device
     if (!validCipherKeyLengths(cipher).includes(key.length)) {
       throw new CryptoError('EINVAL', `bad key length ${key.length} for ${cipher} (expected ${validCipherKeyLengths(cipher).join('/')} bytes)`);
     }
+    // XTS with identical key halves has no security (the tweak key equals the data key); OpenSSL 3
+    // refuses it ("xts duplicated keys") and our device answers VIRTIO_CRYPTO_KEY_REJECTED.
+    if (cipher === 'aes-xts' && equalHalves(key)) throw new CryptoError('EINVAL', 'aes-xts key rejected: the two key halves must differ');
   };
   const checkAuthKey = (key: Uint8Array): void => {
     if (!(key instanceof Uint8Array)) throw new CryptoError('EINVAL', 'MAC key must be a Uint8Array');
