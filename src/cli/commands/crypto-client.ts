@@ -2,14 +2,11 @@
  * `vcrypto crypto-client <host> <port>`: the lab's encrypted chat client (`./crypto-client`),
  * Noise_NNpsk0_25519_AESGCM_SHA256 with the crypto on the selected device.
  */
-import { ChatError } from '../../chat/chat-error.js';
 import { runChatClient } from '../../chat/chat-client.js';
-import { secureChannel } from '../../chat/secure-channel.js';
-import { wipe } from '../../chat/noise/noise-error.js';
-import type { CryptoDevice } from '../../driver/api.js';
-import { DEVICE_OPTION_HELP } from '../../transport/open-device.js';
-import { CliError, UsageError, parseCommandArgs, parsePort, type Command } from '../command.js';
-import { CRYPTO_CHAT_OPTIONS, KEY_OPTION_HELP, PROTOCOL_HELP, checkDeviceSpec, loadChatKey, openChatDevice } from './crypto-server.js';
+import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP } from '../../transport/open-device.js';
+import { UsageError, parseCommandArgs, parsePort, type Command } from '../command.js';
+import { CRYPTO_CHAT_OPTIONS, KEY_OPTION_HELP, PROTOCOL_HELP, runSecureChat } from './crypto-server.js';
+import { checkDeviceSpec } from './crypto-common.js';
 
 export const cryptoClientCommand: Command = {
   name: 'crypto-client',
@@ -48,21 +45,7 @@ Examples:
     const [host = '', portText = ''] = positionals;
     if (host === '') throw new UsageError("invalid host ''");
     const port = parsePort(portText);
-    const spec = checkDeviceSpec(values.device);
-    const log = (line: string) => process.stderr.write(`[crypto-client] ${line}\n`);
-    const psk = await loadChatKey(values, log);
-    let device: CryptoDevice | undefined;
-    try {
-      device = await openChatDevice(spec);
-      log(`crypto device: ${device.info.description} (--device ${device.info.spec})`);
-      await runChatClient({ host, port, channel: secureChannel({ device, psk }), log });
-    } catch (err) {
-      if (err instanceof ChatError) throw new CliError(err.message, 1, { cause: err });
-      throw err;
-    } finally {
-      wipe(psk);
-      await device?.close();
-    }
-    return 0;
+    const spec = checkDeviceSpec(values.device ?? DEFAULT_DEVICE_SPEC);
+    return runSecureChat('crypto-client', values, spec, (channel, log) => runChatClient({ host, port, channel, log }));
   },
 };

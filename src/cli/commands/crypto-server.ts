@@ -10,7 +10,9 @@ import { SECURE_PROTOCOL, secureChannel } from '../../chat/secure-channel.js';
 import { SCRYPT_PARAMS, SecureKeyError, keyFromPassphraseEnv, readKeyFile } from '../../chat/secure-key.js';
 import { wipe } from '../../chat/noise/noise-error.js';
 import { CryptoError, type CryptoDevice } from '../../driver/api.js';
-import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, openDevice, parseDeviceSpec } from '../../transport/open-device.js';
+import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, openDevice } from '../../transport/open-device.js';
+import type { ChatChannelFactory } from '../../chat/chat-channel.js';
+import { checkDeviceSpec } from './crypto-common.js';
 import { CliError, UsageError, parseCommandArgs, parsePort, type Command } from '../command.js';
 
 export const DEFAULT_CRYPTO_CHAT_HOST = '127.0.0.1';
@@ -56,25 +58,37 @@ export async function loadChatKey(values: ChatKeyValues, log: (line: string) => 
   }
 }
 
-/** Validates the --device spec (exit 2 for a spec that names nothing). */
-export function checkDeviceSpec(spec: string | undefined): string {
-  const s = spec ?? DEFAULT_DEVICE_SPEC;
+/**
+ * The part crypto-server and crypto-client share: load the key, open the device (a CryptoError becomes
+ * a one-line CliError), say which device does the crypto, run the chat over the secure channel, and
+ * always wipe the key and close the device.
+ */
+export async function runSecureChat(
+  name: string,
+  values: ChatKeyValues,
+  spec: string,
+  run: (channel: ChatChannelFactory, log: (line: string) => void) => Promise<void>,
+): Promise<number> {
+  const log = (line: string) => process.stderr.write(`[${name}] ${line}\n`);
+  const psk = await loadChatKey(values, log);
+  let device: CryptoDevice | undefined;
   try {
-    parseDeviceSpec(s);
+    try {
+      device = await openDevice(spec);
+    } catch (err) {
+      if (err instanceof CryptoError) throw new CliError(`cannot open crypto device '${spec}': ${err.message}`, 1, { cause: err });
+      throw err;
+    }
+    log(`crypto device: ${device.info.description} (--device ${device.info.spec})`);
+    await run(secureChannel({ device, psk }), log);
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message.replace(/^EINVAL: /, '') : String(err));
-  }
-  return s;
-}
-
-/** Opens the device (a CryptoError becomes a one-line CliError). */
-export async function openChatDevice(spec: string): Promise<CryptoDevice> {
-  try {
-    return await openDevice(spec);
-  } catch (err) {
-    if (err instanceof CryptoError) throw new CliError(`cannot open crypto device '${spec}': ${err.message}`, 1, { cause: err });
+    if (err instanceof ChatError) throw new CliError(err.message, 1, { cause: err });
     throw err;
+  } finally {
+    wipe(psk);
+    await device?.close();
   }
+  return 0;
 }
 
 export const cryptoServerCommand: Command = {
@@ -108,21 +122,7 @@ Examples:
     const host = values.host ?? DEFAULT_CRYPTO_CHAT_HOST;
     if (host === '') throw new UsageError("invalid host ''");
     const port = values.port === undefined ? DEFAULT_CRYPTO_CHAT_PORT : parsePort(values.port, { allowZero: true });
-    const spec = checkDeviceSpec(values.device);
-    const log = (line: string) => process.stderr.write(`[crypto-server] ${line}\n`);
-    const psk = await loadChatKey(values, log);
-    let device: CryptoDevice | undefined;
-    try {
-      device = await openChatDevice(spec);
-      log(`crypto device: ${device.info.description} (--device ${device.info.spec})`);
-      await runChatServer({ host, port, channel: secureChannel({ device, psk }), log });
-    } catch (err) {
-      if (err instanceof ChatError) throw new CliError(err.message, 1, { cause: err });
-      throw err;
-    } finally {
-      wipe(psk);
-      await device?.close();
-    }
-    return 0;
+    const spec = checkDeviceSpec(values.device ?? DEFAULT_DEVICE_SPEC);
+    return runSecureChat('crypto-server', values, spec, (channel, log) => runChatServer({ host, port, channel, log }));
   },
 };

@@ -26,7 +26,7 @@ import type { CryptoDevice, CryptoHandle, Session } from '../../driver/api.js';
 import { openDevice } from '../../transport/open-device.js';
 import { CliError, parseCommandArgs, type Command } from '../command.js';
 import { runLabTest } from './crypto-common.js';
-import { checkDeviceSpec } from './crypto-server.js';
+import { checkDeviceSpec } from './crypto-common.js';
 
 const print = (line = '') => process.stdout.write(`${line}\n`);
 const heading = (n: number, title: string) => print(`\n== ${n}. ${title} ==`);
