@@ -145,6 +145,61 @@ describe('DeviceQueue: chains written byte by byte from the spec', () => {
   });
 });
 
+describe('DeviceQueue: repeated descriptor ranges (Linux duplicates scatterlist entries)', () => {
+  it('maps every repetition to its own range: same address with other lengths, straddling, read then write', () => {
+    const r = new RawRing({
+      size: 4,
+      regions: [
+        { gpa: 0x100000n, size: 0x4000 },
+        { gpa: 0x104000n, size: 0x4000 },
+      ],
+    });
+    r.write(0x102000n, pattern(64, 1));
+    r.write(0x103ff0n, pattern(32, 2)); // 16 bytes in region 0, 16 in region 1
+    const d = [
+      { addr: 0x102000n, len: 64, flags: F_NEXT }, // e1
+      { addr: 0x103ff0n, len: 32, flags: F_NEXT }, // e2 (two views)
+      { addr: 0x103ff0n, len: 32, flags: F_NEXT }, // e2 again
+      { addr: 0x102000n, len: 8, flags: F_NEXT }, // e1's address, shorter
+      { addr: 0x102000n, len: 64, flags: F_NEXT }, // e1 again
+      { addr: 0x102000n, len: 64, flags: F_NEXT | F_WRITE }, // e1's range, now writable
+      { addr: 0x102000n, len: 128, flags: F_WRITE }, // e1's address, longer
+    ];
+    d.forEach((e, i) => r.writeDesc(i, { ...e, next: i + 1 }, 0x101000n));
+    r.writeDesc(0, { addr: 0x101000n, len: 16 * d.length, flags: F_INDIRECT });
+    r.pushAvail(0);
+    const c = ok(r.deviceQueue().popChain());
+    const shape = (v: Uint8Array): [number, number, boolean] => [v.byteOffset, v.byteLength, v.buffer === r.regions[0]!.bytes.buffer];
+    assert.deepEqual(c.readable.map(shape), [
+      [0x2000, 64, true],
+      [0x3ff0, 16, true],
+      [0, 16, false],
+      [0x3ff0, 16, true],
+      [0, 16, false],
+      [0x2000, 8, true],
+      [0x2000, 64, true],
+    ]);
+    assert.deepEqual(c.writable.map(shape), [
+      [0x2000, 64, true],
+      [0x2000, 128, true],
+    ]);
+    assert.deepEqual(concat(c.readable), [...pattern(64, 1), ...pattern(32, 2), ...pattern(32, 2), ...pattern(8, 1), ...pattern(64, 1)]);
+    assert.equal(c.readableLength, 64 + 32 + 32 + 8 + 64);
+    assert.equal(c.writableLength, 64 + 128);
+  });
+
+  it('still bounds-checks a longer range at an address seen earlier in the chain', () => {
+    const r = new RawRing({ size: 4, regions: [{ gpa: 0x100000n, size: 0x4000 }] });
+    r.writeDesc(0, { addr: 0x103f00n, len: 0x100, flags: F_NEXT, next: 1 }); // ends exactly at the region end
+    r.writeDesc(1, { addr: 0x103f00n, len: 0x101, flags: F_WRITE }); // one byte past it
+    r.pushAvail(0);
+    const p = r.deviceQueue().popChain();
+    assert.ok(p !== null && !p.ok);
+    assert.equal(p.error.kind, 'address-out-of-bounds');
+    assert.equal(p.head, 0);
+  });
+});
+
 describe('DeviceQueue: vhost-user style memory', () => {
   it('rings found through front-end virtual addresses, descriptors through guest-physical ones', () => {
     // Two regions like QEMU's (below 640 KiB, and from 1 MiB), each with its own mmap address.
