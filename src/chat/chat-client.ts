@@ -9,29 +9,12 @@
  *  - Connection refused, unknown host, a channel failure, stdout closed: a one-line `ChatError`.
  */
 import { connect, type Socket } from 'node:net';
-import type { Readable, Writable } from 'node:stream';
-import type { ChatChannelFactory } from './chat-channel.js';
 import { ChatError, errorLine } from './chat-error.js';
 import { runChatSession } from './chat-session.js';
 import { ChunkSource } from './chunk-source.js';
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS, openChannel } from './open-channel.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_LINGER_MS, openChannel, type ChatEndpointOptions } from './open-channel.js';
 
-export interface ChatClientOptions {
-  readonly host: string;
-  readonly port: number;
-  readonly channel: ChatChannelFactory;
-  /** One line on stderr per status change (no trailing newline). */
-  readonly log: (line: string) => void;
-  /** Default process.stdin / process.stdout. */
-  readonly input?: Readable;
-  readonly output?: Writable;
-  /** How long a closing connection may take to finish its FIN exchange (default 2000 ms). */
-  readonly lingerMs?: number;
-  /** Deadline for the channel factory (its handshake), default 10000 ms. */
-  readonly handshakeTimeoutMs?: number;
-}
-
-const DEFAULT_LINGER_MS = 2000;
+export type ChatClientOptions = ChatEndpointOptions;
 
 export async function runChatClient(options: ChatClientOptions): Promise<void> {
   const { host, port, channel, log } = options;

@@ -3,10 +3,30 @@
  * never finishes its handshake cannot hold the one-peer server (or a client) forever.
  */
 import type { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { ChannelError, type ChatChannel, type ChatChannelFactory, type ChatRole } from './chat-channel.js';
 
 /** Default deadline for a channel's handshake. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** How long a closing connection may take to finish its FIN exchange. */
+export const DEFAULT_LINGER_MS = 2000;
+
+/** What the chat server and the chat client both take. */
+export interface ChatEndpointOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly channel: ChatChannelFactory;
+  /** One line on stderr per status change (no trailing newline). */
+  readonly log: (line: string) => void;
+  /** Default process.stdin / process.stdout. */
+  readonly input?: Readable;
+  readonly output?: Writable;
+  /** How long a closing connection may take to finish its FIN exchange (default 2000 ms). */
+  readonly lingerMs?: number;
+  /** Deadline for the channel factory (its handshake), default 10000 ms. */
+  readonly handshakeTimeoutMs?: number;
+}
 
 /**
  * Resolves with the factory's channel, or rejects with the factory's error, or with a
