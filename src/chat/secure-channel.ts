@@ -9,7 +9,10 @@ import type { CryptoDevice, CryptoHandle } from '../driver/api.js';
 import { ChannelError, type ChatChannel, type ChatChannelFactory, type ChatRole } from './chat-channel.js';
 import type { CipherState } from './noise/cipher-state.js';
 import { HandshakeState, PSKLEN, protocolName, type TransportKeys } from './noise/handshake-state.js';
-import { NoiseError, NoiseErrorCode, wipe } from './noise/noise-error.js';
+import { NoiseError, NoiseErrorCode } from './noise/noise-error.js';
+import { zeroize } from '../driver/cryptodev-semantics.js';
+import { concat } from './noise/symmetric-state.js';
+
 import {
   FrameDecoder,
   HELLO_LENGTH,
@@ -19,7 +22,6 @@ import {
   PayloadType,
   SECURE_CHAT_VERSION,
   checkHello,
-  concatBytes,
   encodeFrame,
   hello,
   printableLine,
@@ -59,10 +61,10 @@ async function establish(socket: Socket, role: ChatRole, options: SecureChannelO
       prologue: prologue(SECURE_CHAT_VERSION),
       psk,
     });
-    wipe(psk);
+    zeroize(psk);
     if (role === 'client') {
       // -> psk, e   (sent together with our hello: one round trip for the whole handshake)
-      socket.write(concatBytes(hello(), encodeFrame(await hs.writeMessage(new Uint8Array(0)))));
+      socket.write(concat(hello(), encodeFrame(await hs.writeMessage(new Uint8Array(0)))));
       await expectHello(reader, role);
       // <- e, ee
       await readHandshakeMessage(reader, hs, socket);
@@ -77,7 +79,7 @@ async function establish(socket: Socket, role: ChatRole, options: SecureChannelO
     return new SecureChannel(handle, keys, options.device.info.description, socket);
   } catch (err) {
     reader.detach();
-    wipe(psk);
+    zeroize(psk);
     await hs?.destroy().catch(() => {});
     await handle?.close().catch(() => {});
     throw toChannelError(err);
@@ -176,7 +178,7 @@ class HandshakeReader {
     const first = await this.#read(1);
     // A peer that is not us (e.g. a plain chat server's busy notice) already differs in its first byte.
     if (first[0] !== HELLO_MAGIC[0]) return first;
-    return concatBytes(first, await this.#read(HELLO_LENGTH - 1));
+    return concat(first, await this.#read(HELLO_LENGTH - 1));
   }
 
   /**
@@ -187,7 +189,7 @@ class HandshakeReader {
     let bytes = first;
     try {
       while (!bytes.includes(0x0a) && bytes.length < 200) {
-        bytes = concatBytes(bytes, await this.#read(200 - bytes.length, true));
+        bytes = concat(bytes, await this.#read(200 - bytes.length, true));
       }
     } catch {
       // closed or timed out: show what arrived
@@ -249,9 +251,9 @@ class SecureChannel implements ChatChannel {
       payload[0] = last ? PayloadType.DATA_FINAL : PayloadType.DATA_MORE;
       payload.set(data, 1);
       frames.push(encodeFrame(await this.#send.encryptWithAd(new Uint8Array(0), payload)));
-      wipe(payload);
+      zeroize(payload);
     }
-    return frames.length === 1 ? frames[0]! : frames.reduce(concatBytes, new Uint8Array(0));
+    return frames.length === 1 ? frames[0]! : concat(...frames);
   }
 
   /** Our authenticated end of chat: one END frame, the last we send (see secure-framing.ts). */
@@ -279,14 +281,14 @@ class SecureChannel implements ChatChannel {
         // error right after. The bad bytes go back to the socket so the next read fails at once
         // (a failed decrypt does not advance the nonce, Noise §5.1, so it fails the same way).
         this.#deferred = err;
-        const rest = [...frames.slice(i).map(encodeFrame), this.#decoder.takeRest()].reduce(concatBytes, new Uint8Array(0));
+        const rest = concat(...frames.slice(i).map(encodeFrame), this.#decoder.takeRest());
         // After the 'end' event an unshift would fail the socket with its own error (and hide this
         // one): the stream has ended, so finish() reports the deferred error instead.
         if (!this.socket.readableEnded && !this.socket.destroyed) this.socket.unshift(Buffer.from(rest));
         break;
       }
     }
-    return complete.length === 1 ? complete[0]! : complete.reduce(concatBytes, new Uint8Array(0));
+    return complete.length === 1 ? complete[0]! : concat(...complete);
   }
 
   /** Decrypts one frame; returns a whole chat message once its DATA_FINAL fragment is in. */
@@ -318,7 +320,7 @@ class SecureChannel implements ChatChannel {
     if (this.#fragmentBytes > MAX_MESSAGE) throw new ChannelError(`secure channel: a chat message exceeds ${MAX_MESSAGE} bytes`);
     this.#fragments.push(payload.subarray(1));
     if (type !== PayloadType.DATA_FINAL) return undefined;
-    const message = this.#fragments.length === 1 ? this.#fragments[0]! : this.#fragments.reduce(concatBytes, new Uint8Array(0));
+    const message = this.#fragments.length === 1 ? this.#fragments[0]! : concat(...this.#fragments);
     this.#fragments = [];
     this.#fragmentBytes = 0;
     return message;

@@ -24,6 +24,7 @@
  */
 import { NOISE_MAX_MESSAGE } from './noise/handshake-state.js';
 import { TAGLEN } from './noise/cipher-state.js';
+import { concat } from './noise/symmetric-state.js';
 
 /** Version 2 added the END frame (a version-1 peer never sends one: refused by version, not as truncated). */
 export const SECURE_CHAT_VERSION = 2;
@@ -97,7 +98,7 @@ export class FrameDecoder {
 
   /** Appends bytes and returns every frame they complete, in order. */
   push(bytes: Uint8Array): Uint8Array[] {
-    this.#buffer = this.#buffer.length === 0 ? Uint8Array.from(bytes) : concatBytes(this.#buffer, bytes);
+    this.#buffer = this.#buffer.length === 0 ? Uint8Array.from(bytes) : concat(this.#buffer, bytes);
     const frames: Uint8Array[] = [];
     let at = 0;
     for (;;) {
@@ -122,11 +123,4 @@ export class FrameDecoder {
     this.#buffer = new Uint8Array(0);
     return rest;
   }
-}
-
-export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

@@ -13,7 +13,7 @@
 import { randomBytes, scrypt } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { PSKLEN } from './noise/handshake-state.js';
-import { wipe } from './noise/noise-error.js';
+import { zeroize } from '../driver/cryptodev-semantics.js';
 
 export const SCRYPT_PARAMS = { N: 2 ** 15, r: 8, p: 1 } as const;
 export const PASSPHRASE_SALT = 'vcrypto secure chat v1 passphrase';
@@ -54,7 +54,7 @@ export function parseKey(content: Uint8Array): Uint8Array {
     throw new SecureKeyError(`not a key file: expected ${2 * PSKLEN} hex digits or ${PSKLEN} raw bytes (make one with 'vcrypto keygen')`);
   }
   if (key.every((b) => b === 0)) {
-    wipe(key);
+    zeroize(key);
     throw new SecureKeyError('the key is all zeros; make a real one with vcrypto keygen');
   }
   return key;
@@ -84,7 +84,7 @@ export async function readKeyFile(path: string, warn: (line: string) => void = (
     if (err instanceof SecureKeyError) throw new SecureKeyError(`key file ${path}: ${err.message}`);
     throw err;
   } finally {
-    wipe(content);
+    zeroize(content);
   }
 }
 
@@ -100,10 +100,10 @@ export async function keyFromPassphrase(passphrase: string, warn: (line: string)
       scrypt(secret, PASSPHRASE_SALT, PSKLEN, { ...SCRYPT_PARAMS, maxmem: 64 * 1024 * 1024 }, (err, out) => (err ? reject(err) : resolve(out))),
     );
     const copy = new Uint8Array(key);
-    wipe(key);
+    zeroize(key);
     return copy;
   } finally {
-    wipe(secret);
+    zeroize(secret);
   }
 }
 

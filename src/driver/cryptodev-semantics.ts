@@ -207,6 +207,6 @@ export function chainHashCoversSource(order: 'cipher-then-hash' | 'hash-then-cip
 }
 
 /** Zeroes a secret buffer in place (keys, when a session or handle closes). */
-export function zeroize(buf: Uint8Array | undefined): void {
-  buf?.fill(0);
+export function zeroize(...buffers: (Uint8Array | undefined)[]): void {
+  for (const b of buffers) b?.fill(0);
 }

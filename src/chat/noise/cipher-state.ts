@@ -6,7 +6,9 @@
  * with it, so creating the session lazily saves device round trips).
  */
 import { CryptoError, type CryptoHandle, type Session } from '../../driver/api.js';
-import { NoiseError, NoiseErrorCode, wipe } from './noise-error.js';
+import { NoiseError, NoiseErrorCode } from './noise-error.js';
+import { zeroize } from '../../driver/cryptodev-semantics.js';
+
 
 /** Noise §4.2: cipher keys are 32 bytes. */
 export const KEYLEN = 32;
@@ -50,7 +52,7 @@ export class CipherState {
       this.#pendingKey = Uint8Array.from(key);
       this.#n = 0n;
     } finally {
-      wipe(key);
+      zeroize(key);
     }
   }
 
@@ -62,7 +64,7 @@ export class CipherState {
     const key = this.#pendingKey;
     if (key !== undefined) {
       this.#pendingKey = undefined;
-      this.#opening = this.handle.createSession({ kind: 'aead', aead: 'aes-gcm', key, tagLength: TAGLEN }).finally(() => wipe(key));
+      this.#opening = this.handle.createSession({ kind: 'aead', aead: 'aes-gcm', key, tagLength: TAGLEN }).finally(() => zeroize(key));
       try {
         this.#session = await this.#opening;
       } finally {
@@ -140,7 +142,7 @@ export class CipherState {
   }
 
   async #closeSession(): Promise<void> {
-    wipe(this.#pendingKey);
+    zeroize(this.#pendingKey);
     this.#pendingKey = undefined;
     if (this.#opening !== undefined) await this.#opening.catch(() => undefined);
     const s = this.#session;

@@ -4,7 +4,9 @@
  * (virtio-crypto has no key-agreement service).
  */
 import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { NoiseError, NoiseErrorCode, wipe } from './noise-error.js';
+import { NoiseError, NoiseErrorCode } from './noise-error.js';
+import { zeroize } from '../../driver/cryptodev-semantics.js';
+
 
 /** Noise §4.1 DHLEN for 25519. */
 export const DHLEN = 32;
@@ -30,7 +32,7 @@ export function keyPairFromPrivate(raw: Uint8Array): KeyPair {
     const privateKey = createPrivateKey({ key: Buffer.from(der.buffer, der.byteOffset, der.length), format: 'der', type: 'pkcs8' });
     return { privateKey, publicKey: rawPublicKey(createPublicKey(privateKey)) };
   } finally {
-    wipe(der);
+    zeroize(der);
   }
 }
 
@@ -63,7 +65,7 @@ export function dh(keyPair: KeyPair, peerPublic: Uint8Array): Uint8Array {
     throw new NoiseError(NoiseErrorCode.BAD_KEY, 'X25519 with the peer public key failed', { cause: err });
   }
   const out = new Uint8Array(shared);
-  wipe(shared);
+  zeroize(shared);
   if (out.every((b) => b === 0)) throw new NoiseError(NoiseErrorCode.BAD_KEY, 'X25519 shared secret is all zero');
   return out;
 }

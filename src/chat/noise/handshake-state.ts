@@ -11,7 +11,9 @@
 import type { CryptoHandle } from '../../driver/api.js';
 import type { CipherState } from './cipher-state.js';
 import { DHLEN, dh, generateKeyPair, keyPairFromPrivate, type KeyPair } from './dh25519.js';
-import { NoiseError, NoiseErrorCode, wipe } from './noise-error.js';
+import { NoiseError, NoiseErrorCode } from './noise-error.js';
+import { zeroize } from '../../driver/cryptodev-semantics.js';
+
 import { concat, SymmetricState } from './symmetric-state.js';
 
 /** §3: every Noise message is at most 65535 bytes. */
@@ -104,7 +106,7 @@ export class HandshakeState {
       switch (token) {
         case 'e': {
           this.#e = this.#injectedE ? keyPairFromPrivate(this.#injectedE) : generateKeyPair();
-          wipe(this.#injectedE);
+          zeroize(this.#injectedE);
           this.#injectedE = undefined;
           parts.push(this.#e.publicKey);
           await this.#ss.mixHash(this.#e.publicKey);
@@ -166,7 +168,7 @@ export class HandshakeState {
 
   /** Wipes the PSK and ephemeral secrets and closes the handshake's device sessions. Idempotent. */
   async destroy(): Promise<void> {
-    wipe(this.#psk, this.#injectedE);
+    zeroize(this.#psk, this.#injectedE);
     this.#e = undefined; // the KeyObject cannot be overwritten; dropping it is the best node:crypto allows
     this.#destroyed = true;
     await this.#ss.destroy();
@@ -178,7 +180,7 @@ export class HandshakeState {
     try {
       await this.#ss.mixKey(shared);
     } finally {
-      wipe(shared);
+      zeroize(shared);
     }
   }
 

@@ -26,8 +26,3 @@ export class NoiseError extends Error {
     super(message, options);
   }
 }
-
-/** Overwrites secret bytes in place (keys, chaining keys, DH outputs). */
-export function wipe(...buffers: (Uint8Array | undefined)[]): void {
-  for (const b of buffers) b?.fill(0);
-}

@@ -5,7 +5,9 @@
  */
 import type { CryptoHandle, Session } from '../../driver/api.js';
 import { CipherState, KEYLEN } from './cipher-state.js';
-import { NoiseError, NoiseErrorCode, wipe } from './noise-error.js';
+import { NoiseError, NoiseErrorCode } from './noise-error.js';
+import { zeroize } from '../../driver/cryptodev-semantics.js';
+
 
 /** §12.5 HASHLEN for SHA256. */
 export const HASHLEN = 32;
@@ -69,20 +71,20 @@ export class SymmetricState {
         for (let i = 1; i <= numOutputs; i++) {
           const input = concat(prev, Uint8Array.of(i));
           prev = await mac(input);
-          wipe(input);
+          zeroize(input);
           outputs.push(prev);
         }
         return outputs;
       });
     } finally {
-      wipe(tempKey);
+      zeroize(tempKey);
     }
   }
 
   /** §5.2 MixKey(input_key_material). */
   async mixKey(ikm: Uint8Array): Promise<void> {
     const [ck, tempK] = (await this.hkdf(this.#ck, ikm, 2)) as [Uint8Array, Uint8Array];
-    wipe(this.#ck);
+    zeroize(this.#ck);
     this.#ck = ck;
     // §5.2: if HASHLEN is 64, truncate temp_k to 32 bytes (SHA-256: HASHLEN = KEYLEN = 32, nothing to cut).
     await this.cipherState.initializeKey(tempK.subarray(0, KEYLEN));
@@ -96,10 +98,10 @@ export class SymmetricState {
   /** §5.2 MixKeyAndHash(input_key_material), used for the psk token. */
   async mixKeyAndHash(ikm: Uint8Array): Promise<void> {
     const [ck, tempH, tempK] = (await this.hkdf(this.#ck, ikm, 3)) as [Uint8Array, Uint8Array, Uint8Array];
-    wipe(this.#ck);
+    zeroize(this.#ck);
     this.#ck = ck;
     await this.mixHash(tempH);
-    wipe(tempH);
+    zeroize(tempH);
     await this.cipherState.initializeKey(tempK.subarray(0, KEYLEN));
   }
 
@@ -131,7 +133,7 @@ export class SymmetricState {
       await c2.initializeKey(k2.subarray(0, KEYLEN));
       await Promise.all([c1.prepare(), c2.prepare()]);
     } catch (err) {
-      wipe(k1, k2);
+      zeroize(k1, k2);
       await c1.destroy();
       await c2.destroy();
       throw err;
@@ -143,7 +145,7 @@ export class SymmetricState {
   /** Wipes ck and closes the device sessions (hash session, handshake cipher). Idempotent. */
   async destroy(): Promise<void> {
     this.#destroyed = true;
-    wipe(this.#ck);
+    zeroize(this.#ck);
     const hs = this.#hashSession;
     this.#hashSession = undefined;
     await this.cipherState.destroy();

@@ -8,7 +8,7 @@ import { ChatError } from '../../chat/chat-error.js';
 import { runChatServer } from '../../chat/chat-server.js';
 import { SECURE_PROTOCOL, secureChannel } from '../../chat/secure-channel.js';
 import { SCRYPT_PARAMS, SecureKeyError, keyFromPassphraseEnv, readKeyFile } from '../../chat/secure-key.js';
-import { wipe } from '../../chat/noise/noise-error.js';
+import { zeroize } from '../../driver/cryptodev-semantics.js';
 import { CryptoError, type CryptoDevice } from '../../driver/api.js';
 import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, openDevice } from '../../transport/open-device.js';
 import type { ChatChannelFactory } from '../../chat/chat-channel.js';
@@ -85,7 +85,7 @@ export async function runSecureChat(
     if (err instanceof ChatError) throw new CliError(err.message, 1, { cause: err });
     throw err;
   } finally {
-    wipe(psk);
+    zeroize(psk);
     await device?.close();
   }
   return 0;

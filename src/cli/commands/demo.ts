@@ -21,7 +21,7 @@ import { runChatClient } from '../../chat/chat-client.js';
 import { runChatServer } from '../../chat/chat-server.js';
 import { SECURE_PROTOCOL, secureChannel } from '../../chat/secure-channel.js';
 import { generateKey } from '../../chat/secure-key.js';
-import { wipe } from '../../chat/noise/noise-error.js';
+import { zeroize } from '../../driver/cryptodev-semantics.js';
 import type { CryptoDevice, CryptoHandle, Session } from '../../driver/api.js';
 import { openDevice } from '../../transport/open-device.js';
 import { CliError, parseCommandArgs, type Command } from '../command.js';
@@ -340,8 +340,8 @@ async function chatTour(device: CryptoDevice): Promise<boolean> {
     serverIn.end();
     await server.catch(() => {});
     await tap?.close();
-    wipe(psk);
-    wipe(otherPsk);
+    zeroize(psk);
+    zeroize(otherPsk);
   }
   return ok;
 }

@@ -3,7 +3,7 @@
  */
 import { open } from 'node:fs/promises';
 import { formatKey, generateKey } from '../../chat/secure-key.js';
-import { wipe } from '../../chat/noise/noise-error.js';
+import { zeroize } from '../../driver/cryptodev-semantics.js';
 import { CliError, UsageError, parseCommandArgs, type Command } from '../command.js';
 
 export const keygenCommand: Command = {
@@ -29,7 +29,7 @@ Examples:
     if (values.out === '') throw new UsageError("invalid --out ''");
     const key = generateKey();
     const text = Buffer.from(formatKey(key));
-    wipe(key);
+    zeroize(key);
     try {
       if (values.out === undefined) {
         process.stdout.write(Uint8Array.from(text));
@@ -51,7 +51,7 @@ Examples:
       process.stderr.write(`[keygen] wrote a new key to ${values.out}\n`);
       return 0;
     } finally {
-      wipe(text);
+      zeroize(text);
     }
   },
 };
