@@ -10,8 +10,8 @@ import { createHostDevice } from '../../src/driver/host-device.js';
 import { CryptoError, type CryptoHandle } from '../../src/driver/api.js';
 import { ctrAdd, nextIv } from '../../src/driver/cryptodev-semantics.js';
 import { CBC_IV, CTR_IV, KEYS, NIST, PLAIN_HEX } from '../fixtures/nist-sp800-38a.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 // NIST SP 800-38A Appendix F.

@@ -25,8 +25,8 @@ import {
   encodeConfig,
   encodeHashDataReq,
 } from '../../src/wire/virtio-crypto.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const KEY128 = hex('2b7e151628aed2a6abf7158809cf4f3c');
 const CBC_IV = hex('000102030405060708090a0b0c0d0e0f');

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { openDevice } from '../../src/transport/open-device.js';
 import { CryptoError, type CryptoDevice } from '../../src/driver/api.js';
 import { startServer } from './vhost-user-fixture.js';
+import { hex } from '../fixtures/bytes.js';
 
 /** Each back-end: how to get its spec (vhost-user: our back-end on a fresh socket in this process) and clean up. */
 const BACKENDS: readonly { name: string; start(): { spec: string; stop(): Promise<void> } }[] = [
@@ -22,7 +23,6 @@ const BACKENDS: readonly { name: string; start(): { spec: string; stop(): Promis
   },
 ];
 
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const isCode = (code: CryptoError['code']) => (err: unknown) => err instanceof CryptoError && err.code === code;
 

@@ -17,8 +17,8 @@ import { openDevice } from '../../src/transport/open-device.js';
 import { DriverQueue } from '../../src/virtqueue/driver-queue.js';
 import { layoutRings, ringViews } from '../../src/virtqueue/layout.js';
 import { CBC_IV, CTR_IV, KEYS, NIST, PLAIN_HEX } from '../fixtures/nist-sp800-38a.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 function rejectsWith(p: Promise<unknown>, code: CryptoError['code'], message?: RegExp): Promise<void> {

@@ -12,8 +12,8 @@ import { createHostDevice, HOST_DEVICE_INFO } from '../../src/driver/host-device
 import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
 import { serveDevice } from '../../src/transport/message-port/serve-device.js';
 import { connectDevice } from '../../src/transport/message-port/connect-device.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const isCode = (code: CryptoError['code']) => (err: unknown) => err instanceof CryptoError && err.code === code;
 

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { VHOST_USER } from '../../src/spec/vhost-user.js';
 import { signalEventFd, drainEventFd, pollAsync, POLLIN } from '../../src/sys/fd.js';
 import { RawFrontEnd, TestGuest, HandRing, startServer, u64, u32pair, createEventFd, closeFd, openFdCount } from './vhost-user-fixture.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 // NIST SP 800-38A F.2.1 CBC-AES128.Encrypt
 const KEY = hex('2b7e151628aed2a6abf7158809cf4f3c');
 const IV = hex('000102030405060708090a0b0c0d0e0f');

@@ -11,8 +11,8 @@ import { openDevice } from '../../src/transport/open-device.js';
 import { connectVhostUserDevice } from '../../src/transport/vhost-user/connect.js';
 import { CryptoError } from '../../src/driver/api.js';
 import { startServer } from './vhost-user-fixture.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const PLAIN = hex('6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51 30c81c46a35ce411e5fbc1191a0a52ef f69f2445df4f9b17ad2b417be66c3710');
 

@@ -12,8 +12,8 @@ import assert from 'node:assert/strict';
 import { VHOST_USER } from '../../src/spec/vhost-user.js';
 import { signalEventFd, drainEventFd, pollAsync, POLLIN } from '../../src/sys/fd.js';
 import { RawFrontEnd, TestGuest, HandRing, startServer, u64, u32pair, createEventFd, closeFd } from './vhost-user-fixture.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const KEY = hex('2b7e151628aed2a6abf7158809cf4f3c');
 const IV = hex('000102030405060708090a0b0c0d0e0f');
 const PLAIN = hex('6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51 30c81c46a35ce411e5fbc1191a0a52ef f69f2445df4f9b17ad2b417be66c3710');

@@ -26,8 +26,8 @@ import {
   CryptoSessionParamError,
   VhostUserWireError,
 } from '../../src/wire/vhost-user.js';
+import { hex } from '../fixtures/bytes.js';
 
-const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 
 test('header: request, flags, size as three little-endian u32', () => {
   // GET_FEATURES (1), flags 0x1, size 0
