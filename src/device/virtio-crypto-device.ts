@@ -63,6 +63,7 @@ import {
   runAeadDecrypt,
   runAeadEncrypt,
   runCipher,
+  runCipherPieces,
   runDigest,
 } from './engine.js';
 import { DEFAULT_MAX_SESSIONS, SessionTable } from './session-table.js';
@@ -509,8 +510,10 @@ export class VirtioCryptoDevice {
     // NOTE: the direction comes from the opcode (CIPHER_ENCRYPT / CIPHER_DECRYPT), so one session
     // serves both; QEMU's builtin back-end uses the session's `op`. Linux always sends matching
     // pairs (an encrypt session with CIPHER_ENCRYPT), where both rules agree.
-    const out = runCipher(s, encrypt, iv, src); // fully computed before dst is touched (src may alias dst)
-    scatter(w, 0, out, dstLen);
+    // Fully computed before dst is touched (src may alias dst).
+    const { head, body } = runCipherPieces(s, encrypt, iv, src);
+    if (head.length !== 0) scatter(w, 0, head, head.length);
+    scatter(w, head.length, body, dstLen - head.length);
     return OK;
   }
 
