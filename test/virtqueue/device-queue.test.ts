@@ -89,6 +89,39 @@ describe('DeviceQueue: chains written byte by byte from the spec', () => {
     assert.equal(c.writable[153]!.byteLength, 1);
   });
 
+  it('Linux repeats (e1..en, e2..en, ..., en) and addresses that share a memo slot: every view is the right range', () => {
+    const r = new RawRing({ size: 8 });
+    // 16 "pages" of 64 bytes, each with its own pattern; two more ranges chosen to share a memo slot
+    // with page 0 (same low address bits), one with the same length and one with another.
+    const pages = Array.from({ length: 16 }, (_, i) => r.buffer(pattern(64, 100 + i)));
+    // The memo slot is a function of address bits 4-9 and 12-17: +0x40000 lands in page 0's slot.
+    const twinSame = pages[0]! + 0x40000n;
+    r.write(twinSame, pattern(64, 7));
+    const entries: { addr: bigint; len: number; flags: number }[] = [];
+    for (let k = 0; k < 16; k++) for (let i = k; i < 16; i++) entries.push({ addr: pages[i]!, len: 64, flags: F_NEXT });
+    entries.push({ addr: twinSame, len: 64, flags: F_NEXT }, { addr: pages[0]!, len: 32, flags: F_NEXT }, { addr: pages[0]!, len: 64, flags: F_NEXT });
+    const status = r.alloc(1);
+    entries.push({ addr: status, len: 1, flags: F_WRITE });
+    const table = r.indirectTable(entries);
+    r.writeDesc(0, { addr: table, len: 16 * entries.length, flags: F_INDIRECT });
+    r.pushAvail(0);
+    const c = ok(r.deviceQueue().popChain());
+    assert.equal(c.readable.length, entries.length - 1);
+    let j = 0;
+    for (let k = 0; k < 16; k++) for (let i = k; i < 16; i++) assert.deepEqual([...c.readable[j++]!], [...pattern(64, 100 + i)], `entry ${j - 1}: page ${i}`);
+    assert.deepEqual([...c.readable[j++]!], [...pattern(64, 7)]);
+    assert.deepEqual([...c.readable[j++]!], [...pattern(64, 100).subarray(0, 32)]);
+    assert.deepEqual([...c.readable[j++]!], [...pattern(64, 100)]);
+    // A second chain over the same pages after one is rewritten: nothing from the first walk is reused.
+    r.write(pages[3]!, pattern(64, 200));
+    const table2 = r.indirectTable([{ addr: pages[3]!, len: 64, flags: F_NEXT }, { addr: status, len: 1, flags: F_WRITE }]);
+    r.writeDesc(1, { addr: table2, len: 32, flags: F_INDIRECT });
+    r.pushAvail(1);
+    const q2 = r.deviceQueue();
+    ok(q2.popChain());
+    assert.deepEqual([...ok(q2.popChain()).readable[0]!], [...pattern(64, 200)]);
+  });
+
   it('accepts direct descriptors followed by one indirect descriptor, ignoring WRITE on it', () => {
     const r = new RawRing({ size: 8 });
     const a = r.buffer(pattern(10, 1));
