@@ -32,6 +32,7 @@ export const native = {
   recvmsg: lib.func('long recvmsg(int fd, void *msg, int flags)'),
   shutdown: lib.func('int shutdown(int fd, int how)'),
   sched_yield: lib.func('int sched_yield(void)'),
+  mallopt: lib.func('int mallopt(int param, int value)'),
 };
 
 /** Native memory (koffi.alloc / mmap results) as an opaque handle. */

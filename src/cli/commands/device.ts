@@ -5,8 +5,19 @@
 import { resolve } from 'node:path';
 import { type Command, UsageError, CliError, parseCommandArgs, parsePositiveInt } from '../command.js';
 import { VhostUserBackendServer, DEFAULT_DATA_QUEUES, DEFAULT_MAX_SESSIONS } from '../../transport/vhost-user/backend-server.js';
+import { DEFAULT_POLL_MICROS } from '../../transport/vhost-user/backend-connection.js';
+import { keepFreedMemory } from '../../sys/malloc.js';
 
-const help = `Usage: vcrypto device --socket PATH [--queues N] [--max-sessions N] [--verbose]
+/** Upper bound of --poll-us: a polling episode ends after 2 ms anyway (control messages wait meanwhile). */
+export const MAX_POLL_MICROS = 2000;
+
+/** Parses --poll-us: an integer 0..MAX_POLL_MICROS. */
+export function parsePollMicros(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) > MAX_POLL_MICROS) throw new UsageError(`invalid --poll-us '${text}': expected an integer 0-${MAX_POLL_MICROS}`);
+  return Number(text);
+}
+
+const help = `Usage: vcrypto device --socket PATH [--queues N] [--max-sessions N] [--poll-us N] [--verbose]
        vcrypto device --socket PATH --print-qemu-args [--memory SIZE]
 
 Serve the virtio-crypto device as a vhost-user back-end on the Unix socket PATH (QEMU connects as the
@@ -18,6 +29,9 @@ Options:
   --socket PATH        Unix socket to listen on (a stale socket file is replaced)
   --queues N           data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)
   --max-sessions N     session table bound per connection (default ${DEFAULT_MAX_SESSIONS})
+  --poll-us N          after a completion, watch the rings for the next request for up to N µs
+                       instead of waiting for a kick (adaptive: only while requests come back faster
+                       than that; default ${DEFAULT_POLL_MICROS}, 0 = never poll, at most ${MAX_POLL_MICROS})
   --verbose            log every vhost-user message received (request, flags, size, fds)
   --print-qemu-args    print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit
   --memory SIZE        guest memory size for --print-qemu-args (default 512M)
@@ -46,6 +60,7 @@ export const deviceCommand: Command = {
       socket: { type: 'string' },
       queues: { type: 'string' },
       'max-sessions': { type: 'string' },
+      'poll-us': { type: 'string' },
       'print-qemu-args': { type: 'boolean' },
       memory: { type: 'string' },
       verbose: { type: 'boolean' },
@@ -53,6 +68,7 @@ export const deviceCommand: Command = {
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
     const queues = values.queues === undefined ? DEFAULT_DATA_QUEUES : parsePositiveInt('--queues', values.queues, 255);
     const maxSessions = values['max-sessions'] === undefined ? DEFAULT_MAX_SESSIONS : parsePositiveInt('--max-sessions', values['max-sessions'], 1 << 20);
+    const pollMicros = values['poll-us'] === undefined ? DEFAULT_POLL_MICROS : parsePollMicros(values['poll-us']);
     if (values['print-qemu-args']) {
       const memory = values.memory ?? '512M';
       if (!/^\d+[KMGT]?$/.test(memory)) throw new UsageError(`invalid --memory '${memory}': expected e.g. 512M`);
@@ -62,9 +78,11 @@ export const deviceCommand: Command = {
     }
     if (values.memory !== undefined) throw new UsageError('--memory only applies to --print-qemu-args');
     const log = (line: string) => process.stderr.write(`vcrypto device: ${line}\n`);
+    // This process is a data path: keep freed request buffers mapped (see src/sys/malloc.ts).
+    if (!keepFreedMemory()) log('note: mallopt(M_TRIM_THRESHOLD) refused; request buffers will be re-faulted');
     let server: VhostUserBackendServer;
     try {
-      server = VhostUserBackendServer.listen(values.socket, { dataQueues: queues, maxSessions, log, verbose: values.verbose ?? false });
+      server = VhostUserBackendServer.listen(values.socket, { dataQueues: queues, maxSessions, pollMicros, log, verbose: values.verbose ?? false });
     } catch (err) {
       throw new CliError(`cannot listen on ${values.socket}: ${(err as Error).message}`);
     }
