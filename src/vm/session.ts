@@ -13,8 +13,11 @@ import { runGuest, type CryptoBackend, type GuestResult } from './qemu.js';
 
 export type BackendChoice =
   | { readonly kind: 'builtin'; readonly msix: boolean }
-  /** Ours: `socketPath` names a running `vcrypto device`; absent -> we start one. */
-  | { readonly kind: 'ours'; readonly socketPath?: string };
+  /**
+   * Ours: `socketPath` names a running `vcrypto device`; absent -> we start one, with `deviceArgs`
+   * added to its command line.
+   */
+  | { readonly kind: 'ours'; readonly socketPath?: string; readonly deviceArgs?: readonly string[] };
 
 export interface SessionOptions {
   readonly image: GuestImage;
@@ -59,7 +62,7 @@ export async function runGuestSession(options: SessionOptions): Promise<SessionR
       tempDir = await mkdtemp(join(tmpdir(), 'vcrypto-vm-'));
       const socketPath = join(tempDir, 'vc.sock');
       options.log?.(`vm: starting 'vcrypto device --socket ${socketPath}'`);
-      device = await startDevice(socketPath, { onOutput: options.onDeviceOutput });
+      device = await startDevice(socketPath, { onOutput: options.onDeviceOutput, extraArgs: backend.deviceArgs ?? [] });
       qemuBackend = { kind: 'vhost-user', socketPath };
     }
     const abort = new AbortController();

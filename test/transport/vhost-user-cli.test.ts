@@ -26,6 +26,14 @@ test('vcrypto device --print-qemu-args prints the QEMU 7.2 flags for the socket;
   );
   assert.equal((await runCli(['device'])).code, 2);
   assert.equal((await runCli(['device', '--socket', 'x', '--queues', '0'])).code, 2);
+  for (const bad of ['-1', '2001', '1.5', 'fast']) {
+    const r = await runCli(['device', '--socket', 'x', `--poll-us=${bad}`]);
+    assert.equal(r.code, 2, `--poll-us ${bad}`);
+    assert.match(r.stderr.toString(), new RegExp(`invalid --poll-us '${bad.replace('.', '\\.')}': expected an integer 0-2000`));
+  }
+  // vcrypto vm passes --poll-us only to a device it starts itself.
+  assert.equal((await runCli(['vm', '--backend', 'builtin', '--poll-us', '0'])).code, 2);
+  assert.equal((await runCli(['vm', '--socket', 'x', '--poll-us', '0'])).code, 2);
 });
 
 test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, test-fork-crypto); SIGTERM exits 0 and removes the socket', async (t) => {

@@ -12,10 +12,12 @@ import { VmError } from '../../vm/host-tools.js';
 import { parseProbeOutput, type BenchSample } from '../../vm/probe-report.js';
 import { MAX_GUEST_COMMAND_BYTES } from '../../vm/qemu.js';
 import { runGuestSession, type BackendChoice, type SessionResult } from '../../vm/session.js';
+import { DEFAULT_POLL_MICROS } from '../../transport/vhost-user/backend-connection.js';
+import { parsePollMicros } from './device.js';
 
 const HELP = `Usage: vcrypto vm [--backend ours|builtin] [--socket PATH] [--cmd "..."] [--probe-args "..."]
-                  [--timeout S] [--msix on|off] [--cpus N] [--verbose]
-       vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--timeout S]
+                  [--timeout S] [--msix on|off] [--cpus N] [--poll-us N] [--verbose]
+       vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--poll-us N] [--timeout S]
 
 Boots a Linux guest (kernel from Debian's linux-image-amd64, busybox, the virtio_crypto and
 AF_ALG modules and the guest probe; built once and cached) on qemu-system-x86_64 -accel tcg
@@ -35,6 +37,8 @@ Options:
   --msix on|off           builtin only: MSI-X interrupts (default on) or vectors=0 (INTx);
                           ours always uses vectors=0 (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)
   --cpus N                guest vCPUs (default 1; more let the probe's processes run in parallel)
+  --poll-us N             ours: the polling window of the device vcrypto vm starts (see
+                          'vcrypto device --help'; default ${DEFAULT_POLL_MICROS}, 0 = kicks only)
   --verbose               show the boot log and the device's output on stderr
   --bench                 throughput: builtin (MSI-X), builtin (vectors=0), then ours; prints ratios
                           (npm run bench:vm)
@@ -91,11 +95,11 @@ interface BenchRun {
   readonly cpuPerRequest: Map<number, number>[];
 }
 
-async function bench(image: GuestImage, seconds: number, sizes: string, rounds: number, timeoutMs: number, verbose: boolean, signal: AbortSignal): Promise<number> {
+async function bench(image: GuestImage, seconds: number, sizes: string, rounds: number, timeoutMs: number, verbose: boolean, deviceArgs: readonly string[], signal: AbortSignal): Promise<number> {
   const runs: BenchRun[] = [
     { label: 'builtin', backend: { kind: 'builtin', msix: true }, samples: [], errors: [], cpuPerRequest: [] },
     { label: 'builtin-vec0', backend: { kind: 'builtin', msix: false }, samples: [], errors: [], cpuPerRequest: [] },
-    { label: 'ours', backend: { kind: 'ours' }, samples: [], errors: [], cpuPerRequest: [] },
+    { label: 'ours', backend: { kind: 'ours', deviceArgs }, samples: [], errors: [], cpuPerRequest: [] },
   ];
   // Rounds interleave the back-ends, so a burst of load on the host hits all of them alike.
   for (let round = 1; round <= rounds; round++) {
@@ -175,6 +179,7 @@ export const vmCommand: Command = {
       sizes: { type: 'string' },
       rounds: { type: 'string' },
       cpus: { type: 'string' },
+      'poll-us': { type: 'string' },
     });
     const backendName = values.backend ?? 'ours';
     if (backendName !== 'ours' && backendName !== 'builtin') throw new UsageError(`invalid --backend '${backendName}': expected ours or builtin`);
@@ -186,6 +191,10 @@ export const vmCommand: Command = {
     const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '180', 3600) * 1000;
     const verbose = values.verbose === true;
     const cpus = parsePositiveInt('--cpus', values.cpus ?? '1', 8);
+    if (values['poll-us'] !== undefined && (backendName !== 'ours' || values.socket !== undefined)) {
+      throw new UsageError('--poll-us is for the device vcrypto vm starts itself (--backend ours without --socket, or --bench)');
+    }
+    const deviceArgs = values['poll-us'] === undefined ? [] : ['--poll-us', String(parsePollMicros(values['poll-us']))];
 
     let command: string | undefined;
     if (values.cmd !== undefined) command = values.cmd;
@@ -194,7 +203,7 @@ export const vmCommand: Command = {
       throw new UsageError(`the guest command must be 1-${MAX_GUEST_COMMAND_BYTES} bytes (it travels on the kernel command line)`);
     }
     if (values.bench && (values.cmd !== undefined || values['probe-args'] !== undefined || values.backend !== undefined || values.socket !== undefined || values.cpus !== undefined)) {
-      throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --rounds, --timeout, --verbose');
+      throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --rounds, --poll-us, --timeout, --verbose');
     }
     if (!values.bench && (values.seconds !== undefined || values.sizes !== undefined || values.rounds !== undefined)) throw new UsageError('--seconds, --sizes and --rounds are --bench options');
 
@@ -217,9 +226,9 @@ export const vmCommand: Command = {
         : undefined;
       const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
       if (benchArgs) {
-        return await bench(image, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, interrupted.signal);
+        return await bench(image, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, deviceArgs, interrupted.signal);
       }
-      const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket };
+      const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket, deviceArgs };
       const result = await runGuestSession({
         image,
         backend,
