@@ -89,13 +89,14 @@ export interface BackendConnectionOptions {
 /**
  * Default bound of the polling window after a completion. A TCG guest running one AF_ALG request
  * at a time submits its next request ~125-150 µs after our interrupt at 4 KiB, ~300 µs at 16 KiB,
- * ~500 µs at 64 KiB (measured). Polling saves the guest's kick (an MMIO exit, then the vCPU halts)
- * and our wake-up: ~75 µs per 4 KiB request (`vcrypto vm --bench`: +30% ops/s at 4 KiB). On a
- * 2-core host it also takes CPU from the vCPU while the guest works, which cancels the gain for
- * long gaps, so requests that come slower than this are not polled for (64 KiB), nor is an idle
- * connection (the window only follows a completion).
+ * ~520 µs at 64 KiB (measured). Polling saves the guest's kick (an MMIO exit, then the vCPU halts)
+ * and our wake-up (on this 2-vCPU VM, an IPI to a halted vCPU): ~75 µs per 4 KiB request
+ * (`vcrypto vm --bench`: +30% ops/s at 4 KiB). At 64 KiB a 400 µs bound did not poll; 1000 µs
+ * does, and gave +5% ops/s (4 interleaved pairs of 5 s runs: mean 1662 vs 1577 ops/s) for about
+ * 330 µs more device CPU per request. Requests that come slower than this are not polled for,
+ * nor is an idle connection (the window only follows a completion); `--poll-us 0` turns it off.
  */
-export const DEFAULT_POLL_MICROS = 400;
+export const DEFAULT_POLL_MICROS = 1000;
 
 /**
  * Virtio feature bits offered by GET_FEATURES: INDIRECT_DESC, EVENT_IDX, VERSION_1 and
