@@ -371,6 +371,11 @@ function decContext(s: EngineSession, key: KeyObject): Decipher {
   return d;
 }
 
+function sameBlock(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Checks that a long-lived context returned exactly what it was given (whole blocks, no padding). */
 function expectLength(out: Buffer, n: number): Buffer {
   if (out.length !== n) throw new Error(`cipher context returned ${out.length} bytes for ${n}`);
@@ -385,6 +390,13 @@ function ecb(s: EngineSession, key: KeyObject, encrypt: boolean, src: Uint8Array
 function cbcEncrypt(s: EngineSession, key: KeyObject, iv: Uint8Array, src: Uint8Array): CipherPieces {
   const c = encContext(s, key);
   const chain = s.encChain;
+  if (sameBlock(iv, chain)) {
+    // The IV is the context's chaining block already (a stream chained over requests, as
+    // `vcrypto enc` and CBC chunking do): no fix-up, one call.
+    const out = expectLength(c.update(src), src.length);
+    chain.set(out.subarray(out.length - 16));
+    return { head: NO_BYTES, body: out };
+  }
   const first = Buffer.allocUnsafe(16);
   for (let i = 0; i < 16; i++) first[i] = src[i]! ^ iv[i]! ^ chain[i]!;
   const head = expectLength(c.update(first), 16);
