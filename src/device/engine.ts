@@ -136,6 +136,43 @@ export class EngineSession {
   }
 }
 
+/**
+ * A session as structured-clone data, to copy it to another thread with postMessage: the fields,
+ * with the keys as node:crypto KeyObjects (which postMessage copies natively; no key bytes pass
+ * through JavaScript). OpenSSL contexts are not copied: each copy builds its own.
+ */
+export interface SessionCopy {
+  readonly kind: SessionKind;
+  readonly fields: Readonly<Record<string, number | string>>;
+  readonly cipherKey: KeyObject | null;
+  readonly authKey: KeyObject | null;
+}
+
+const COPIED_FIELDS = [
+  'cipherName', 'cipherAlg', 'ivLen', 'lenMultiple', 'minLen', 'direction', 'hashName', 'hashAlg',
+  'digestLen', 'hashResultLen', 'hashMode', 'algChainOrder', 'tagLen', 'aadLen',
+] as const;
+
+export function copySession(s: EngineSession): SessionCopy {
+  const fields: Record<string, number | string> = {};
+  for (const f of COPIED_FIELDS) fields[f] = s[f];
+  return { kind: s.kind, fields, cipherKey: s.cipherKey, authKey: s.authKey };
+}
+
+/** Rebuilds a session from copySession() output (received from another thread: checked). */
+export function sessionFromCopy(c: SessionCopy): EngineSession {
+  const s = new EngineSession(c.kind);
+  const target = s as unknown as Record<string, number | string>;
+  for (const f of COPIED_FIELDS) {
+    const v = c.fields[f];
+    if (typeof v !== typeof target[f]) throw new TypeError(`session copy: bad field ${f}`);
+    target[f] = v as number | string;
+  }
+  s.cipherKey = c.cipherKey;
+  s.authKey = c.authKey;
+  return s;
+}
+
 /** Import key bytes into a KeyObject and zero our copy. */
 function importKey(key: Uint8Array): KeyObject {
   const copy = Buffer.alloc(key.length); // not from the shared pool: we zero it below

@@ -43,6 +43,16 @@ export class SessionTable<T extends Wipeable> {
     return id;
   }
 
+  /**
+   * Stores `s` under a given id (a copy of another table's session), wiping any session it
+   * replaces. Not bounded by maxSessions: the table that assigned the id enforced it.
+   */
+  put(id: bigint, s: T): void {
+    const old = this.#sessions.get(id);
+    this.#sessions.set(id, s);
+    if (old !== undefined && old !== s) old.wipe();
+  }
+
   get(id: bigint): T | undefined {
     return this.#sessions.get(id);
   }

@@ -82,6 +82,17 @@ export interface VirtioCryptoDeviceOptions {
   maxSessions?: number;
   /** Bound on iv + src + aad + dst + hash_result of one request (config max_size). Default 1 MiB. */
   maxSize?: number;
+  /**
+   * Told of every session created or destroyed, synchronously, before the request that did it
+   * completes: a device whose data queues run on other threads copies its sessions there (see
+   * transport/in-process/device-worker.ts). Not told of reset(): the owner resets its copies.
+   */
+  sessionObserver?: SessionObserver;
+}
+
+export interface SessionObserver {
+  created(id: bigint, session: EngineSession): void;
+  destroyed(id: bigint): void;
 }
 
 /** Parameters of a symmetric session as QEMU's vhost-user CREATE_CRYPTO_SESSION carries them. */
@@ -190,6 +201,7 @@ export class VirtioCryptoDevice {
   readonly maxDataQueues: number;
   readonly maxSize: number;
   readonly #sessions: SessionTable<EngineSession>;
+  readonly #observer: SessionObserver | undefined;
   /** Private copy of the current request's 72-byte header (TOCTOU: parsed from here only). */
   readonly #hdr = new Uint8Array(Math.max(OP_DATA_REQ_SIZE, OP_CTRL_REQ_SIZE));
   readonly #hdv = new DataView(this.#hdr.buffer);
@@ -203,6 +215,15 @@ export class VirtioCryptoDevice {
     this.maxDataQueues = q;
     this.maxSize = maxSize;
     this.#sessions = new SessionTable<EngineSession>(opts.maxSessions ?? DEFAULT_MAX_SESSIONS);
+    this.#observer = opts.sessionObserver;
+  }
+
+  /**
+   * Installs a copy of a session made by another instance of this device (same id), replacing
+   * (and wiping) any session with that id. For the threads that serve a device's data queues.
+   */
+  adoptSession(id: bigint, session: EngineSession): void {
+    this.#sessions.put(id, session);
   }
 
   get sessionCount(): number {
@@ -267,7 +288,13 @@ export class VirtioCryptoDevice {
 
   /** Destroys a session: OK, or INVSESS for an unknown id. Never throws. */
   destroySession(id: bigint): number {
-    return this.#sessions.destroy(id) ? OK : S.VIRTIO_CRYPTO_INVSESS;
+    return this.#destroy(id) ? OK : S.VIRTIO_CRYPTO_INVSESS;
+  }
+
+  #destroy(id: bigint): boolean {
+    if (!this.#sessions.destroy(id)) return false;
+    this.#observer?.destroyed(id);
+    return true;
   }
 
   #install(r: SessionOrStatus): { id: bigint; status: number } {
@@ -279,6 +306,7 @@ export class VirtioCryptoDevice {
       // answer NOSPC for a full table regardless (drivers treat any non-OK create status as failure).
       return { id: 0n, status: S.VIRTIO_CRYPTO_NOSPC };
     }
+    this.#observer?.created(id, r);
     return { id, status: OK };
   }
 
@@ -312,7 +340,7 @@ export class VirtioCryptoDevice {
         if (wlen < 1) return 0;
         const id = this.#hdv.getBigUint64(C.destroySessionId, true);
         // §5.9.7.2.1 device normative (destroy): OK on success, ERR "if any failure occurs".
-        writeByte(w, 0, this.#sessions.destroy(id) ? OK : ERR);
+        writeByte(w, 0, this.#destroy(id) ? OK : ERR);
         return 1;
       }
       case CTRL.VIRTIO_CRYPTO_CIPHER_CREATE_SESSION:

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
 import { createInProcessDevice } from '../../src/transport/in-process/create-in-process-device.js';
 import { InProcessTransport } from '../../src/transport/in-process/in-process-transport.js';
-import { OP_DATA_REQ_SIZE, encodeHashCreateSessionReq } from '../../src/wire/virtio-crypto.js';
+import { OP_DATA_REQ_SIZE, encodeDestroySessionReq, encodeHashCreateSessionReq, encodeHashDataReq } from '../../src/wire/virtio-crypto.js';
 import { openDevice } from '../../src/transport/open-device.js';
 import { DriverQueue } from '../../src/virtqueue/driver-queue.js';
 import { layoutRings, ringViews } from '../../src/virtqueue/layout.js';
@@ -377,6 +377,94 @@ describe('embedded transport against a hostile driver', () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+describe('embedded device with several device threads (data queue i on thread i mod threads)', () => {
+  const CTRL = 3; // three data queues, then the control queue
+  /** A transport with 3 data queues on 3 device threads, its raw rings, and one-request helpers. */
+  async function setup(threads: number) {
+    return start(await InProcessTransport.create({ memoryBytes: 1 << 20, maxDataQueues: 3, deviceThreads: threads }));
+  }
+  /** Resets the device (status 0), sets up fresh rings and DRIVER_OK. */
+  async function start(t: InProcessTransport) {
+    const queues = await rawSetup(t, [0, 1, 2, 3].map((index) => ({ index, offset: index * 4096 })));
+    const waiters: (() => void)[] = [];
+    t.onInterrupt(() => waiters.splice(0).forEach((w) => w()));
+    const failed = new Promise<Error>((resolve) => t.onFailure(resolve));
+    await t.setStatus(15);
+    const mem = t.memory.bytes;
+    const base = Number(t.memory.guestPhysAddr);
+    let area = 0x20000;
+    /** One request on queue `qi`: `req` readable, `wlen` writable; resolves with the writable bytes. */
+    const request = async (qi: number, req: Uint8Array, wlen: number): Promise<Uint8Array> => {
+      const at = area;
+      area += 0x1000;
+      mem.set(req, at);
+      const q = queues.get(qi)!;
+      q.addOutIn(base + at, req.length, base + at + 0x800, wlen, `q${qi}@${at}`);
+      if (q.publish()) t.notify(qi);
+      for (;;) {
+        const u = q.getUsed();
+        if (u) {
+          assert.equal(u.token, `q${qi}@${at}`);
+          return mem.slice(at + 0x800, at + 0x800 + wlen);
+        }
+        await new Promise<void>((resolve) => waiters.push(resolve));
+      }
+    };
+    const abcHash = (qi: number, id: bigint) => {
+      const req = new Uint8Array(OP_DATA_REQ_SIZE + 3);
+      req.set(encodeHashDataReq(DATA_HASH, id, { srcDataLen: 3, hashResultLen: 20 }));
+      req.set(new TextEncoder().encode('abc'), OP_DATA_REQ_SIZE);
+      return request(qi, req, 21);
+    };
+    return { t, request, abcHash, failed };
+  }
+  const DATA_HASH = 0x0100; // VIRTIO_CRYPTO_HASH
+  const SHA1_ABC = 'a9993e364706816aba3e25717850c26c9cd0d89d'; // FIPS 180-2 appendix A.1
+
+  it('a session created on the control queue (thread 0) serves every data queue at once; after destroy every queue answers INVSESS', async () => {
+    const { t, request, abcHash } = await setup(3);
+    try {
+      const created = await request(CTRL, encodeHashCreateSessionReq({ algo: 2, hashResultLen: 20 }), 16);
+      const dv = new DataView(created.buffer);
+      assert.equal(dv.getUint32(8, true), 0, 'create: VIRTIO_CRYPTO_OK');
+      const id = dv.getBigUint64(0, true);
+      const results = await Promise.all([0, 1, 2, 0, 1, 2].map((qi) => abcHash(qi, id)));
+      for (const r of results) {
+        assert.equal(toHex(r.subarray(0, 20)), SHA1_ABC);
+        assert.equal(r[20], 0, 'VIRTIO_CRYPTO_OK');
+      }
+      const destroyed = await request(CTRL, encodeDestroySessionReq(0x0103, id), 1);
+      assert.equal(destroyed[0], 0, 'destroy: VIRTIO_CRYPTO_OK');
+      for (const qi of [0, 1, 2]) assert.equal((await abcHash(qi, id))[20], 4, `queue ${qi}: VIRTIO_CRYPTO_INVSESS`);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('a queue that breaks on thread 1 fails the device (onFailure, NEEDS_RESET); after a reset every thread serves again', async () => {
+    const { t, failed } = await setup(2);
+    try {
+      const l = layoutRings(16);
+      new DataView(t.memory.bytes.buffer).setUint16(4096 + l.availOffset + 2, 1000, true); // queue 1: avail.idx = 1000
+      t.notify(1);
+      assert.match((await failed).message, /device thread 1: a queue is broken/);
+      assert.equal((await t.getStatus()) & 64, 64, 'DEVICE_NEEDS_RESET');
+      const again = await start(t); // status 0 resets every thread
+      const created = await again.request(CTRL, encodeHashCreateSessionReq({ algo: 2, hashResultLen: 20 }), 16);
+      const id = new DataView(created.buffer).getBigUint64(0, true);
+      for (const qi of [0, 1, 2]) assert.equal(toHex((await again.abcHash(qi, id)).subarray(0, 20)), SHA1_ABC, `queue ${qi}`);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('rejects more device threads than data queues (or than MAX_DEVICE_THREADS)', async () => {
+    await assert.rejects(InProcessTransport.create({ maxDataQueues: 2, deviceThreads: 3 }), RangeError);
+    await assert.rejects(InProcessTransport.create({ maxDataQueues: 16, deviceThreads: 9 }), RangeError);
+    await assert.rejects(InProcessTransport.create({ maxDataQueues: 2, deviceThreads: 0 }), RangeError);
   });
 });
 

@@ -5,11 +5,18 @@
  */
 import type { CryptoDevice } from '../../driver/api.js';
 import { VirtioCryptoDriver } from '../../driver/virtio-crypto-driver.js';
+import { availableParallelism } from 'node:os';
 import { InProcessTransport } from './in-process-transport.js';
+import { MAX_DEVICE_THREADS } from './registers.js';
 
 export interface InProcessDeviceOptions {
-  /** Data queues (max_dataqueues). Default 1: the device is one worker thread either way. */
+  /** Data queues (max_dataqueues). Default 2. */
   dataQueues?: number;
+  /**
+   * Device worker threads; data queue i is served by thread i mod deviceThreads. Default: one per
+   * data queue, at most one per CPU (os.availableParallelism()) and MAX_DEVICE_THREADS.
+   */
+  deviceThreads?: number;
   /** Queue size the driver uses (power of 2). Default 256. */
   queueSize?: number;
   /** Guest memory bytes (rings + request buffers). Default 32 MiB. */
@@ -25,10 +32,15 @@ export interface InProcessDeviceOptions {
 
 const DEFAULT_MAX_SIZE = 2n * 1024n * 1024n + 128n;
 
+/** Two data queues: on two or more CPUs, two device threads encrypt in parallel. */
+const DEFAULT_DATA_QUEUES = 2;
+
 export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): Promise<CryptoDevice> {
   const queueSize = opts.queueSize ?? 256;
+  const dataQueues = opts.dataQueues ?? DEFAULT_DATA_QUEUES;
   const transport = await InProcessTransport.create({
-    maxDataQueues: opts.dataQueues ?? 1,
+    maxDataQueues: dataQueues,
+    deviceThreads: opts.deviceThreads ?? Math.max(1, Math.min(dataQueues, availableParallelism(), MAX_DEVICE_THREADS)),
     queueMaxSize: Math.max(queueSize, 1024),
     ...(opts.memoryBytes !== undefined && { memoryBytes: opts.memoryBytes }),
     ...(opts.maxSessions !== undefined && { maxSessions: opts.maxSessions }),

@@ -1,32 +1,42 @@
 /**
- * The embedded virtio-crypto device: runs on a worker thread. Guest memory is the SharedArrayBuffer the
- * driver placed its rings and buffers in; the driver kicks by bumping the DOORBELL word, and this loop
- * sleeps in `Atomics.wait` on it (no CPU while idle). Completions are signalled by bumping INTERRUPT,
- * which the driver awaits with `Atomics.waitAsync` (its event loop is never blocked).
+ * The embedded virtio-crypto device: runs on worker threads. Guest memory is the SharedArrayBuffer the
+ * driver placed its rings and buffers in; the driver kicks by bumping the doorbell word of the thread
+ * that serves the queue, and that thread sleeps in `Atomics.wait` on it (no CPU while idle).
+ * Completions are signalled by bumping INTERRUPT, which the driver awaits with `Atomics.waitAsync`
+ * (its event loop is never blocked).
+ *
+ * Threads: thread 0 (started by the transport) serves the control queue and data queue 0; with
+ * `threads` > 1 it starts threads 1.. itself, and data queue i is served by thread i mod threads, so
+ * requests on different data queues are encrypted in parallel (like a multi-queue accelerator, or a
+ * vhost-user back-end with a thread per queue). Sessions are created on thread 0 (the control
+ * queue); each one is copied to every other thread (its fields and node:crypto KeyObjects, by
+ * postMessage) and acknowledged BEFORE the create request completes, and destroyed the same way,
+ * so a driver never sees a session id that a data queue does not know yet, or still knows after
+ * destroy. Activation and reset are forwarded the same way; a thread whose queue breaks sets a flag
+ * that thread 0 reports to the transport.
  *
  * The loop is synchronous: control messages are drained with `receiveMessageOnPort` after each wake-up,
  * so the worker's own event loop never needs to run. Following Firecracker, the transport owns the status
  * state machine; the device only learns "activate" (DRIVER_OK with the negotiated features and queues)
  * and "reset".
  */
-import { receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { MessageChannel, Worker, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { GuestMemory } from '../../memory/guest-memory.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../spec/virtio.js';
 import { DeviceQueue } from '../../virtqueue/device-queue.js';
 import { checkRingAlignment, ringSizes } from '../../virtqueue/layout.js';
 import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
-import type { DeviceWorkerData, FromDevice, ToDevice } from './messages.js';
-import { Register, raiseInterrupt } from './registers.js';
+import { copySession, sessionFromCopy } from '../../device/engine.js';
+import type { QueueAddresses } from '../../driver/virtio-transport.js';
+import { PEER_REGISTER_WORDS, PeerRegister, type DeviceWorkerData, type FromDevice, type FromPeer, type ToDevice, type ToPeer } from './messages.js';
+import { Register, doorbellWord, queueThread, raiseInterrupt } from './registers.js';
+import { deviceWorkerEntry } from './worker-entry.js';
 
 const data = workerData as DeviceWorkerData;
 const regs = new Int32Array(data.registers);
-const port = data.port;
+const thread = data.thread;
+const myDoorbell = doorbellWord(thread);
 const memory = new GuestMemory([{ guestPhysAddr: data.guestPhysAddr, bytes: new Uint8Array(data.memory) }]);
-const device = new VirtioCryptoDevice({
-  maxDataQueues: data.maxDataQueues,
-  maxSessions: data.maxSessions,
-  maxSize: Number(data.maxSize),
-});
 
 /** Feature bits this device offers (VIRTIO 1.2 §6). */
 const TRANSPORT_FEATURES =
@@ -35,31 +45,149 @@ const TRANSPORT_FEATURES =
 /** Completions published per queue before the used index is made visible mid-batch. */
 const PUBLISH_EVERY = 32;
 
+/** How long thread 0 waits for another device thread to start or to answer a message. */
+const PEER_TIMEOUT_MS = 10_000;
+
 const queueCount = data.maxDataQueues + 1; // §5.9.2: dataq 0..N-1, controlq N
 const controlIndex = data.maxDataQueues;
 
-/** The control queue first, then the data queues. */
-const SERVE_ORDER = [controlIndex, ...Array.from({ length: controlIndex }, (_, i) => i)];
+/** The queues this thread serves, control queue first (a session exists before its data). */
+const SERVE_ORDER = [controlIndex, ...Array.from({ length: controlIndex }, (_, i) => i)].filter(
+  (i) => queueThread(i, controlIndex, data.threads) === thread,
+);
+let myQueues = 0;
+for (const i of SERVE_ORDER) myQueues |= 1 << i;
+
+// ---------------------------------------------------------------------------------------------
+// Thread 0: the other device threads, and the copies of every session they get.
+
+interface Peer {
+  readonly thread: number;
+  readonly worker: Worker;
+  readonly port: MessagePort;
+  readonly regs: Int32Array;
+  sent: number;
+}
+
+const peers: Peer[] = [];
+/** Set when a peer did not answer or refused a session copy: thread 0 fails the device. */
+let peerError: string | null = null;
+
+/** Sends `msg` to every other thread and waits until each has handled it; the first error, or null. */
+function toPeers(msg: ToPeer): string | null {
+  for (const p of peers) {
+    p.port.postMessage(msg);
+    p.sent++;
+    Atomics.store(p.regs, PeerRegister.SENT, p.sent);
+    const word = doorbellWord(p.thread);
+    Atomics.add(regs, word, 1);
+    Atomics.notify(regs, word, 1);
+  }
+  let error: string | null = null;
+  for (const p of peers) {
+    const deadline = Date.now() + PEER_TIMEOUT_MS;
+    let done = Atomics.load(p.regs, PeerRegister.DONE);
+    while (done !== p.sent) {
+      const left = deadline - Date.now();
+      if (left <= 0) return `device thread ${p.thread} did not answer within ${PEER_TIMEOUT_MS} ms`;
+      Atomics.wait(p.regs, PeerRegister.DONE, done, left);
+      done = Atomics.load(p.regs, PeerRegister.DONE);
+    }
+    const reply = receiveMessageOnPort(p.port)?.message as FromPeer | undefined;
+    const e = reply === undefined ? 'no reply' : reply.error;
+    if (e !== null && error === null) error = `device thread ${p.thread}: ${e}`;
+  }
+  return error;
+}
+
+/**
+ * Starts threads 1..threads-1 and waits until each runs; an error message, or null. Waits on this
+ * thread's event loop, not in Atomics.wait: a starting worker may need its parent's loop (loader
+ * hooks under tsx). Once READY they have loaded everything they run.
+ */
+async function startPeers(): Promise<string | null> {
+  const { entry, eval: isEval } = deviceWorkerEntry();
+  for (let k = 1; k < data.threads; k++) {
+    const channel = new MessageChannel();
+    const peerRegs = new Int32Array(new SharedArrayBuffer(PEER_REGISTER_WORDS * Int32Array.BYTES_PER_ELEMENT));
+    const peerData: DeviceWorkerData = {
+      registers: data.registers,
+      memory: data.memory,
+      guestPhysAddr: data.guestPhysAddr,
+      maxDataQueues: data.maxDataQueues,
+      threads: data.threads,
+      thread: k,
+      peer: { port: channel.port2, registers: peerRegs.buffer as SharedArrayBuffer },
+      maxSessions: data.maxSessions,
+      maxSize: data.maxSize,
+      queueMaxSize: data.queueMaxSize,
+    };
+    const worker = new Worker(entry, { workerData: peerData, transferList: [channel.port2], eval: isEval });
+    peers.push({ thread: k, worker, port: channel.port1, regs: peerRegs, sent: 0 });
+  }
+  const deadline = Date.now() + PEER_TIMEOUT_MS;
+  for (const p of peers) {
+    let exited = false;
+    p.worker.once('exit', () => (exited = true));
+    while (Atomics.load(p.regs, PeerRegister.READY) === 0) {
+      if (exited) return `device thread ${p.thread} exited during start-up`;
+      if (Date.now() > deadline) return `device thread ${p.thread} did not start within ${PEER_TIMEOUT_MS} ms`;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+  return null;
+}
+
+const device = new VirtioCryptoDevice({
+  maxDataQueues: data.maxDataQueues,
+  maxSessions: data.maxSessions,
+  maxSize: Number(data.maxSize),
+  ...(thread === 0 && data.threads > 1
+    ? {
+        sessionObserver: {
+          created(id, session) {
+            const e = toPeers({ type: 'session', id, copy: copySession(session) });
+            if (e !== null) peerError ??= e;
+          },
+          destroyed(id) {
+            const e = toPeers({ type: 'drop', id });
+            if (e !== null) peerError ??= e;
+          },
+        },
+      }
+    : {}),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Every thread: its queues.
 
 let queues: (DeviceQueue | null)[] = [];
 let active = false;
 
 function post(msg: FromDevice): void {
-  port.postMessage(msg);
+  data.port?.postMessage(msg);
 }
 
 function fail(message: string): void {
   active = false;
   queues = [];
-  post({ type: 'failure', message });
+  if (thread === 0) {
+    post({ type: 'failure', message });
+  } else {
+    // Thread 0 reports it (it checks FAILED after every wake-up).
+    Atomics.store(new Int32Array(data.peer!.registers), PeerRegister.FAILED, 1);
+    Atomics.add(regs, Register.DOORBELL, 1);
+    Atomics.notify(regs, Register.DOORBELL, 1);
+  }
 }
 
-function activate(msg: Extract<ToDevice, { type: 'activate' }>): string | null {
-  if (msg.queues.length > queueCount) return `${msg.queues.length} queues announced, the device has ${queueCount}`;
-  const eventIdx = (msg.features & (1n << BigInt(VIRTIO_RING_F_EVENT_IDX))) !== 0n;
+/** Sets up this thread's queues (the others stay null here). */
+function activate(features: bigint, announced: readonly (QueueAddresses | null)[]): string | null {
+  if (announced.length > queueCount) return `${announced.length} queues announced, the device has ${queueCount}`;
+  const eventIdx = (features & (1n << BigInt(VIRTIO_RING_F_EVENT_IDX))) !== 0n;
   const list: (DeviceQueue | null)[] = [];
-  for (const q of msg.queues) {
-    if (q === null) {
+  for (const q of announced) {
+    if (q === null || (myQueues & (1 << list.length)) === 0) {
       list.push(null);
       continue;
     }
@@ -92,11 +220,12 @@ function reset(): void {
   active = false;
   queues = [];
   device.reset();
-  Atomics.store(regs, Register.KICK_PENDING, 0);
+  Atomics.and(regs, Register.KICK_PENDING, ~myQueues);
 }
 
-/** Drains control messages; returns false when asked to stop. */
+/** Thread 0: drains the transport's messages; returns false when asked to stop. */
 function drainMessages(): boolean {
+  const port = data.port!;
   for (;;) {
     const received = receiveMessageOnPort(port);
     if (received === undefined) return true;
@@ -107,18 +236,42 @@ function drainMessages(): boolean {
       case 'activate': {
         let error: string | null;
         try {
-          error = activate(msg);
+          error = activate(msg.features, msg.queues);
         } catch (err) {
           error = (err as Error).message;
         }
+        if (error === null && peers.length > 0) error = toPeers({ type: 'activate', features: msg.features, queues: msg.queues });
+        if (error !== null) active = false;
         post({ type: 'reply', id: msg.id, error });
         break;
       }
-      case 'reset':
+      case 'reset': {
         reset();
-        post({ type: 'reply', id: msg.id, error: null });
+        peerError = null;
+        for (const p of peers) Atomics.store(p.regs, PeerRegister.FAILED, 0);
+        const error = peers.length > 0 ? toPeers({ type: 'reset' }) : null;
+        post({ type: 'reply', id: msg.id, error });
         break;
+      }
     }
+  }
+}
+
+/** Threads 1..: handles one message from thread 0; its outcome. */
+function handlePeerMessage(msg: ToPeer): string | null {
+  switch (msg.type) {
+    case 'activate':
+      return activate(msg.features, msg.queues);
+    case 'reset':
+      reset();
+      Atomics.store(new Int32Array(data.peer!.registers), PeerRegister.FAILED, 0);
+      return null;
+    case 'session':
+      device.adoptSession(msg.id, sessionFromCopy(msg.copy));
+      return null;
+    case 'drop':
+      device.destroySession(msg.id);
+      return null;
   }
 }
 
@@ -187,34 +340,109 @@ function serve(kicked: number): void {
   if (mask !== 0) raiseInterrupt(regs, mask);
 }
 
-post({
-  type: 'ready',
-  deviceFeatures: TRANSPORT_FEATURES, // no VIRTIO_CRYPTO_F_* bits: the fixed-size (legacy) request layouts
-  config: device.configSpace(),
-  queueMaxSizes: Array.from({ length: queueCount }, () => data.queueMaxSize),
-});
-
-// NOTE: polling the doorbell for a while before sleeping (to save the futex sleep and wake-up at
-// depth 1) was measured and made things worse on a loaded 2-core machine: the polling thread takes
-// the CPU from the driver it is waiting for.
-let messagesSeen = -1;
-for (;;) {
-  const seq = Atomics.load(regs, Register.DOORBELL);
-  // Control messages are rare: look at the port only when the driver says it posted one.
-  const messages = Atomics.load(regs, Register.MESSAGES);
-  if (messages !== messagesSeen) {
-    messagesSeen = messages;
-    if (!drainMessages()) break;
+/** Thread 0's loop: the transport's messages, its queues, the other threads' failures. */
+async function runThread0(): Promise<void> {
+  const startError = data.threads > 1 ? await startPeers() : null;
+  if (startError !== null) {
+    post({ type: 'failure', message: startError });
+    stopPeers();
+    return;
   }
-  if (Atomics.load(regs, Register.STOP) !== 0) break;
-  const kicked = Atomics.exchange(regs, Register.KICK_PENDING, 0);
-  if (active) {
-    try {
-      serve(kicked);
-    } catch (err) {
-      fail(`device error: ${(err as Error).message}`);
+  post({
+    type: 'ready',
+    deviceFeatures: TRANSPORT_FEATURES, // no VIRTIO_CRYPTO_F_* bits: the fixed-size (legacy) request layouts
+    config: device.configSpace(),
+    queueMaxSizes: Array.from({ length: queueCount }, () => data.queueMaxSize),
+  });
+  // NOTE: polling the doorbell for a while before sleeping (to save the futex sleep and wake-up at
+  // depth 1) was measured and made things worse on a loaded 2-core machine: the polling thread takes
+  // the CPU from the driver it is waiting for.
+  let messagesSeen = -1;
+  for (;;) {
+    const seq = Atomics.load(regs, Register.DOORBELL);
+    // Control messages are rare: look at the port only when the driver says it posted one.
+    const messages = Atomics.load(regs, Register.MESSAGES);
+    if (messages !== messagesSeen) {
+      messagesSeen = messages;
+      if (!drainMessages()) break;
     }
+    if (Atomics.load(regs, Register.STOP) !== 0) break;
+    const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
+    if (active) {
+      try {
+        serve(kicked);
+      } catch (err) {
+        fail(`device error: ${(err as Error).message}`);
+      }
+    }
+    if (active) {
+      for (const p of peers) {
+        if (Atomics.load(p.regs, PeerRegister.FAILED) !== 0) peerError ??= `device thread ${p.thread}: a queue is broken`;
+      }
+      if (peerError !== null) fail(`${peerError}: the device needs a reset`);
+    }
+    Atomics.wait(regs, Register.DOORBELL, seq);
   }
-  Atomics.wait(regs, Register.DOORBELL, seq);
+  stopPeers();
+  data.port!.close();
 }
-port.close();
+
+/** Wakes the other threads to see STOP (set by the transport, or here); they exit on their own. */
+function stopPeers(): void {
+  Atomics.store(regs, Register.STOP, 1);
+  for (const p of peers) {
+    const word = doorbellWord(p.thread);
+    Atomics.add(regs, word, 1);
+    Atomics.notify(regs, word);
+    p.port.close();
+  }
+}
+
+/** The loop of threads 1..: thread 0's messages and this thread's queues. */
+function runPeer(): void {
+  const link = data.peer!;
+  const peerRegs = new Int32Array(link.registers);
+  let handled = 0;
+  Atomics.store(peerRegs, PeerRegister.READY, 1);
+  Atomics.notify(peerRegs, PeerRegister.READY);
+  try {
+    for (;;) {
+      const seq = Atomics.load(regs, myDoorbell);
+      while (handled < Atomics.load(peerRegs, PeerRegister.SENT)) {
+        const received = receiveMessageOnPort(link.port);
+        if (received === undefined) {
+          Atomics.wait(peerRegs, PeerRegister.READY, 1, 0.05); // posted but not delivered yet: 50 µs
+          continue;
+        }
+        let error: string | null;
+        try {
+          error = handlePeerMessage(received.message as ToPeer);
+        } catch (err) {
+          error = (err as Error).message;
+        }
+        link.port.postMessage({ error } satisfies FromPeer);
+        handled++;
+        Atomics.store(peerRegs, PeerRegister.DONE, handled);
+        Atomics.notify(peerRegs, PeerRegister.DONE);
+      }
+      if (Atomics.load(regs, Register.STOP) !== 0) break;
+      const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
+      if (active) {
+        try {
+          serve(kicked);
+        } catch (err) {
+          fail(`device error: ${(err as Error).message}`);
+        }
+      }
+      Atomics.wait(regs, myDoorbell, seq);
+    }
+  } catch (err) {
+    fail(`device thread ${thread}: ${(err as Error).message}`);
+  } finally {
+    device.reset();
+    link.port.close();
+  }
+}
+
+if (thread === 0) await runThread0();
+else runPeer();

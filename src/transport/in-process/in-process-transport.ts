@@ -16,7 +16,8 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import { VIRTIO_STATUS } from '../../spec/virtio.js';
 import type { DeviceWorkerData, FromDevice, ToDevice } from './messages.js';
-import { MAX_QUEUES, Register, createRegisterBlock, ringDoorbell, wakeDevice } from './registers.js';
+import { MAX_DEVICE_THREADS, MAX_QUEUES, Register, createRegisterBlock, doorbellWord, queueThread, ringDoorbell, wakeDevice } from './registers.js';
+import { deviceWorkerEntry } from './worker-entry.js';
 
 /** `Atomics.waitAsync` (ES2024; Node 20 has it, this project's `lib` is ES2023). */
 type WaitAsync = (
@@ -40,28 +41,22 @@ export interface InProcessTransportOptions {
   maxSessions?: number;
   /** max_size in the device config: the bound on a request's variable part (§5.9.5). Default 1 MiB. */
   maxSize?: bigint;
+  /**
+   * Device threads serving the data queues (data queue i on thread i mod threads; thread 0 also
+   * serves the control queue and copies every session to the others). Default 1; at most
+   * min(maxDataQueues, MAX_DEVICE_THREADS).
+   */
+  deviceThreads?: number;
 }
 
 export const DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024;
-
-/**
- * The worker next to this module: compiled .js in dist/. Under tsx (tests run from source) the worker
- * gets the .ts file through tsx's `tsImport`, because on Node 20 `execArgv: ['--import', 'tsx']` does not
- * apply tsx's ESM hooks to a worker's entry module ("Unknown file extension .ts").
- */
-function workerEntry(): { entry: string | URL; eval: boolean } {
-  const fromSource = import.meta.url.endsWith('.ts');
-  const url = new URL('./device-worker' + (fromSource ? '.ts' : '.js'), import.meta.url);
-  if (!fromSource) return { entry: url, eval: false };
-  const api = import.meta.resolve('tsx/esm/api');
-  const code = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(url.href)}, ${JSON.stringify(import.meta.url)}))`;
-  return { entry: code, eval: true };
-}
 
 export class InProcessTransport implements VirtioTransport {
   readonly description = 'embedded worker thread';
   readonly memory: DriverMemory;
   readonly #regs: Int32Array;
+  /** Doorbell word per queue index (the device thread that serves it). */
+  readonly #doorbells: readonly number[];
   readonly #worker: Worker;
   readonly #port: MessagePort;
   readonly #deviceFeatures: bigint;
@@ -82,6 +77,7 @@ export class InProcessTransport implements VirtioTransport {
 
   private constructor(init: {
     regs: Int32Array;
+    doorbells: readonly number[];
     worker: Worker;
     port: MessagePort;
     memory: DriverMemory;
@@ -89,6 +85,7 @@ export class InProcessTransport implements VirtioTransport {
     exited: Promise<unknown>;
   }) {
     this.#regs = init.regs;
+    this.#doorbells = init.doorbells;
     this.#worker = init.worker;
     this.#port = init.port;
     this.memory = init.memory;
@@ -116,6 +113,10 @@ export class InProcessTransport implements VirtioTransport {
     if (!Number.isInteger(maxDataQueues) || maxDataQueues < 1 || maxDataQueues >= MAX_QUEUES) {
       throw new RangeError(`maxDataQueues must be 1..${MAX_QUEUES - 1}`);
     }
+    const deviceThreads = opts.deviceThreads ?? 1;
+    if (!Number.isInteger(deviceThreads) || deviceThreads < 1 || deviceThreads > Math.min(maxDataQueues, MAX_DEVICE_THREADS)) {
+      throw new RangeError(`deviceThreads must be 1..${Math.min(maxDataQueues, MAX_DEVICE_THREADS)} (at most one per data queue)`);
+    }
     const memoryBytes = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES;
     if (!Number.isInteger(memoryBytes) || memoryBytes < 64 * 1024) throw new RangeError('memoryBytes must be at least 64 KiB');
     const regs = createRegisterBlock();
@@ -127,11 +128,13 @@ export class InProcessTransport implements VirtioTransport {
       guestPhysAddr: GUEST_PHYS_BASE,
       port: channel.port2,
       maxDataQueues,
+      threads: deviceThreads,
+      thread: 0,
       maxSessions: opts.maxSessions ?? 1024,
       maxSize: opts.maxSize ?? 1n << 20n,
       queueMaxSize: opts.queueMaxSize ?? 1024,
     };
-    const { entry, eval: isEval } = workerEntry();
+    const { entry, eval: isEval } = deviceWorkerEntry();
     const worker = new Worker(entry, { workerData, transferList: [channel.port2], eval: isEval });
     const exited = once(worker, 'exit').catch(() => undefined);
     const ready = await new Promise<Extract<FromDevice, { type: 'ready' }>>((resolve, reject) => {
@@ -143,7 +146,7 @@ export class InProcessTransport implements VirtioTransport {
         worker.off('error', onError);
         worker.off('exit', onExit);
         if (msg.type === 'ready') resolve(msg);
-        else reject(new Error(`device worker sent '${msg.type}' before 'ready'`));
+        else reject(new Error(msg.type === 'failure' ? `device failed to start: ${msg.message}` : `device worker sent '${msg.type}' before 'ready'`));
       });
     }).catch(async (err: unknown) => {
       channel.port1.close();
@@ -152,6 +155,7 @@ export class InProcessTransport implements VirtioTransport {
     });
     return new InProcessTransport({
       regs,
+      doorbells: Array.from({ length: maxDataQueues + 1 }, (_, i) => doorbellWord(queueThread(i, maxDataQueues, deviceThreads))),
       worker,
       port: channel.port1,
       memory: { guestPhysAddr: GUEST_PHYS_BASE, bytes: new Uint8Array(memory) },
@@ -234,7 +238,7 @@ export class InProcessTransport implements VirtioTransport {
 
   notify(index: number): void {
     if (this.#closed) return;
-    ringDoorbell(this.#regs, index);
+    ringDoorbell(this.#regs, index, this.#doorbells[index] ?? Register.DOORBELL);
   }
 
   onInterrupt(handler: (index: number) => void): void {

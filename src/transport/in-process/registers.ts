@@ -22,7 +22,25 @@ export const Register = {
   STOP: 4,
   /** Bumped by the driver side after posting a control message: the device drains its port only then. */
   MESSAGES: 5,
+  /** Doorbells of device threads 1..MAX_DEVICE_THREADS-1 (thread 0 uses DOORBELL), see doorbellWord(). */
+  DOORBELL_THREAD_1: 8,
 } as const;
+
+/** Device threads at most (one per data queue, up to this many; thread 0 also serves the controlq). */
+export const MAX_DEVICE_THREADS = 8;
+
+/** The doorbell word of device thread `thread`. */
+export function doorbellWord(thread: number): number {
+  return thread === 0 ? Register.DOORBELL : Register.DOORBELL_THREAD_1 + thread - 1;
+}
+
+/**
+ * Which device thread serves queue `index`: the control queue (index `controlIndex`) is thread 0's,
+ * data queue i is thread (i mod threads)'s.
+ */
+export function queueThread(index: number, controlIndex: number, threads: number): number {
+  return index === controlIndex ? 0 : index % threads;
+}
 
 /** Number of Int32 words in the register block (rounded up for cache-line separation). */
 export const REGISTER_WORDS = 16;
@@ -34,11 +52,14 @@ export function createRegisterBlock(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(REGISTER_WORDS * Int32Array.BYTES_PER_ELEMENT));
 }
 
-/** Driver side: available-buffer notification for queue `index`. Never blocks. */
-export function ringDoorbell(regs: Int32Array, index: number): void {
+/**
+ * Driver side: available-buffer notification for queue `index`, on the doorbell word of the device
+ * thread that serves it (default: thread 0's). Never blocks.
+ */
+export function ringDoorbell(regs: Int32Array, index: number, word: number = Register.DOORBELL): void {
   Atomics.or(regs, Register.KICK_PENDING, 1 << index);
-  Atomics.add(regs, Register.DOORBELL, 1);
-  Atomics.notify(regs, Register.DOORBELL, 1);
+  Atomics.add(regs, word, 1);
+  Atomics.notify(regs, word, 1);
 }
 
 /** Driver side: wake the device for a control message without kicking a queue. */

@@ -13,11 +13,11 @@
  * AF_ALG loop) needs no kick and we need no wake-up; the window is 0 when requests come slower
  * than DEFAULT_POLL_MICROS or the connection is idle. One connection = one thread: several
  * connections (VMs, or our front-ends) are served in parallel and independently.
- * DEVIATION: the issue suggests one worker per active queue. Sessions live in one device model
- * (node:crypto key objects cannot be shared between threads), so per-queue threads would need every
- * session replicated to every queue thread before each CREATE reply. QEMU 7.2 only ever starts
- * vring 0 and Linux only uses data_vq[0], so a thread per connection loses nothing there; our
- * front-end gets parallelism from processes/connections (test-fork-crypto, several VMs).
+ * DEVIATION: the issue suggests one worker per active queue. Per-queue threads would need every
+ * session copied to every queue thread before each CREATE reply (the embedded device does that,
+ * in-process/device-worker.ts). QEMU 7.2 only ever starts vring 0 and Linux only uses data_vq[0],
+ * so a thread per connection loses nothing there; our front-end gets parallelism from
+ * processes/connections (test-fork-crypto, several VMs).
  *
  * Untrusted input: every message passes the dispatch table (message-table.ts) before its handler;
  * handlers validate values (sizes, overflow, addresses inside the memory table, fd types). Any
