@@ -18,6 +18,7 @@ import {
 } from '../../src/wire/virtio-crypto.js';
 import { aeadReq, cipherReq, concat, ctrlCreate, ctrlCreateOk, hashReq, hex, makeChain, toHex } from './helpers.js';
 import { CBC_IV as CBC_IV_HEX, CTR_IV as CTR_IV_HEX, KEYS, NIST as NIST_38A, PLAIN_HEX } from '../fixtures/nist-sp800-38a.js';
+import { FIPS180_ABC } from '../fixtures/fips180.js';
 
 const ENCRYPT = 0x000;
 const DECRYPT = 0x001;
@@ -160,11 +161,11 @@ test('IEEE 1619 XTS: vector 2 (AES-128), vector 10 (AES-256, first 2 blocks), ve
 test('FIPS 180 "abc" through HASH sessions (full and truncated hash_result_len)', () => {
   const d = dev();
   const expected = [
-    [2, 'a9993e364706816aba3e25717850c26c9cd0d89d'],
-    [3, '23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7'],
-    [4, 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'],
-    [5, 'cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7'],
-    [6, 'ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f'],
+    [2, FIPS180_ABC.sha1],
+    [3, FIPS180_ABC.sha224],
+    [4, FIPS180_ABC.sha256],
+    [5, FIPS180_ABC.sha384],
+    [6, FIPS180_ABC.sha512],
   ] as const;
   for (const [algo, digest] of expected) {
     const id = ctrlCreateOk(d, encodeHashCreateSessionReq({ algo, hashResultLen: digest.length / 2 }));

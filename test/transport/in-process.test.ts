@@ -18,6 +18,7 @@ import { DriverQueue } from '../../src/virtqueue/driver-queue.js';
 import { layoutRings, ringViews } from '../../src/virtqueue/layout.js';
 import { CBC_IV, CTR_IV, KEYS, NIST, PLAIN_HEX } from '../fixtures/nist-sp800-38a.js';
 import { hex } from '../fixtures/bytes.js';
+import { FIPS180_ABC } from '../fixtures/fips180.js';
 
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -113,14 +114,7 @@ describe('embedded virtio-crypto device (worker thread)', () => {
         await h.closeSession(s);
       }
     }
-    const fips = {
-      sha1: 'a9993e364706816aba3e25717850c26c9cd0d89d',
-      sha224: '23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7',
-      sha256: 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
-      sha384: 'cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7',
-      sha512: 'ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f',
-    } as const;
-    for (const [hash, digest] of Object.entries(fips) as [keyof typeof fips, string][]) {
+    for (const [hash, digest] of Object.entries(FIPS180_ABC) as [keyof typeof FIPS180_ABC, string][]) {
       const s = await h.createSession({ kind: 'hash', hash });
       assert.equal(toHex(await h.digest(s, Buffer.from('abc'))), digest);
       await h.closeSession(s);
@@ -213,10 +207,10 @@ describe('embedded virtio-crypto device (worker thread)', () => {
     await rejectsWith(b.closeSession(sa), 'ENOENT');
     const [ra, rb] = await Promise.all([a.crypt(sa, { op: 'encrypt', src: PLAIN, iv: hex(CBC_IV) }), b.digest(sb, Buffer.from('abc'))]);
     assert.equal(toHex(ra.dst), NIST['aes-cbc'][128].replace(/ /g, ''));
-    assert.equal(toHex(rb), 'a9993e364706816aba3e25717850c26c9cd0d89d');
+    assert.equal(toHex(rb), FIPS180_ABC.sha1);
     await a.close();
     await rejectsWith(a.crypt(sa, { op: 'encrypt', src: PLAIN, iv: hex(CBC_IV) }), 'EBADF');
-    assert.equal(toHex(await b.digest(sb, Buffer.from('abc'))), 'a9993e364706816aba3e25717850c26c9cd0d89d');
+    assert.equal(toHex(await b.digest(sb, Buffer.from('abc'))), FIPS180_ABC.sha1);
     await b.close();
   });
 
@@ -229,7 +223,7 @@ describe('embedded virtio-crypto device (worker thread)', () => {
     await closing;
     // The device still serves others.
     const s2 = await h.createSession({ kind: 'hash', hash: 'sha1' });
-    assert.equal(toHex(await h.digest(s2, Buffer.from('abc'))), 'a9993e364706816aba3e25717850c26c9cd0d89d');
+    assert.equal(toHex(await h.digest(s2, Buffer.from('abc'))), FIPS180_ABC.sha1);
     await h.closeSession(s2);
   });
 });
@@ -281,7 +275,7 @@ describe('embedded device lifecycle', () => {
     clearTimeout(guard);
     assert.equal(signal, null, `child hung (killed); stdout: ${out} stderr: ${err} (${self})`);
     assert.equal(code, 0, err);
-    assert.equal(out.trim(), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    assert.equal(out.trim(), FIPS180_ABC.sha256);
   });
 });
 
@@ -422,7 +416,6 @@ describe('embedded device with several device threads (data queue i on thread i 
     return { t, request, abcHash, failed };
   }
   const DATA_HASH = 0x0100; // VIRTIO_CRYPTO_HASH
-  const SHA1_ABC = 'a9993e364706816aba3e25717850c26c9cd0d89d'; // FIPS 180-2 appendix A.1
 
   it('a session created on the control queue (thread 0) serves every data queue at once; after destroy every queue answers INVSESS', async () => {
     const { t, request, abcHash } = await setup(3);
@@ -433,7 +426,7 @@ describe('embedded device with several device threads (data queue i on thread i 
       const id = dv.getBigUint64(0, true);
       const results = await Promise.all([0, 1, 2, 0, 1, 2].map((qi) => abcHash(qi, id)));
       for (const r of results) {
-        assert.equal(toHex(r.subarray(0, 20)), SHA1_ABC);
+        assert.equal(toHex(r.subarray(0, 20)), FIPS180_ABC.sha1);
         assert.equal(r[20], 0, 'VIRTIO_CRYPTO_OK');
       }
       const destroyed = await request(CTRL, encodeDestroySessionReq(0x0103, id), 1);
@@ -455,7 +448,7 @@ describe('embedded device with several device threads (data queue i on thread i 
       const again = await start(t); // status 0 resets every thread
       const created = await again.request(CTRL, encodeHashCreateSessionReq({ algo: 2, hashResultLen: 20 }), 16);
       const id = new DataView(created.buffer).getBigUint64(0, true);
-      for (const qi of [0, 1, 2]) assert.equal(toHex((await again.abcHash(qi, id)).subarray(0, 20)), SHA1_ABC, `queue ${qi}`);
+      for (const qi of [0, 1, 2]) assert.equal(toHex((await again.abcHash(qi, id)).subarray(0, 20)), FIPS180_ABC.sha1, `queue ${qi}`);
     } finally {
       await t.close();
     }
