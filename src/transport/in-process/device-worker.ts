@@ -36,6 +36,8 @@ const data = workerData as DeviceWorkerData;
 const regs = new Int32Array(data.registers);
 const thread = data.thread;
 const myDoorbell = doorbellWord(thread);
+/** Threads 1..: the register block shared with thread 0 (PeerRegister words). */
+const peerRegs = data.peer === undefined ? null : new Int32Array(data.peer.registers);
 const memory = new GuestMemory([{ guestPhysAddr: data.guestPhysAddr, bytes: new Uint8Array(data.memory) }]);
 
 /** Feature bits this device offers (VIRTIO 1.2 §6). */
@@ -109,21 +111,11 @@ async function startPeers(): Promise<string | null> {
   const { entry, eval: isEval } = deviceWorkerEntry();
   for (let k = 1; k < data.threads; k++) {
     const channel = new MessageChannel();
-    const peerRegs = new Int32Array(new SharedArrayBuffer(PEER_REGISTER_WORDS * Int32Array.BYTES_PER_ELEMENT));
-    const peerData: DeviceWorkerData = {
-      registers: data.registers,
-      memory: data.memory,
-      guestPhysAddr: data.guestPhysAddr,
-      maxDataQueues: data.maxDataQueues,
-      threads: data.threads,
-      thread: k,
-      peer: { port: channel.port2, registers: peerRegs.buffer as SharedArrayBuffer },
-      maxSessions: data.maxSessions,
-      maxSize: data.maxSize,
-      queueMaxSize: data.queueMaxSize,
-    };
+    const regsOfPeer = new Int32Array(new SharedArrayBuffer(PEER_REGISTER_WORDS * Int32Array.BYTES_PER_ELEMENT));
+    const { port: _transportPort, ...shared } = data; // that port stays with thread 0
+    const peerData: DeviceWorkerData = { ...shared, thread: k, peer: { port: channel.port2, registers: regsOfPeer.buffer as SharedArrayBuffer } };
     const worker = new Worker(entry, { workerData: peerData, transferList: [channel.port2], eval: isEval });
-    peers.push({ thread: k, worker, port: channel.port1, regs: peerRegs, sent: 0 });
+    peers.push({ thread: k, worker, port: channel.port1, regs: regsOfPeer, sent: 0 });
   }
   const deadline = Date.now() + PEER_TIMEOUT_MS;
   for (const p of peers) {
@@ -175,7 +167,7 @@ function fail(message: string): void {
     post({ type: 'failure', message });
   } else {
     // Thread 0 reports it (it checks FAILED after every wake-up).
-    Atomics.store(new Int32Array(data.peer!.registers), PeerRegister.FAILED, 1);
+    Atomics.store(peerRegs!, PeerRegister.FAILED, 1);
     Atomics.add(regs, Register.DOORBELL, 1);
     Atomics.notify(regs, Register.DOORBELL, 1);
   }
@@ -264,7 +256,7 @@ function handlePeerMessage(msg: ToPeer): string | null {
       return activate(msg.features, msg.queues);
     case 'reset':
       reset();
-      Atomics.store(new Int32Array(data.peer!.registers), PeerRegister.FAILED, 0);
+      Atomics.store(peerRegs!, PeerRegister.FAILED, 0);
       return null;
     case 'session':
       device.adoptSession(msg.id, sessionFromCopy(msg.copy));
@@ -401,17 +393,17 @@ function stopPeers(): void {
 /** The loop of threads 1..: thread 0's messages and this thread's queues. */
 function runPeer(): void {
   const link = data.peer!;
-  const peerRegs = new Int32Array(link.registers);
+  const words = peerRegs!;
   let handled = 0;
-  Atomics.store(peerRegs, PeerRegister.READY, 1);
-  Atomics.notify(peerRegs, PeerRegister.READY);
+  Atomics.store(words, PeerRegister.READY, 1);
+  Atomics.notify(words, PeerRegister.READY);
   try {
     for (;;) {
       const seq = Atomics.load(regs, myDoorbell);
-      while (handled < Atomics.load(peerRegs, PeerRegister.SENT)) {
+      while (handled < Atomics.load(words, PeerRegister.SENT)) {
         const received = receiveMessageOnPort(link.port);
         if (received === undefined) {
-          Atomics.wait(peerRegs, PeerRegister.READY, 1, 0.05); // posted but not delivered yet: 50 µs
+          Atomics.wait(words, PeerRegister.READY, 1, 0.05); // posted but not delivered yet: 50 µs
           continue;
         }
         let error: string | null;
@@ -422,8 +414,8 @@ function runPeer(): void {
         }
         link.port.postMessage({ error } satisfies FromPeer);
         handled++;
-        Atomics.store(peerRegs, PeerRegister.DONE, handled);
-        Atomics.notify(peerRegs, PeerRegister.DONE);
+        Atomics.store(words, PeerRegister.DONE, handled);
+        Atomics.notify(words, PeerRegister.DONE);
       }
       if (Atomics.load(regs, Register.STOP) !== 0) break;
       const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
