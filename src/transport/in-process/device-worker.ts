@@ -332,6 +332,17 @@ function serve(kicked: number): void {
   if (mask !== 0) raiseInterrupt(regs, mask);
 }
 
+/** Takes this thread's kick bits and serves its queues; a bug thrown there fails the device. */
+function serveKicks(): void {
+  const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
+  if (!active) return;
+  try {
+    serve(kicked);
+  } catch (err) {
+    fail(`device error: ${(err as Error).message}`);
+  }
+}
+
 /** Thread 0's loop: the transport's messages, its queues, the other threads' failures. */
 async function runThread0(): Promise<void> {
   const startError = data.threads > 1 ? await startPeers() : null;
@@ -359,14 +370,7 @@ async function runThread0(): Promise<void> {
       if (!drainMessages()) break;
     }
     if (Atomics.load(regs, Register.STOP) !== 0) break;
-    const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
-    if (active) {
-      try {
-        serve(kicked);
-      } catch (err) {
-        fail(`device error: ${(err as Error).message}`);
-      }
-    }
+    serveKicks();
     if (active) {
       for (const p of peers) {
         if (Atomics.load(p.regs, PeerRegister.FAILED) !== 0) peerError ??= `device thread ${p.thread}: a queue is broken`;
@@ -418,14 +422,7 @@ function runPeer(): void {
         Atomics.notify(words, PeerRegister.DONE);
       }
       if (Atomics.load(regs, Register.STOP) !== 0) break;
-      const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
-      if (active) {
-        try {
-          serve(kicked);
-        } catch (err) {
-          fail(`device error: ${(err as Error).message}`);
-        }
-      }
+      serveKicks();
       Atomics.wait(regs, myDoorbell, seq);
     }
   } catch (err) {
