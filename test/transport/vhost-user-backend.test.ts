@@ -10,16 +10,14 @@ import { VHOST_USER } from '../../src/spec/vhost-user.js';
 import { signalEventFd, drainEventFd, pollAsync, POLLIN } from '../../src/sys/fd.js';
 import { RawFrontEnd, TestGuest, HandRing, startServer, u64, u32pair, createEventFd, closeFd, openFdCount } from './vhost-user-fixture.js';
 import { hex } from '../fixtures/bytes.js';
+import { CBC_IV, KEYS, NIST, PLAIN_HEX } from '../fixtures/nist-sp800-38a.js';
+import { F_INDIRECT, F_NEXT, F_WRITE } from '../fixtures/raw-ring.js';
 
 // NIST SP 800-38A F.2.1 CBC-AES128.Encrypt
-const KEY = hex('2b7e151628aed2a6abf7158809cf4f3c');
-const IV = hex('000102030405060708090a0b0c0d0e0f');
-const PLAIN = hex('6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51 30c81c46a35ce411e5fbc1191a0a52ef f69f2445df4f9b17ad2b417be66c3710');
-const CIPHER = hex('7649abac8119b246cee98e9b12e9197d 5086cb9b507219ee95db113a917678b2 73bed6b8e3c1743b7116e69e22229516 3ff1caa1681fac09120eca307586e1a7');
-
-const F_NEXT = 1;
-const F_WRITE = 2;
-const F_INDIRECT = 4;
+const KEY = hex(KEYS[128]);
+const IV = hex(CBC_IV);
+const PLAIN = hex(PLAIN_HEX);
+const CIPHER = hex(NIST['aes-cbc'][128]);
 
 /** CREATE_CRYPTO_SESSION payload as QEMU 7.2 builds it for Linux's cbc(aes) setkey (632 bytes). */
 function session72(direction: number): Uint8Array {
