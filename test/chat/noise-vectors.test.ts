@@ -1,6 +1,7 @@
 /**
  * Noise conformance: the cacophony test vectors for Noise_NN_25519_AESGCM_SHA256 and
- * Noise_NNpsk0_25519_AESGCM_SHA256 (../shared/vectors/noise-aesgcm-sha256.json, an independent oracle),
+ * Noise_NNpsk0_25519_AESGCM_SHA256 (test/fixtures/noise-aesgcm-sha256.json: the public cacophony vectors, as carried in the
+ * mcginty/snow repository's tests/vectors/cacophony.txt; an independent oracle),
  * with every SHA-256 / HMAC / AES-GCM computed through the cryptodev session API.
  */
 import { test } from 'node:test';
@@ -25,7 +26,7 @@ interface Vector {
   messages: { payload: string; ciphertext: string }[];
 }
 
-const file = JSON.parse(readFileSync(new URL('../../../shared/vectors/noise-aesgcm-sha256.json', import.meta.url), 'utf8')) as { vectors: Vector[] };
+const file = JSON.parse(readFileSync(new URL('../fixtures/noise-aesgcm-sha256.json', import.meta.url), 'utf8')) as { vectors: Vector[] };
 const hex = (s: string) => Uint8Array.from(Buffer.from(s, 'hex'));
 const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
