@@ -30,6 +30,7 @@ import {
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FAILED,
   VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_F_ACCESS_PLATFORM,
   VIRTIO_F_VERSION_1,
   VIRTIO_RING_F_EVENT_IDX,
 } from '../spec/virtio.js';
@@ -160,7 +161,9 @@ export class VirtioCryptoDriver implements CryptoDevice {
     const offered = await t.getDeviceFeatures();
     const bit = (n: number): bigint => 1n << BigInt(n);
     if ((offered & bit(VIRTIO_F_VERSION_1)) === 0n) return failed('the device does not offer VIRTIO_F_VERSION_1');
-    const features = bit(VIRTIO_F_VERSION_1) | (offered & bit(VIRTIO_RING_F_EVENT_IDX));
+    // VIRTIO_F_ACCESS_PLATFORM (§6.1): accepted when offered — the device then reaches our memory
+    // through the platform's IOMMU, which is how a transport behind VFIO has mapped it.
+    const features = bit(VIRTIO_F_VERSION_1) | (offered & (bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_F_ACCESS_PLATFORM)));
     await t.setDriverFeatures(features);
     status |= VIRTIO_CONFIG_S_FEATURES_OK; // 5.
     await t.setStatus(status);

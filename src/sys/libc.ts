@@ -33,16 +33,31 @@ export const native = {
   shutdown: lib.func('int shutdown(int fd, int how)'),
   sched_yield: lib.func('int sched_yield(void)'),
   mallopt: lib.func('int mallopt(int param, int value)'),
+  open: lib.func('int open(const char *path, int flags, ...)'),
+  pread: lib.func('long pread(int fd, void *buf, unsigned long count, int64_t offset)'),
+  pwrite: lib.func('long pwrite(int fd, const void *buf, unsigned long count, int64_t offset)'),
+  ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)'),
+  flock: lib.func('int flock(int fd, int operation)'),
+  madvise: lib.func('int madvise(void *addr, size_t length, int advice)'),
+  mlock: lib.func('int mlock(const void *addr, size_t length)'),
 };
 
 /** Native memory (koffi.alloc / mmap results) as an opaque handle. */
 export type NativePointer = unknown;
 
 export const errnoValues = {
+  EPERM: 1,
+  ENOENT: 2,
   EINTR: 4,
+  EIO: 5,
   EBADF: 9,
   EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EBUSY: 16,
+  ENODEV: 19,
   EINVAL: 22,
+  ENOTTY: 25,
   EPIPE: 32,
   ECONNRESET: 104,
   ECONNREFUSED: 111,

@@ -16,7 +16,8 @@ export const DEFAULT_DEVICE_SPEC = 'virtio';
 export type DeviceSpec =
   | { readonly kind: 'host' }
   | { readonly kind: 'virtio' }
-  | { readonly kind: 'vhost-user'; readonly path: string };
+  | { readonly kind: 'vhost-user'; readonly path: string }
+  | { readonly kind: 'pci'; readonly bdf?: string };
 
 /** The shared help text of the `--device` option, for every command's help. */
 export const DEVICE_OPTION_HELP = [
@@ -24,6 +25,8 @@ export const DEVICE_OPTION_HELP = [
   '                     host             node:crypto directly, no virtualization (baseline)',
   '                     virtio           our driver + the embedded virtio-crypto device (worker thread)',
   '                     vhost-user:PATH  our driver + `vcrypto device --socket PATH` (another process)',
+  '                     pci[:BDF]        our driver on a virtio-crypto-pci device bound to vfio-pci or',
+  '                                      uio_pci_generic (inside a VM; default: the first one found)',
 ].join('\n');
 
 /** Parses a device spec; throws CryptoError('EINVAL') for anything else. */
@@ -34,6 +37,8 @@ export function parseDeviceSpec(spec: string): DeviceSpec {
     if (path.length === 0) throw new CryptoError('EINVAL', `device spec '${spec}': vhost-user needs a socket path (vhost-user:PATH)`);
     return { kind: 'vhost-user', path };
   }
+  if (spec === 'pci') return { kind: 'pci' };
+  if (spec.startsWith('pci:')) return { kind: 'pci', bdf: spec.slice('pci:'.length) };
   throw new CryptoError('EINVAL', `unknown device spec '${spec}' (expected host, virtio or vhost-user:PATH)`);
 }
 
@@ -48,6 +53,8 @@ export async function openDevice(spec: string = DEFAULT_DEVICE_SPEC): Promise<Cr
       return (await import('./in-process/create-in-process-device.js')).createInProcessDevice();
     case 'vhost-user':
       return (await import('./vhost-user/connect.js')).connectVhostUserDevice(parsed.path);
+    case 'pci':
+      return (await import('./virtio-pci/open-pci-device.js')).openPciDevice(parsed.bdf);
     default:
       throw new CryptoError('ENOTSUP', `device '${spec}' is not available in this build`);
   }

@@ -21,10 +21,14 @@ import { isStaticElf, runHost, VmError } from './host-tools.js';
 import { ModuleResolutionError, moduleNameOfPath, readModuleDepends, resolveLoadOrder } from './module-deps.js';
 
 /** Bump when the image layout changes, to invalidate old caches. */
-const IMAGE_FORMAT = 1;
+const IMAGE_FORMAT = 2;
 const KERNEL_METAPACKAGE = 'linux-image-amd64';
-/** The PCI transport, the virtio-crypto driver, and the AF_ALG skcipher interface. */
-export const GUEST_MODULE_ROOTS = ['virtio_pci', 'virtio_crypto', 'algif_skcipher'] as const;
+/**
+ * The PCI transport, the virtio-crypto driver, and the AF_ALG skcipher interface (the kernel-driver
+ * mode); 9p (the host's tree, for Node), VFIO and uio_pci_generic (the user-space driver modes) and
+ * virtio-net (port forwarding). guest/init.sh loads only what the chosen mode needs.
+ */
+export const GUEST_MODULE_ROOTS = ['virtio_pci', 'virtio_crypto', 'algif_skcipher', '9p', '9pnet_virtio', 'vfio_pci', 'vfio_iommu_type1', 'uio_pci_generic', 'virtio_net'] as const;
 const BUSYBOX_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
 
 /** The package root (where guest/ and .cache/ live), from this file's place in src/vm or dist/vm. */
@@ -234,6 +238,11 @@ async function buildOrReuse(options: ImageOptions): Promise<GuestImage> {
       { type: 'file', path: 'init', data: init, perm: 0o755 },
       { type: 'file', path: 'bin/busybox', data: await readFile(busybox), perm: 0o755 },
       { type: 'symlink', path: 'bin/sh', target: 'busybox' },
+      // Dynamically linked host programs (node) run from the 9p share through the host's loader
+      // and libraries (Debian's merged /usr): these resolve once /hostroot is mounted.
+      { type: 'symlink', path: 'lib64', target: '/hostroot/usr/lib64' },
+      { type: 'symlink', path: 'lib/x86_64-linux-gnu', target: '/hostroot/usr/lib/x86_64-linux-gnu' },
+      { type: 'symlink', path: 'usr', target: '/hostroot/usr' },
       { type: 'file', path: 'bin/probe', data: await readFile(probeBin), perm: 0o755 },
       ...order.map((name) => ({ type: 'file' as const, path: `lib/modules/${name}.ko`, data: koBytes.get(name) as Buffer })),
       { type: 'file', path: 'etc/vcrypto/modules', data: Buffer.from(order.map((n) => `${n}.ko\n`).join('')) },

@@ -9,6 +9,10 @@
  * Always `-accel tcg`: KVM hangs guests on the target machines.
  */
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ConsoleReader, type ConsoleEvent } from './console.js';
 import { VmError } from './host-tools.js';
 
@@ -28,13 +32,47 @@ export interface GuestConfig {
   readonly cpus?: number;
   /** Kernel console log level (4 = warnings and worse; 7 for a verbose boot). */
   readonly logLevel?: number;
+  /**
+   * User-space driver mode: the guest hands the device to vfio-pci (behind a virtual Intel IOMMU:
+   * q35, intel-iommu, iommu_platform=on) or uio_pci_generic (no IOMMU), and runs our driver.
+   */
+  readonly pci?: 'vfio' | 'uio';
+  /** With `pci`: start `vcrypto driver` at boot (default true). */
+  readonly driverService?: boolean;
+  /** Share the host's root read-only (9p tag hostroot) so the guest runs this Node and package. */
+  readonly hostRoot?: { readonly node: string; readonly packageRoot: string };
+  /** A host folder shared read-write at /share in the guest. */
+  readonly share?: string;
+  /** TCP ports forwarded from the host's 127.0.0.1 to the guest (QEMU user networking). */
+  readonly forwards?: readonly { readonly hostPort: number; readonly guestPort: number }[];
+  /** The command's stderr on a second serial port (ttyS1), apart from stdout (see runGuest). */
+  readonly separateStderr?: boolean;
+  /** With `separateStderr`: the Unix socket ttyS1 connects to (runGuest listens on it). */
+  readonly stderrSocket?: string;
 }
 
 /** x86 COMMAND_LINE_SIZE is 2048 bytes; the base64 command must fit beside the other options. */
 export const MAX_GUEST_COMMAND_BYTES = 1200;
 
-export function kernelCommandLine(config: Pick<GuestConfig, 'command' | 'logLevel'>): string {
+/** A host path safe to put on the kernel command line (no spaces, quotes or control characters). */
+function cmdlinePath(what: string, path: string): string {
+  if (!/^\/[\w@%+=:,./-]*$/.test(path)) throw new RangeError(`${what} path ${JSON.stringify(path)} cannot travel on the kernel command line`);
+  return path;
+}
+
+export function kernelCommandLine(config: Omit<GuestConfig, 'kernel' | 'initrd' | 'backend'>): string {
   const parts = ['console=ttyS0', `loglevel=${config.logLevel ?? 4}`, 'panic=-1', 'rdinit=/init'];
+  if (config.pci !== undefined) {
+    parts.push(`vcrypto.pci=${config.pci}`);
+    if (config.pci === 'vfio') parts.push('intel_iommu=on');
+    if (config.driverService === false) parts.push('vcrypto.driver=0');
+  }
+  if (config.hostRoot !== undefined) {
+    parts.push(`vcrypto.node=${cmdlinePath('node', config.hostRoot.node)}`, `vcrypto.pkg=${cmdlinePath('package', config.hostRoot.packageRoot.replace(/\/+$/, ''))}`);
+  }
+  if (config.share !== undefined) parts.push('vcrypto.share=1');
+  if (config.forwards !== undefined && config.forwards.length > 0) parts.push('vcrypto.net=1');
+  if (config.separateStderr) parts.push('vcrypto.stderr=1');
   if (config.command !== undefined) {
     const bytes = Buffer.from(config.command, 'utf8');
     if (bytes.length === 0 || bytes.length > MAX_GUEST_COMMAND_BYTES) {
@@ -63,9 +101,32 @@ export function buildQemuArgs(config: GuestConfig): string[] {
     '-append', kernelCommandLine(config),
   ];
   const b = config.backend;
+  const iommu = config.pci === 'vfio';
+  if (iommu) {
+    // VFIO needs an IOMMU in the guest: q35 + a virtual Intel IOMMU, created before the devices it
+    // translates for; intremap=off keeps TCG simple (vfio_iommu_type1 allow_unsafe_interrupts=1).
+    args.push('-machine', 'q35', '-device', 'intel-iommu,intremap=off');
+  }
+  const platform = iommu ? ',iommu_platform=on' : '';
+  if (config.hostRoot !== undefined) {
+    args.push('-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on');
+  }
+  if (config.share !== undefined) {
+    if (config.share.includes(',')) throw new RangeError(`share path must not contain ',' (QEMU option syntax): ${config.share}`);
+    args.push('-virtfs', `local,path=${config.share},mount_tag=share,security_model=none`);
+  }
+  if (config.forwards !== undefined && config.forwards.length > 0) {
+    const fwd = config.forwards.map((f) => `,hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`).join('');
+    args.push('-netdev', `user,id=n0${fwd}`, '-device', 'virtio-net-pci,netdev=n0');
+  }
+  if (config.separateStderr) {
+    // ttyS1 -> a Unix socket runGuest listens on: the command's stderr, apart from stdout.
+    if (config.stderrSocket === undefined || config.stderrSocket.includes(',')) throw new RangeError('separateStderr needs a stderrSocket path without commas');
+    args.push('-chardev', `socket,id=gerr,path=${config.stderrSocket}`, '-device', 'isa-serial,chardev=gerr');
+  }
   if (b.kind === 'builtin') {
     args.push('-object', 'cryptodev-backend-builtin,id=cd0');
-    args.push('-device', `virtio-crypto-pci,id=crypto0,cryptodev=cd0${b.msix ? '' : ',vectors=0'}`);
+    args.push('-device', `virtio-crypto-pci,id=crypto0,cryptodev=cd0${b.msix ? '' : ',vectors=0'}${platform}`);
   } else {
     if (b.socketPath.includes(',')) throw new RangeError(`socket path must not contain ',' (QEMU option syntax): ${b.socketPath}`);
     // vhost-user: the back-end maps guest RAM, so it must be a shareable memfd.
@@ -73,7 +134,7 @@ export function buildQemuArgs(config: GuestConfig): string[] {
     args.push('-chardev', `socket,id=c0,path=${b.socketPath}`);
     args.push('-object', 'cryptodev-vhost-user,id=cd0,chardev=c0');
     // vectors=0: see the header comment (QEMU 7.2 TCG + MSI-X + vhost-user segfault).
-    args.push('-device', 'virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0');
+    args.push('-device', `virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0${platform}`);
   }
   return args;
 }
@@ -96,16 +157,43 @@ export interface RunOptions {
   readonly onEvent?: (event: ConsoleEvent) => void;
   /** Aborting kills QEMU (e.g. our device process died). */
   readonly signal?: AbortSignal;
+  /** The guest command's stderr (with `separateStderr`), as it arrives. */
+  readonly onStderr?: (text: string) => void;
+  /** The QEMU binary (default qemu-system-x86_64 on PATH). */
+  readonly qemuBinary?: string;
 }
 
 const TAIL_LINES = 60;
 
 /** Boots QEMU with `config`; resolves when QEMU has exited (killed on timeout or abort). */
-export function runGuest(config: GuestConfig, options: RunOptions): Promise<GuestResult> {
+export async function runGuest(config: GuestConfig, options: RunOptions): Promise<GuestResult> {
+  if (!config.separateStderr) return runQemu(config, options);
+  // The guest's stderr arrives on a Unix socket QEMU connects to (ttyS1).
+  const dir = await mkdtemp(join(tmpdir(), 'vcrypto-qemu-'));
+  const path = join(dir, 'stderr.sock');
+  const server = createServer((socket) => {
+    socket.setEncoding('utf8');
+    socket.on('data', (text: string) => options.onStderr?.(text));
+    socket.on('error', () => undefined);
+  });
+  try {
+    await new Promise<void>((resolveListen, rejectListen) => {
+      server.once('error', rejectListen);
+      server.listen(path, () => resolveListen());
+    });
+    return await runQemu({ ...config, stderrSocket: path }, options);
+  } finally {
+    server.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function runQemu(config: GuestConfig, options: RunOptions): Promise<GuestResult> {
   const args = buildQemuArgs(config);
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    const child = spawn(QEMU_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const binary = options.qemuBinary ?? QEMU_BINARY;
+    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const reader = new ConsoleReader();
     const output: string[] = [];
     const tail: string[] = [];
@@ -144,8 +232,8 @@ export function runGuest(config: GuestConfig, options: RunOptions): Promise<Gues
 
     child.on('error', (err: NodeJS.ErrnoException) => {
       spawnError = err.code === 'ENOENT'
-        ? new VmError(`'${QEMU_BINARY}' not found`, 'install the Debian package qemu-system-x86 (apt-get install qemu-system-x86)', { cause: err })
-        : new VmError(`cannot start ${QEMU_BINARY}: ${err.message}`, undefined, { cause: err });
+        ? new VmError(`'${binary}' not found`, 'install the Debian package qemu-system-x86 (apt-get install qemu-system-x86)', { cause: err })
+        : new VmError(`cannot start ${binary}: ${err.message}`, undefined, { cause: err });
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);

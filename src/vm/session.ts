@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { ConsoleEvent } from './console.js';
 import { startDevice, type DeviceProcess } from './device-process.js';
 import type { GuestImage } from './guest-image.js';
-import { runGuest, type CryptoBackend, type GuestResult } from './qemu.js';
+import { runGuest, type CryptoBackend, type GuestConfig, type GuestResult } from './qemu.js';
 
 export type BackendChoice =
   | { readonly kind: 'builtin'; readonly msix: boolean }
@@ -32,6 +32,10 @@ export interface SessionOptions {
   readonly log?: (line: string) => void;
   /** Aborting kills QEMU (and then our device): for SIGINT/SIGTERM of the CLI. */
   readonly signal?: AbortSignal;
+  /** The guest-side options of qemu.ts (user-space driver mode, host tree, share, forwards, stderr). */
+  readonly guest?: Pick<GuestConfig, 'pci' | 'driverService' | 'hostRoot' | 'share' | 'forwards' | 'separateStderr' | 'memoryMiB'>;
+  readonly onStderr?: (text: string) => void;
+  readonly qemuBinary?: string;
 }
 
 export interface SessionResult extends GuestResult {
@@ -89,8 +93,8 @@ export async function runGuestSession(options: SessionOptions): Promise<SessionR
       options.onEvent?.(event);
     };
     const result = await runGuest(
-      { kernel: image.kernel, initrd: image.initrd, backend: qemuBackend, command: options.command, logLevel: options.logLevel, cpus: options.cpus },
-      { timeoutMs: options.timeoutMs, onEvent, signal: abort.signal },
+      { kernel: image.kernel, initrd: image.initrd, backend: qemuBackend, command: options.command, logLevel: options.logLevel, cpus: options.cpus, ...options.guest },
+      { timeoutMs: options.timeoutMs, onEvent, signal: abort.signal, onStderr: options.onStderr, qemuBinary: options.qemuBinary },
     );
     // QEMU is gone: our device exiting now is expected, not a failure.
     const exitDuringRun = deviceExit;

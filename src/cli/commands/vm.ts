@@ -5,9 +5,10 @@
  * `--bench` runs the probe's throughput mode with builtin and ours and prints both.
  */
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { CliError, UsageError, parseCommandArgs, parsePositiveInt, type Command } from '../command.js';
 import { formatBenchTable, medianSamples, type BenchColumn } from '../../vm/bench.js';
-import { ensureGuestImage, type GuestImage } from '../../vm/guest-image.js';
+import { ensureGuestImage, PACKAGE_ROOT, type GuestImage } from '../../vm/guest-image.js';
 import { VmError } from '../../vm/host-tools.js';
 import { parseProbeOutput, type BenchSample } from '../../vm/probe-report.js';
 import { MAX_GUEST_COMMAND_BYTES } from '../../vm/qemu.js';
@@ -180,6 +181,12 @@ export const vmCommand: Command = {
       rounds: { type: 'string' },
       cpus: { type: 'string' },
       'poll-us': { type: 'string' },
+      frontend: { type: 'string' },
+      dma: { type: 'string' },
+      service: { type: 'string' },
+      share: { type: 'string' },
+      forward: { type: 'string', multiple: true },
+      qemu: { type: 'string' },
     });
     const backendName = values.backend ?? 'ours';
     if (backendName !== 'ours' && backendName !== 'builtin') throw new UsageError(`invalid --backend '${backendName}': expected ours or builtin`);
@@ -195,6 +202,32 @@ export const vmCommand: Command = {
       throw new UsageError('--poll-us is for the device vcrypto vm starts itself (--backend ours without --socket, or --bench)');
     }
     const deviceArgs = values['poll-us'] === undefined ? [] : ['--poll-us', String(parsePollMicros(values['poll-us']))];
+
+    // Which driver runs the guest's device: ours (user space, through VFIO or uio) or Linux's.
+    const frontend = values.frontend ?? (values.cmd !== undefined ? 'ours' : 'linux');
+    if (frontend !== 'ours' && frontend !== 'linux') throw new UsageError(`invalid --frontend '${frontend}': expected ours or linux`);
+    if (frontend === 'ours' && (values['probe-args'] !== undefined || values.bench)) throw new UsageError('the probe (--probe-args, --bench) runs on Linux\'s driver: use --frontend linux');
+    if (frontend === 'ours' && values.cmd === undefined) throw new UsageError('--frontend ours needs --cmd "..." (the command to run against our driver in the guest)');
+    const dma = values.dma ?? (backendName === 'builtin' ? 'vfio' : 'uio');
+    if (dma !== 'vfio' && dma !== 'uio') throw new UsageError(`invalid --dma '${dma}': expected vfio or uio`);
+    if (values.dma !== undefined && frontend !== 'ours') throw new UsageError('--dma is for --frontend ours');
+    if (values.service !== undefined && values.service !== 'on' && values.service !== 'off') throw new UsageError(`invalid --service '${values.service}': expected on or off`);
+    if (values.share !== undefined && (!existsSync(values.share) || values.share.includes(','))) throw new UsageError(`--share ${values.share}: no such folder (and no ',' in the path)`);
+    const forwards = (values.forward ?? []).map((text) => {
+      const m = /^(\d{1,5}):(\d{1,5})$/.exec(text);
+      const hostPort = Number(m?.[1]);
+      const guestPort = Number(m?.[2]);
+      if (m === null || hostPort < 1 || hostPort > 65535 || guestPort < 1 || guestPort > 65535) throw new UsageError(`invalid --forward '${text}': expected HOSTPORT:GUESTPORT (1-65535)`);
+      return { hostPort, guestPort };
+    });
+    if (values.qemu !== undefined && !existsSync(values.qemu)) throw new UsageError(`--qemu ${values.qemu}: no such file`);
+    const guestOptions = {
+      ...(frontend === 'ours'
+        ? { pci: dma as 'vfio' | 'uio', driverService: values.service !== 'off', separateStderr: true, hostRoot: { node: process.execPath, packageRoot: PACKAGE_ROOT } }
+        : {}),
+      ...(values.share !== undefined ? { share: resolve(values.share) } : {}),
+      ...(forwards.length > 0 ? { forwards } : {}),
+    };
 
     let command: string | undefined;
     if (values.cmd !== undefined) command = values.cmd;
@@ -243,6 +276,9 @@ export const vmCommand: Command = {
         },
         onDeviceOutput: verbose ? (t) => process.stderr.write(t) : undefined,
         signal: interrupted.signal,
+        guest: guestOptions,
+        onStderr: (text) => process.stderr.write(text),
+        qemuBinary: values.qemu,
       });
       if (interrupted.signal.aborted) throw new CliError('interrupted: QEMU stopped', 130);
       if (result.exitCode === undefined || result.deviceExit) {

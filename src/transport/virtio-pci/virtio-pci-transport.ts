@@ -1,0 +1,319 @@
+/**
+ * Our driver on a real virtio-pci device (VIRTIO 1.2 §4.1, the modern interface), from user space:
+ * a `VirtioTransport` over a `PciFunction` (VFIO or uio), as DPDK's virtio crypto PMD does in C.
+ *
+ * - Registers: the common, notify, ISR and device-config structures found through the PCI capability
+ *   list (pci-capabilities.ts, bounds-checked against their BARs), accessed in the BAR mapping with
+ *   exactly one access of the field's width: Atomics.load/store on Uint8/16/32Array views (a DataView
+ *   access is not guaranteed to be a single access). 64-bit fields are written as two 32-bit halves,
+ *   low then high (§4.1.3.1).
+ * - Status: §4.1.4.3.2 — after writing 0 the driver waits until device_status reads back 0.
+ * - Queues: queue_select, queue_size, the three ring addresses, queue_enable = 1 (§4.1.5.1.3);
+ *   notification = 16-bit write of the queue index at notify.offset + queue_notify_off ×
+ *   notify_off_multiplier (§4.1.4.4), checked against the notify structure at set-up.
+ * - DMA: the driver's memory is allocated by the PciFunction; the driver writes bus addresses (IOVAs
+ *   under VFIO) into descriptors. When the device offers VIRTIO_F_ACCESS_PLATFORM the driver accepts
+ *   it: the device then translates through the IOMMU (§6.1), which is what VFIO set up.
+ * - Completions: an interrupt eventfd (MSI-X vector 0 for every queue, or INTx) waited on by
+ *   poll(2) on a koffi async thread while requests are in flight (hold()/release()), so an idle
+ *   process uses no CPU and may exit. INTx: the ISR is read (de-asserting the line) before it is
+ *   re-enabled. Without any interrupt source the used rings are polled while requests are in flight.
+ * - close(): device reset (status 0), interrupts off, DMA unmapped, fds closed.
+ */
+import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
+import {
+  PCI_CFG,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  VIRTIO_MSI_NO_VECTOR,
+  VIRTIO_PCI_COMMON as C,
+  VIRTIO_PCI_ISR_CONFIG,
+} from '../../spec/virtio-pci.js';
+import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../../spec/virtio.js';
+import { createEventFd, signalEventFd, drainEventFd, closeFd, pollAsync, POLLIN } from '../../sys/fd.js';
+import type { Mapping } from '../../sys/memfd.js';
+import { parseVirtioPciCapabilities, type VirtioPciLayout, type VirtioPciRegion } from './pci-capabilities.js';
+import type { InterruptSource, PciFunction } from './pci-function.js';
+
+/** Default DMA memory under VFIO (rings + request buffers). */
+export const DEFAULT_PCI_MEMORY_BYTES = 16 * 1024 * 1024;
+const RESET_TIMEOUT_MS = 1000;
+const IDLE_LINGER_MS = 20;
+
+/** Width-exact MMIO views over one structure of a BAR mapping. */
+class Mmio {
+  readonly u8: Uint8Array;
+  readonly u16: Uint16Array;
+  readonly u32: Uint32Array;
+  constructor(
+    bar: Mapping,
+    readonly region: VirtioPciRegion,
+  ) {
+    // The region is 4-aligned and inside the BAR (checked by the capability parser).
+    const whole = Math.floor(region.length / 4) * 4;
+    this.u8 = new Uint8Array(bar.buffer, region.offset, region.length);
+    this.u16 = new Uint16Array(bar.buffer, region.offset, Math.floor(region.length / 2));
+    this.u32 = new Uint32Array(bar.buffer, region.offset, whole / 4);
+  }
+  r8(off: number): number {
+    return Atomics.load(this.u8, off);
+  }
+  r16(off: number): number {
+    return Atomics.load(this.u16, off >> 1);
+  }
+  r32(off: number): number {
+    return Atomics.load(this.u32, off >> 2) >>> 0;
+  }
+  w8(off: number, v: number): void {
+    Atomics.store(this.u8, off, v);
+  }
+  w16(off: number, v: number): void {
+    Atomics.store(this.u16, off >> 1, v);
+  }
+  w32(off: number, v: number): void {
+    Atomics.store(this.u32, off >> 2, v >>> 0);
+  }
+  w64(off: number, v: bigint): void {
+    this.w32(off, Number(v & 0xffff_ffffn));
+    this.w32(off + 4, Number(v >> 32n));
+  }
+}
+
+export interface PciTransportOptions {
+  /** DMA memory bytes for rings and request buffers (VFIO; uio is one 2 MiB hugepage). */
+  readonly memoryBytes?: number;
+}
+
+export class VirtioPciTransport implements VirtioTransport {
+  readonly description: string;
+  readonly memory: DriverMemory;
+  readonly layout: VirtioPciLayout;
+  readonly #fn: PciFunction;
+  readonly #common: Mmio;
+  readonly #isr: Mmio;
+  readonly #device: Mmio;
+  readonly #notify: Mmio;
+  readonly #notifyAt = new Map<number, number>();
+  readonly #queues: number[] = [];
+  readonly #irq: InterruptSource | null;
+  readonly #wakeFd: number;
+  #interrupt: ((index: number) => void) | undefined;
+  #failure: ((error: Error) => void) | undefined;
+  #failed = false;
+  #holds = 0;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #loop: Promise<void> | undefined;
+  #closed = false;
+
+  private constructor(fn: PciFunction, layout: VirtioPciLayout, bars: Map<number, Mapping>, memory: DriverMemory, irq: InterruptSource | null) {
+    this.#fn = fn;
+    this.layout = layout;
+    const mmio = (r: VirtioPciRegion) => new Mmio(bars.get(r.bar)!, r);
+    this.#common = mmio(layout.common);
+    this.#isr = mmio(layout.isr);
+    this.#device = mmio(layout.device);
+    this.#notify = mmio(layout.notify);
+    this.memory = memory;
+    this.#irq = irq;
+    this.#wakeFd = createEventFd();
+    this.description = `pci:${fn.bdf} (${fn.kind}, ${irq === null ? 'polling' : irq.kind === 'msix' ? 'MSI-X' : 'INTx'})`;
+  }
+
+  /** Parses the capabilities, maps the BARs, enables memory + bus mastering, allocates DMA memory. */
+  static open(fn: PciFunction, opts: PciTransportOptions = {}): VirtioPciTransport {
+    const layout = parseVirtioPciCapabilities(fn.readConfig(0, 256), (bar) => fn.barSize(bar));
+    const bars = new Map<number, Mapping>();
+    for (const r of [layout.common, layout.notify, layout.isr, layout.device]) {
+      if (!bars.has(r.bar)) bars.set(r.bar, fn.mapBar(r.bar));
+    }
+    const command = new DataView(fn.readConfig(PCI_CFG.COMMAND, 2).buffer.slice(0)).getUint16(0, true);
+    const enabled = (command | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER) & ~PCI_COMMAND_INTX_DISABLE;
+    fn.writeConfig(PCI_CFG.COMMAND, new Uint8Array([enabled & 0xff, enabled >> 8]));
+    const dma = fn.allocateDma(fn.kind === 'uio' ? 2 * 1024 * 1024 : (opts.memoryBytes ?? DEFAULT_PCI_MEMORY_BYTES));
+    const irq = fn.enableInterrupts(layout.msixVectors);
+    return new VirtioPciTransport(fn, layout, bars, { guestPhysAddr: dma.busAddress, bytes: new Uint8Array(dma.mapping.buffer) }, irq);
+  }
+
+  async getDeviceFeatures(): Promise<bigint> {
+    const c = this.#common;
+    c.w32(C.device_feature_select, 0);
+    const lo = c.r32(C.device_feature);
+    c.w32(C.device_feature_select, 1);
+    const hi = c.r32(C.device_feature);
+    return (BigInt(hi) << 32n) | BigInt(lo);
+  }
+
+  async setDriverFeatures(features: bigint): Promise<void> {
+    const c = this.#common;
+    c.w32(C.driver_feature_select, 0);
+    c.w32(C.driver_feature, Number(features & 0xffff_ffffn));
+    c.w32(C.driver_feature_select, 1);
+    c.w32(C.driver_feature, Number((features >> 32n) & 0xffff_ffffn));
+  }
+
+  async getStatus(): Promise<number> {
+    return this.#common.r8(C.device_status);
+  }
+
+  async setStatus(status: number): Promise<void> {
+    this.#common.w8(C.device_status, status);
+    if (status !== 0) return;
+    // §4.1.4.3.2: wait for the reset to complete before re-initializing.
+    const deadline = Date.now() + RESET_TIMEOUT_MS;
+    while (this.#common.r8(C.device_status) !== 0) {
+      if (Date.now() > deadline) throw new Error(`${this.description}: the device did not complete its reset within ${RESET_TIMEOUT_MS} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+
+  /** §4.1.4.3 config_generation: re-read until the generation is stable around the copy. */
+  async readConfig(): Promise<Uint8Array> {
+    const d = this.#device;
+    const words = Math.floor(d.region.length / 4);
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const before = this.#common.r8(C.config_generation);
+      const out = new Uint8Array(words * 4);
+      const dv = new DataView(out.buffer);
+      for (let i = 0; i < words; i++) dv.setUint32(4 * i, d.r32(4 * i), true);
+      if (this.#common.r8(C.config_generation) === before) return out;
+    }
+    throw new Error(`${this.description}: device configuration kept changing (config_generation)`);
+  }
+
+  async getQueueMaxSize(index: number): Promise<number> {
+    const c = this.#common;
+    if (index < 0 || index >= c.r16(C.num_queues)) return 0;
+    c.w16(C.queue_select, index);
+    return c.r16(C.queue_size);
+  }
+
+  async setupQueue(index: number, queue: QueueAddresses): Promise<void> {
+    const c = this.#common;
+    const max = await this.getQueueMaxSize(index);
+    if (max === 0) throw new RangeError(`queue ${index} does not exist`);
+    if (queue.size > max || (queue.size & (queue.size - 1)) !== 0) throw new RangeError(`queue ${index}: size ${queue.size} (device maximum ${max})`);
+    c.w16(C.queue_select, index);
+    c.w16(C.queue_size, queue.size);
+    c.w64(C.queue_desc, queue.descAddr);
+    c.w64(C.queue_driver, queue.availAddr);
+    c.w64(C.queue_device, queue.usedAddr);
+    if (this.#irq?.kind === 'msix') {
+      c.w16(C.queue_msix_vector, 0);
+      if (c.r16(C.queue_msix_vector) === VIRTIO_MSI_NO_VECTOR) throw new Error(`${this.description}: queue ${index}: the device could not assign MSI-X vector 0`);
+    }
+    const notifyOff = c.r16(C.queue_notify_off);
+    const at = notifyOff * this.layout.notify.notifyOffMultiplier;
+    // §4.1.4.4: the notification address must lie inside the notify structure (2 bytes written).
+    if (at + 2 > this.layout.notify.length) throw new Error(`${this.description}: queue ${index}: notify offset ${at} is outside the notification structure (${this.layout.notify.length} bytes)`);
+    this.#notifyAt.set(index, at);
+    c.w16(C.queue_enable, 1);
+    this.#queues.push(index);
+  }
+
+  notify(index: number): void {
+    const at = this.#notifyAt.get(index);
+    if (at !== undefined && !this.#closed) this.#notify.w16(at, index);
+  }
+
+  onInterrupt(handler: (index: number) => void): void {
+    this.#interrupt = handler;
+  }
+
+  onFailure(handler: (error: Error) => void): void {
+    this.#failure = handler;
+  }
+
+  /** Keep waiting for completions (work is in flight). Nested. */
+  hold(): void {
+    this.#holds++;
+    if (this.#idleTimer !== undefined) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = undefined;
+    }
+    if (this.#loop === undefined && !this.#closed && !this.#failed) this.#loop = this.#irq === null ? this.#pollLoop() : this.#interruptLoop();
+  }
+
+  /** No work in flight: stop waiting (after a short linger), so an idle process can exit. */
+  release(): void {
+    if (this.#holds > 0) this.#holds--;
+    if (this.#holds > 0 || this.#loop === undefined || this.#idleTimer !== undefined) return;
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      if (this.#holds === 0) signalEventFd(this.#wakeFd);
+    }, IDLE_LINGER_MS);
+    this.#idleTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    signalEventFd(this.#wakeFd);
+    await this.#loop;
+    try {
+      this.#common.w8(C.device_status, 0); // reset: the device stops using our memory
+      const deadline = Date.now() + RESET_TIMEOUT_MS;
+      while (this.#common.r8(C.device_status) !== 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 1));
+    } finally {
+      closeFd(this.#wakeFd);
+      this.#fn.close();
+    }
+  }
+
+  #fail(error: Error): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#failure?.(error);
+  }
+
+  #serviceQueues(): void {
+    for (const index of this.#queues) this.#interrupt?.(index);
+  }
+
+  async #interruptLoop(): Promise<void> {
+    const irq = this.#irq!;
+    try {
+      while (!this.#closed && !this.#failed && (this.#holds > 0 || this.#idleTimer !== undefined)) {
+        const revents = await pollAsync([{ fd: this.#wakeFd, events: POLLIN }, { fd: irq.fd, events: POLLIN }], -1);
+        if ((revents[0] ?? 0) !== 0) drainEventFd(this.#wakeFd);
+        if (this.#closed) return;
+        if ((revents[1] ?? 0) === 0) continue;
+        irq.consume();
+        if (irq.kind === 'intx') {
+          // §4.1.4.5: reading the ISR clears it and de-asserts INTx; then the line may be re-enabled.
+          const isr = this.#isr.r8(0);
+          irq.rearm();
+          if ((isr & VIRTIO_PCI_ISR_CONFIG) !== 0) this.#checkNeedsReset();
+        } else {
+          this.#checkNeedsReset();
+        }
+        this.#serviceQueues();
+      }
+    } catch (err) {
+      this.#fail(err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      this.#loop = undefined;
+      if (this.#holds > 0 && !this.#closed && !this.#failed) this.#loop = this.#interruptLoop();
+    }
+  }
+
+  /** No interrupt source: poll the used rings while requests are in flight (1 ms sleeps when quiet). */
+  async #pollLoop(): Promise<void> {
+    try {
+      while (!this.#closed && !this.#failed && (this.#holds > 0 || this.#idleTimer !== undefined)) {
+        this.#serviceQueues();
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    } finally {
+      this.#loop = undefined;
+      if (this.#holds > 0 && !this.#closed && !this.#failed) this.#loop = this.#pollLoop();
+    }
+  }
+
+  #checkNeedsReset(): void {
+    if ((this.#common.r8(C.device_status) & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) {
+      this.#fail(new Error(`${this.description}: the device needs a reset (DEVICE_NEEDS_RESET)`));
+    }
+  }
+}
