@@ -15,10 +15,10 @@
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { VfioDevice, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_IRQ_INDEX, type VfioRegion } from '../../sys/vfio.js';
-import { allocDmaMemory, openFile, physicalAddressOf, preadExact, pwriteExact, readRecord, tryLockExclusive, writeRecord, HUGE_PAGE_BYTES, O_RDWR } from '../../sys/device-file.js';
+import { allocDmaMemory, openFile, physicalAddressOf, preadExact, pwriteExact, readRecord, tryLockExclusive, HUGE_PAGE_BYTES, O_RDWR } from '../../sys/device-file.js';
 import { closeFd, createEventFd, drainEventFd } from '../../sys/fd.js';
 import { mapShared, type Mapping } from '../../sys/memfd.js';
-import { VIRTIO_PCI_CRYPTO_DEVICE_ID, VIRTIO_PCI_VENDOR_ID } from '../../spec/virtio-pci.js';
+import { PCI_CFG, PCI_COMMAND_INTX_DISABLE, VIRTIO_PCI_CRYPTO_DEVICE_ID, VIRTIO_PCI_VENDOR_ID } from '../../spec/virtio-pci.js';
 
 export class PciError extends Error {
   override readonly name = 'PciError';
@@ -293,21 +293,26 @@ class UioPciFunction implements PciFunction {
     if (uio === undefined) return null;
     const fd = openFile(`/dev/${uio}`, O_RDWR);
     this.#fds.push(fd);
-    const on = new Uint8Array(new Int32Array([1]).buffer);
-    // uio_pci_generic: writing 1 unmasks INTx (clears the command register's INTx disable bit);
-    // a read returns the interrupt count and consumes the readiness.
-    writeRecord(fd, on, `write(/dev/${uio})`);
+    // uio_pci_generic masks INTx (the command register's Interrupt Disable bit) in its handler and
+    // has no irqcontrol: user space re-enables the line by clearing that bit again
+    // (Documentation/driver-api/uio-howto.rst, "Writing a driver in user space" for uio_pci_generic).
+    const unmask = () => {
+      const command = this.readConfig(PCI_CFG.COMMAND, 2);
+      const value = (command[0]! | (command[1]! << 8)) & ~PCI_COMMAND_INTX_DISABLE;
+      this.writeConfig(PCI_CFG.COMMAND, new Uint8Array([value & 0xff, value >> 8]));
+    };
+    unmask();
     return {
       kind: 'intx',
       fd,
       consume: () => {
         try {
-          readRecord(fd, 4, `read(/dev/${uio})`);
+          readRecord(fd, 4, `read(/dev/${uio})`); // the interrupt count; consumes the readiness
         } catch {
           // A spurious wake-up: nothing to consume.
         }
       },
-      rearm: () => writeRecord(fd, on, `write(/dev/${uio})`),
+      rearm: unmask,
     };
   }
 
