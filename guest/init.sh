@@ -109,6 +109,7 @@ fi
 if [ -n "$pci" ] && [ "$driver" = 1 ]; then
   if [ -x /bin/vcrypto ]; then
     vcrypto driver --pci --socket /run/vcrypto.sock > /tmp/driver.log 2>&1 &
+    echo $! > /run/vcrypto-driver.pid
     i=0
     while ! grep -q '^driver: serving' /tmp/driver.log && [ $i -lt 600 ]; do
       if ! kill -0 $! 2>/dev/null; then break; fi

@@ -455,6 +455,8 @@ export class VirtioCryptoDriver implements CryptoDevice {
           if (used === null) break;
           this.#complete(used.token, used.len, mem);
         }
+        // The transport is polling the used ring: no interrupt needed (it calls us again when it stops).
+        if (this.#transport.polling === true) break;
         // §2.7.10: re-enable, then re-check, or a completion can slip by without an interrupt.
         if (!q.enableInterrupts()) break;
       }

@@ -54,6 +54,13 @@ export interface VirtioTransport {
   onInterrupt(handler: (index: number) => void): void;
   /** The device hit a fatal error (NEEDS_RESET, lost connection): fail everything pending. */
   onFailure(handler: (error: Error) => void): void;
+  /**
+   * True while the transport polls the used rings itself (requests in flight): the driver then leaves
+   * used-buffer notifications disabled after draining a queue. When polling stops, the transport
+   * calls the interrupt handler of every queue once more, and the driver re-enables notifications and
+   * re-checks (§2.7.10). Transports that never poll leave this undefined.
+   */
+  readonly polling?: boolean;
   /** Tear down: stop the device, release memory, threads, fds. Idempotent. */
   close(): Promise<void>;
 }

@@ -47,6 +47,12 @@ export interface GuestConfig {
   readonly forwards?: readonly { readonly hostPort: number; readonly guestPort: number }[];
   /** The command's stderr on a second serial port (ttyS1), apart from stdout (see runGuest). */
   readonly separateStderr?: boolean;
+  /**
+   * Multi-threaded TCG: each vCPU on its own host thread, apart from QEMU's main loop. Needed when
+   * guest code polls a device QEMU emulates in its main loop (the builtin back-end): under
+   * single-threaded TCG a spinning vCPU starves the device it waits for.
+   */
+  readonly mttcg?: boolean;
   /** With `separateStderr`: the Unix socket ttyS1 connects to (runGuest listens on it). */
   readonly stderrSocket?: string;
 }
@@ -87,7 +93,7 @@ export function kernelCommandLine(config: Omit<GuestConfig, 'kernel' | 'initrd' 
 export function buildQemuArgs(config: GuestConfig): string[] {
   const mem = config.memoryMiB ?? 512;
   const args = [
-    '-accel', 'tcg',
+    '-accel', config.mttcg ? 'tcg,thread=multi' : 'tcg',
     '-cpu', 'max',
     '-smp', String(config.cpus ?? 1),
     '-m', `${mem}M`,

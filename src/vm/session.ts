@@ -33,7 +33,7 @@ export interface SessionOptions {
   /** Aborting kills QEMU (and then our device): for SIGINT/SIGTERM of the CLI. */
   readonly signal?: AbortSignal;
   /** The guest-side options of qemu.ts (user-space driver mode, host tree, share, forwards, stderr). */
-  readonly guest?: Pick<GuestConfig, 'pci' | 'driverService' | 'hostRoot' | 'share' | 'forwards' | 'separateStderr' | 'memoryMiB'>;
+  readonly guest?: Pick<GuestConfig, 'pci' | 'driverService' | 'hostRoot' | 'share' | 'forwards' | 'separateStderr' | 'memoryMiB' | 'mttcg'>;
   readonly onStderr?: (text: string) => void;
   readonly qemuBinary?: string;
 }

@@ -59,6 +59,8 @@ Examples:
   vcrypto vm --bench --seconds 2`;
 
 const DEFAULT_BENCH_SIZES = '16,256,4096,16384,65536';
+/** Guest RAM with our driver in the guest (--frontend ours). */
+const GUEST_MEMORY_OURS_MIB = 1024;
 
 function parseSizes(text: string): string {
   const sizes = text.split(',');
@@ -223,7 +225,16 @@ export const vmCommand: Command = {
     if (values.qemu !== undefined && !existsSync(values.qemu)) throw new UsageError(`--qemu ${values.qemu}: no such file`);
     const guestOptions = {
       ...(frontend === 'ours'
-        ? { pci: dma as 'vfio' | 'uio', driverService: values.service !== 'off', separateStderr: true, hostRoot: { node: process.execPath, packageRoot: PACKAGE_ROOT } }
+        ? {
+            pci: dma as 'vfio' | 'uio',
+            driverService: values.service !== 'off',
+            separateStderr: true,
+            hostRoot: { node: process.execPath, packageRoot: PACKAGE_ROOT },
+            // Each Node process in the guest needs ~55 MB: room for the driver service and 8 clients.
+            memoryMiB: GUEST_MEMORY_OURS_MIB,
+            // Our driver polls the used ring while requests are in flight (see qemu.ts).
+            mttcg: true,
+          }
         : {}),
       ...(values.share !== undefined ? { share: resolve(values.share) } : {}),
       ...(forwards.length > 0 ? { forwards } : {}),

@@ -20,6 +20,7 @@
  *   re-enabled. Without any interrupt source the used rings are polled while requests are in flight.
  * - close(): device reset (status 0), interrupts off, DMA unmapped, fds closed.
  */
+import { performance } from 'node:perf_hooks';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import {
   PCI_CFG,
@@ -40,6 +41,8 @@ import type { InterruptSource, PciFunction } from './pci-function.js';
 export const DEFAULT_PCI_MEMORY_BYTES = 16 * 1024 * 1024;
 const RESET_TIMEOUT_MS = 1000;
 const IDLE_LINGER_MS = 20;
+/** Adaptive polling stops after this long without a completion (then interrupts only). */
+const POLL_WINDOW_MS = 0.5;
 
 /** Width-exact MMIO views over one structure of a BAR mapping. */
 class Mmio {
@@ -96,6 +99,10 @@ export class VirtioPciTransport implements VirtioTransport {
   readonly #notify: Mmio;
   readonly #notifyAt = new Map<number, number>();
   readonly #queues: number[] = [];
+  /** Per queue: a view of used.idx (§2.7.8) and the last value the poll loop saw. */
+  readonly #usedIdx = new Map<number, { view: Uint16Array; seen: number }>();
+  #polling = false;
+  #lastProgress = 0;
   readonly #irq: InterruptSource | null;
   readonly #wakeFd: number;
   #interrupt: ((index: number) => void) | undefined;
@@ -209,6 +216,11 @@ export class VirtioPciTransport implements VirtioTransport {
     this.#notifyAt.set(index, at);
     c.w16(C.queue_enable, 1);
     this.#queues.push(index);
+    const usedOffset = Number(queue.usedAddr - this.memory.guestPhysAddr) + 2;
+    if (usedOffset >= 2 && usedOffset + 2 <= this.memory.bytes.byteLength && usedOffset % 2 === 0) {
+      const mem = this.memory.bytes;
+      this.#usedIdx.set(index, { view: new Uint16Array(mem.buffer, mem.byteOffset + usedOffset, 1), seen: 0 });
+    }
   }
 
   notify(index: number): void {
@@ -232,7 +244,52 @@ export class VirtioPciTransport implements VirtioTransport {
       this.#idleTimer = undefined;
     }
     if (this.#loop === undefined && !this.#closed && !this.#failed) this.#loop = this.#irq === null ? this.#pollLoop() : this.#interruptLoop();
+    this.#startPolling();
   }
+
+  /**
+   * Adaptive polling while requests are in flight: every turn of the event loop reads each queue's
+   * used.idx and hands the queue to the driver when it moved. A request completes without the
+   * interrupt's round trip (eventfd, a thread-pool wake-up, the event loop); after POLL_WINDOW_MS
+   * without progress polling stops and the interrupt alone wakes us (an idle process spins never).
+   */
+  #startPolling(): void {
+    this.#lastProgress = performance.now();
+    if (this.#polling || this.#usedIdx.size === 0) return;
+    this.#polling = true;
+    setImmediate(this.#pollTick);
+  }
+
+  get polling(): boolean {
+    return this.#polling;
+  }
+
+  /** Polling ends: the driver re-enables used-buffer notifications on every queue and re-checks. */
+  #stopPolling(): void {
+    this.#polling = false;
+    if (!this.#closed && !this.#failed) this.#serviceQueues();
+  }
+
+  readonly #pollTick = (): void => {
+    if (this.#closed || this.#failed || this.#holds === 0) {
+      this.#stopPolling();
+      return;
+    }
+    const now = performance.now();
+    for (const [index, used] of this.#usedIdx) {
+      const idx = Atomics.load(used.view, 0);
+      if (idx !== used.seen) {
+        used.seen = idx;
+        this.#lastProgress = now;
+        this.#interrupt?.(index);
+      }
+    }
+    if (now - this.#lastProgress > POLL_WINDOW_MS) {
+      this.#stopPolling();
+      return;
+    }
+    setImmediate(this.#pollTick);
+  };
 
   /** No work in flight: stop waiting (after a short linger), so an idle process can exit. */
   release(): void {
