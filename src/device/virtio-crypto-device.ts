@@ -6,7 +6,7 @@
  * The device sees a request as a DescriptorChain: device-readable buffers then device-writable
  * buffers, in chain order, with arbitrary (byte-granular) boundaries, possibly duplicated
  * entries (Linux's virtqueue_add_sgs walks each sg list to its end) and aliasing (in-place
- * src = dst). Rules followed here (reference §4.4, QEMU's behaviour):
+ * src = dst). Rules followed here (docs/qemu-vhost-user-crypto.md §5, QEMU's behaviour):
  *  - the 72-byte header is copied into device memory before it is validated (TOCTOU);
  *  - the variable part is read as one stream after the header: exactly iv_len, then exactly
  *    src_data_len, then aad_len bytes; surplus readable bytes are ignored;

@@ -86,7 +86,7 @@ export class DeviceQueue {
   #indirectScratch: Uint8Array | undefined;
   /**
    * Per-walk memo of translated one-region buffers: Linux repeats each scatterlist entry (e1..en,
-   * e2..en, ..., en: 291 descriptors for a 64 KiB request, reference vhost-user-crypto-observed §4),
+   * e2..en, ..., en: 291 descriptors for a 64 KiB request, docs/qemu-vhost-user-crypto.md §5),
    * and a repeated range reuses its checked view instead of translating (and allocating) it again.
    * Direct-mapped by address bits (a Map keyed by doubles cost ~50 ns a descriptor); an entry is
    * valid only for the walk whose number it carries (so nothing is cleared between walks).
@@ -339,7 +339,7 @@ export class DeviceQueue {
 
   /**
    * Ask the driver for kicks again, then re-check for work (§2.7.10). EVENT_IDX: write
-   * avail_event = last_avail_idx (Linux never kicks otherwise, reference §5.4); else clear
+   * avail_event = last_avail_idx (Linux never kicks otherwise, docs/qemu-vhost-user-crypto.md §6); else clear
    * VIRTQ_USED_F_NO_NOTIFY. Returns true if entries are available: process them before sleeping.
    */
   enableNotifications(): boolean {

@@ -40,7 +40,7 @@ Example:
   vcrypto device --socket ./vc.sock &
   qemu-system-x86_64 ... $(vcrypto device --socket ./vc.sock --print-qemu-args)`;
 
-/** The QEMU 7.2 command-line flags for our back-end (reference §0; vectors=0: TCG + MSI-X crash). */
+/** The QEMU 7.2 command-line flags for our back-end (docs/qemu-vhost-user-crypto.md §1; vectors=0: TCG + MSI-X crash). */
 export function qemuArgs(socketPath: string, memory: string, queues: number): string[] {
   return [
     '-object', `memory-backend-memfd,id=mem,size=${memory},share=on`,
