@@ -94,7 +94,7 @@ test('every listed command rejects an unknown option: one line plus its usage, e
   const names = listedCommands((await runCli(['--help'], { t })).stdout.toString());
   for (const name of names) {
     const r = await runCli([name, '--no-such-option'], { t });
-    assertUsageError(r, new RegExp(`^vcrypto ${name}: Unknown option '--no-such-option'$`), new RegExp(`^Usage: vcrypto ${name}\\b`, 'm'));
+    assertUsageError(r, new RegExp(`^vcrypto ${name}: unknown option '--no-such-option'$`), new RegExp(`^Usage: vcrypto ${name}\\b`, 'm'));
   }
 });
 
