@@ -25,8 +25,12 @@ import { VirtqueueError } from './chain.js';
 import { AVAIL, DESC, USED, assertQueueSize, availEventOffset, checkRingViews, usedEventOffset } from './layout.js';
 import { dataView, u16View, vringNeedEvent } from './ring-memory.js';
 
-/** Default cap on the bytes one chain may describe (readable + writable). */
-export const DEFAULT_MAX_CHAIN_BYTES = 256 * 1024 * 1024;
+/**
+ * Default cap on the bytes one chain may describe (readable + writable): twice the device's default
+ * max_size (512 MiB + 128, a 256 MiB cipher request's src and dst) plus headers. A bound checked
+ * before translation, not an allocation.
+ */
+export const DEFAULT_MAX_CHAIN_BYTES = 2 * (512 * 1024 * 1024 + 128) + 64 * 1024;
 /**
  * Default cap on indirect table entries. Linux sends 64 KiB AF_ALG requests as ONE indirect table
  * of 292 descriptors (duplicated scatterlist entries), so a cap near 300 would break them.
