@@ -50,6 +50,8 @@ export interface HelpSpec {
   readonly usage: readonly string[];
   /** What the command does: paragraphs, already wrapped. */
   readonly description: readonly string[];
+  /** Positional arguments, already indented and aligned. */
+  readonly arguments?: readonly string[];
   /** Option lines, already indented and aligned (e.g. DEVICE_OPTION_HELP); -h/--help and --version are added. */
   readonly options: readonly string[];
   /** Exit codes beyond the standard 0/1/2, or replacements for their meaning: [code, meaning]. */
@@ -73,6 +75,7 @@ export function formatHelp(spec: HelpSpec): string {
     '',
     ...spec.description,
     '',
+    ...(spec.arguments ? ['Arguments:', ...spec.arguments, ''] : []),
     'Options:',
     ...spec.options,
     '  -h, --help         show this help',
