@@ -3,68 +3,83 @@
  * `vcrypto`: the one command-line entry point. Dispatches to the sub-commands in `commands/`.
  * Exit codes: 0 success, 1 failure, 2 usage error (unknown command, bad arguments).
  */
-import { type Command, UsageError, CliError } from './command.js';
+import { type Command, UsageError, CliError, PROGRAM, didYouMean, packageVersion, usageOf } from './command.js';
 import { commands } from './commands/index.js';
 
-const PROGRAM = 'vcrypto';
+const TOP_USAGE = `Usage: ${PROGRAM} <command> [options]`;
 
 function topHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
   const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
   return [
-    `Usage: ${PROGRAM} <command> [options]`,
+    TOP_USAGE,
+    `       ${PROGRAM} <command> --help | ${PROGRAM} --help [<command>] | ${PROGRAM} --version`,
     '',
     'A paravirtualized crypto accelerator (virtio-crypto) and the chat apps that use it.',
     '',
     'Commands:',
     ...lines,
     '',
-    `Run '${PROGRAM} <command> --help' for a command's options.`,
+    'Options:',
+    '  -h, --help [COMMAND]  show this help, or the help of COMMAND',
+    '  -V, --version         print the version',
+    '',
+    'Exit codes:',
+    '  0  success',
+    '  1  failure (one line on stderr)',
+    '  2  usage error (one line plus usage on stderr)',
+    '',
+    `Run '${PROGRAM} <command> --help' for a command's options and examples.`,
   ].join('\n');
+}
+
+/** One line naming the problem, the usage line, and where the full help is: exit code 2. */
+function usageError(prefix: string, message: string, usage: string, helpHint: string): number {
+  process.stderr.write(`${prefix}: ${message}\n${usage}\nRun '${helpHint}' for more.\n`);
+  return 2;
+}
+
+function unknownCommand(name: string): number {
+  const what = name.startsWith('-') ? 'option' : 'command';
+  const candidates = what === 'command' ? commands.map((c) => c.name) : ['--help', '--version'];
+  return usageError(PROGRAM, `unknown ${what} '${name}'${didYouMean(name, candidates)}`, TOP_USAGE, `${PROGRAM} --help`);
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined) {
-    process.stderr.write(`${PROGRAM}: missing command\n${topHelp()}\n`);
-    return 2;
-  }
+  if (name === undefined) return usageError(PROGRAM, 'missing command', TOP_USAGE, `${PROGRAM} --help`);
   if (name === '--help' || name === '-h' || name === 'help') {
-    const target = name === 'help' ? rest[0] : undefined;
+    const target = rest[0];
     if (target === undefined) {
       process.stdout.write(topHelp() + '\n');
       return 0;
     }
     const cmd = commands.find((c) => c.name === target);
-    if (!cmd) {
-      process.stderr.write(`${PROGRAM}: unknown command '${target}'\n${topHelp()}\n`);
-      return 2;
-    }
+    if (!cmd) return unknownCommand(target);
     process.stdout.write(cmd.help + '\n');
     return 0;
   }
   if (name === '--version' || name === '-V') {
-    process.stdout.write('0.1.0\n');
+    process.stdout.write(packageVersion() + '\n');
     return 0;
   }
   const cmd: Command | undefined = commands.find((c) => c.name === name);
-  if (!cmd) {
-    const what = name.startsWith('-') ? 'option' : 'command';
-    process.stderr.write(`${PROGRAM}: unknown ${what} '${name}'\n${topHelp()}\n`);
-    return 2;
-  }
+  if (!cmd) return unknownCommand(name);
   const terminator = rest.indexOf('--');
   const options = terminator === -1 ? rest : rest.slice(0, terminator);
   if (options.includes('--help') || options.includes('-h')) {
     process.stdout.write(cmd.help + '\n');
     return 0;
   }
+  if (options.includes('--version')) {
+    process.stdout.write(packageVersion() + '\n');
+    return 0;
+  }
   try {
     return await cmd.run(rest);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`${PROGRAM} ${cmd.name}: ${err.message}\n${cmd.help}\n`);
-      return 2;
+      return usageError(`${PROGRAM} ${cmd.name}`, err.message, usageOf(cmd.help), `${PROGRAM} ${cmd.name} --help`);
     }
     if (err instanceof CliError) {
       process.stderr.write(`${PROGRAM} ${cmd.name}: ${err.message}\n`);

@@ -6,7 +6,7 @@
  * The device sees a request as a DescriptorChain: device-readable buffers then device-writable
  * buffers, in chain order, with arbitrary (byte-granular) boundaries, possibly duplicated
  * entries (Linux's virtqueue_add_sgs walks each sg list to its end) and aliasing (in-place
- * src = dst). Rules followed here (reference §4.4, QEMU's behaviour):
+ * src = dst). Rules followed here (docs/qemu-vhost-user-crypto.md §5, QEMU's behaviour):
  *  - the 72-byte header is copied into device memory before it is validated (TOCTOU);
  *  - the variable part is read as one stream after the header: exactly iv_len, then exactly
  *    src_data_len, then aad_len bytes; surplus readable bytes are ignored;
@@ -72,15 +72,19 @@ const S = VIRTIO_CRYPTO_STATUS;
 const OK = S.VIRTIO_CRYPTO_OK;
 const ERR = S.VIRTIO_CRYPTO_ERR;
 
-/** Default bound on a request's variable-length part (config max_size). */
-export const DEFAULT_MAX_SIZE = 1 << 20;
+/**
+ * Default bound on a request's variable-length part (config max_size): 512 MiB + 128 bytes, so that a
+ * cipher request (src and dst) of 256 MiB fits, and a one-shot hash of a 256 MiB file. Nothing is
+ * allocated up front; a request's bytes are only gathered when it arrives.
+ */
+export const DEFAULT_MAX_SIZE = 512 * 1024 * 1024 + 128;
 
 export interface VirtioCryptoDeviceOptions {
   /** Number of data queues (config max_dataqueues, §5.9.5: 1..65535). */
   maxDataQueues: number;
   /** Session table bound (NOSPC beyond it). Default 1024. */
   maxSessions?: number;
-  /** Bound on iv + src + aad + dst + hash_result of one request (config max_size). Default 1 MiB. */
+  /** Bound on iv + src + aad + dst + hash_result of one request (config max_size). Default DEFAULT_MAX_SIZE. */
   maxSize?: number;
   /**
    * Told of every session created or destroyed, synchronously, before the request that did it

@@ -7,10 +7,19 @@
  * Callers queue work when `alloc` returns -1 and retry after a `free` (backpressure, not failure):
  * since a completed request always frees its block and the arena resets when idle, any request that
  * fits `maxBlock` is eventually served.
+ *
+ * Large requests (over LARGE_BLOCK, e.g. a one-shot digest of a whole file) are not rounded up to a power
+ * of two, which would double their footprint: they are carved at their size rounded to a page, and
+ * their space comes back when the bump pointer retreats (the most recent block) or resets (idle). The
+ * memory region may be much larger than what is ever used: pages are only committed by the OS when a
+ * request is first written there (a SharedArrayBuffer or a memfd mapping is zero-filled on demand).
  */
 
 /** Smallest block: a request header (72 bytes) plus a little data. */
 const MIN_BLOCK_LOG2 = 8;
+/** Blocks above this size are carved at their own size (page-rounded), not a power of two. */
+export const LARGE_BLOCK = 1 << 20;
+const PAGE = 4096;
 
 export class BufferArena {
   /** Offset of the arena in the memory region (bytes). */
@@ -30,6 +39,7 @@ export class BufferArena {
 
   /** Largest allocation that can ever succeed. */
   get maxBlock(): number {
+    if (this.size > LARGE_BLOCK) return this.size - (this.size % PAGE);
     let c = 1 << MIN_BLOCK_LOG2;
     while (c * 2 <= this.size) c *= 2;
     return c;
@@ -53,12 +63,14 @@ export class BufferArena {
 
   /** Bytes a block for `len` occupies. */
   static blockSize(len: number): number {
+    if (len > LARGE_BLOCK) return Math.ceil(len / PAGE) * PAGE;
     return 1 << BufferArena.classOf(len);
   }
 
   /** Allocates at least `len` bytes; returns the offset (relative to the memory region) or -1 if full now. */
   alloc(len: number): number {
     if (len > this.maxBlock) return -1;
+    if (len > LARGE_BLOCK) return this.#carve(BufferArena.blockSize(len));
     const cls = BufferArena.classOf(len);
     const list = this.#free[cls];
     if (list !== undefined && list.length > 0) {
@@ -75,10 +87,24 @@ export class BufferArena {
     return off;
   }
 
+  /** A large block from the bump pointer (page-aligned: the bump pointer only moves by 256-byte multiples). */
+  #carve(block: number): number {
+    const start = Math.ceil(this.#bump / PAGE) * PAGE;
+    if (start + block > this.size) return -1;
+    this.#bump = start + block;
+    if (this.#bump > this.#highWater) this.#highWater = this.#bump;
+    this.#live++;
+    return this.base + start;
+  }
+
   /** Frees a block returned by `alloc(len)` (same `len`). */
   free(offset: number, len: number): void {
-    const cls = BufferArena.classOf(len);
-    (this.#free[cls] ??= []).push(offset);
+    if (len > LARGE_BLOCK) {
+      // The most recent block gives its space back at once; any other waits for the idle reset.
+      if (offset + BufferArena.blockSize(len) === this.base + this.#bump) this.#bump = offset - this.base;
+    } else {
+      (this.#free[BufferArena.classOf(len)] ??= []).push(offset);
+    }
     if (--this.#live === 0) {
       // Nothing live: start over, so blocks carved for one size can serve any other.
       this.#bump = 0;

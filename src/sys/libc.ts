@@ -1,7 +1,7 @@
 /**
  * The libc functions this project calls through koffi, bound once per thread (koffi is safe to load
  * in worker threads; each thread gets its own bindings). This is the ONLY module that imports
- * koffi besides its siblings in src/sys/ (ARCHITECTURE.md §2, enforced by eslint).
+ * koffi besides its siblings in src/sys/ (enforced by eslint.config.js).
  *
  * Conventions of every wrapper in src/sys/:
  *  - a failing call throws `SysError` (errno + the call's name); EAGAIN is returned as a value where a

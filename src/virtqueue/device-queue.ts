@@ -25,8 +25,12 @@ import { VirtqueueError } from './chain.js';
 import { AVAIL, DESC, USED, assertQueueSize, availEventOffset, checkRingViews, usedEventOffset } from './layout.js';
 import { dataView, u16View, vringNeedEvent } from './ring-memory.js';
 
-/** Default cap on the bytes one chain may describe (readable + writable). */
-export const DEFAULT_MAX_CHAIN_BYTES = 256 * 1024 * 1024;
+/**
+ * Default cap on the bytes one chain may describe (readable + writable): twice the device's default
+ * max_size (512 MiB + 128, a 256 MiB cipher request's src and dst) plus headers. A bound checked
+ * before translation, not an allocation.
+ */
+export const DEFAULT_MAX_CHAIN_BYTES = 2 * (512 * 1024 * 1024 + 128) + 64 * 1024;
 /**
  * Default cap on indirect table entries. Linux sends 64 KiB AF_ALG requests as ONE indirect table
  * of 292 descriptors (duplicated scatterlist entries), so a cap near 300 would break them.
@@ -86,7 +90,7 @@ export class DeviceQueue {
   #indirectScratch: Uint8Array | undefined;
   /**
    * Per-walk memo of translated one-region buffers: Linux repeats each scatterlist entry (e1..en,
-   * e2..en, ..., en: 291 descriptors for a 64 KiB request, reference vhost-user-crypto-observed §4),
+   * e2..en, ..., en: 291 descriptors for a 64 KiB request, docs/qemu-vhost-user-crypto.md §5),
    * and a repeated range reuses its checked view instead of translating (and allocating) it again.
    * Direct-mapped by address bits (a Map keyed by doubles cost ~50 ns a descriptor); an entry is
    * valid only for the walk whose number it carries (so nothing is cleared between walks).
@@ -339,7 +343,7 @@ export class DeviceQueue {
 
   /**
    * Ask the driver for kicks again, then re-check for work (§2.7.10). EVENT_IDX: write
-   * avail_event = last_avail_idx (Linux never kicks otherwise, reference §5.4); else clear
+   * avail_event = last_avail_idx (Linux never kicks otherwise, docs/qemu-vhost-user-crypto.md §6); else clear
    * VIRTQ_USED_F_NO_NOTIFY. Returns true if entries are available: process them before sleeping.
    */
   enableNotifications(): boolean {

@@ -13,7 +13,8 @@ import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
+import { homedir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { buildCpioNewc, type CpioEntry } from './cpio.js';
@@ -34,8 +35,15 @@ const BUSYBOX_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
 /** The package root (where guest/ and .cache/ live), from this file's place in src/vm or dist/vm. */
 export const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
+/**
+ * The guest image cache: VCRYPTO_CACHE_DIR, else $XDG_CACHE_HOME/virtio-cryptodev (XDG Base Directory
+ * spec: ignored unless absolute), else ~/.cache/virtio-cryptodev. Outside the installed package, so a
+ * reinstall does not download the kernel again.
+ */
 export function defaultCacheDir(): string {
-  return process.env.VCRYPTO_CACHE_DIR ?? join(PACKAGE_ROOT, '.cache', 'vm');
+  if (process.env.VCRYPTO_CACHE_DIR) return process.env.VCRYPTO_CACHE_DIR;
+  const xdg = process.env.XDG_CACHE_HOME;
+  return join(xdg && isAbsolute(xdg) ? xdg : join(homedir(), '.cache'), 'virtio-cryptodev');
 }
 
 export interface GuestImage {

@@ -5,7 +5,7 @@
  *   builtin     QEMU's own `cryptodev-backend-builtin` (with MSI-X as users run it, or vectors=0)
  *   vhost-user  our `vcrypto device` over a Unix socket: guest RAM must be a shared memfd, and
  *               `vectors=0` is required — QEMU 7.2 segfaults at DRIVER_OK under TCG when the
- *               vhost-user crypto device uses MSI-X (vhost-user-crypto-observed.md §1).
+ *               vhost-user crypto device uses MSI-X (docs/qemu-vhost-user-crypto.md §1).
  * Always `-accel tcg`: KVM hangs guests on the target machines.
  */
 import { spawn } from 'node:child_process';

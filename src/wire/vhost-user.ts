@@ -1,6 +1,6 @@
 /**
  * vhost-user message codecs (vhost-user.rst "Message Specification"; layouts measured with gcc on
- * x86-64, see the project's vhost-user reference). Pure and bounds-checked: every decoder checks the
+ * x86-64, docs/qemu-vhost-user-crypto.md §4). Pure and bounds-checked: every decoder checks the
  * payload size first and throws `VhostUserWireError` naming the violation. Native byte order on the
  * socket = little-endian on every platform we run on.
  */

@@ -8,7 +8,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_MAIN, killLeftovers, spawnProcess } from '../fixtures/cli.js';
@@ -30,8 +30,8 @@ interface Run {
 }
 
 /** Runs a program to completion with `input` on stdin (test/fixtures/cli.ts: killed and failed after TIMEOUT_MS). */
-async function run(command: string, args: readonly string[], input: Uint8Array | string = ''): Promise<Run> {
-  const proc = spawnProcess(command, args);
+async function run(command: string, args: readonly string[], input: Uint8Array | string = '', env?: NodeJS.ProcessEnv): Promise<Run> {
+  const proc = spawnProcess(command, args, env === undefined ? {} : { env: { ...process.env, ...env } });
   proc.stdin.end(input);
   try {
     const { code } = await proc.waitForExit(TIMEOUT_MS);
@@ -41,7 +41,8 @@ async function run(command: string, args: readonly string[], input: Uint8Array |
   }
 }
 
-const vcrypto = (args: readonly string[], input?: Uint8Array | string): Promise<Run> => run(process.execPath, [CLI_MAIN, ...args], input);
+const vcrypto = (args: readonly string[], input?: Uint8Array | string, env?: NodeJS.ProcessEnv): Promise<Run> =>
+  run(process.execPath, [CLI_MAIN, ...args], input, env);
 
 async function openssl(args: readonly string[], input?: Uint8Array | string): Promise<Buffer> {
   const r = await run('openssl', args, input);
@@ -140,26 +141,66 @@ for (const device of DEVICES) {
     }
   });
 
-  test(`[${device}] enc/dec argument errors: wrong key length, bad hex, missing IV → exit 1; bad cipher → exit 2`, async () => {
+  test(`[${device}] enc/dec malformed values are usage errors (exit 2): wrong key length, bad hex, missing IV or key, bad cipher`, async () => {
     const iv = '00'.repeat(16);
-    const cases: [string[], number, RegExp][] = [
-      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(15), '--iv', iv], 1, /expected 32 hex digits/],
-      [['--cipher', 'aes-256-ctr', '--key', '00'.repeat(16), '--iv', iv], 1, /expected 64 hex digits/],
-      [['--cipher', 'aes-128-cbc', '--key', 'zz'.repeat(16), '--iv', iv], 1, /not a hex string/],
-      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(16), '--iv', '0g'.repeat(16)], 1, /invalid iv/],
-      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(16), '--iv', '00'.repeat(8)], 1, /expected 32 hex digits/],
-      [['--cipher', 'aes-128-ctr', '--key', '00'.repeat(16)], 1, /needs an IV/],
-      [['--cipher', 'des-cbc', '--key', '00'.repeat(8), '--iv', iv], 2, /unknown cipher/],
-      [['--cipher', 'aes-128-cbc', '--iv', iv], 2, /--key is required/],
+    const cases: [string[], RegExp][] = [
+      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(15), '--iv', iv], /expected 32 hex digits/],
+      [['--cipher', 'aes-256-ctr', '--key', '00'.repeat(16), '--iv', iv], /expected 64 hex digits/],
+      [['--cipher', 'aes-128-cbc', '--key', 'zz'.repeat(16), '--iv', iv], /not a hex string/],
+      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(16), '--iv', '0g'.repeat(16)], /invalid --iv/],
+      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(16), '--iv', '00'.repeat(8)], /expected 32 hex digits/],
+      [['--cipher', 'aes-128-ctr', '--key', '00'.repeat(16)], /needs an IV/],
+      [['--cipher', 'des-cbc', '--key', '00'.repeat(8), '--iv', iv], /unknown cipher/],
+      [['--cipher', 'aes-128-cbc', '--iv', iv], /a key is required: --key-file, --key-env, --key/],
+      [['--cipher', 'aes-128-cbc', '--key', '00'.repeat(16), '--key-env', 'K', '--iv', iv], /give only one of --key-env, --key/],
     ];
-    for (const [args, code, message] of cases) {
+    for (const [args, message] of cases) {
       for (const cmd of ['enc', 'dec']) {
         const r = await vcrypto([cmd, '--device', device, ...args], 'x'.repeat(32));
-        assert.equal(r.code, code, `${cmd} ${args.join(' ')}: ${r.stderr}`);
-        assert.match(r.stderr, message);
+        assert.equal(r.code, 2, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+        const [first = '', usage = ''] = r.stderr.split('\n');
+        assert.match(first, message);
+        assert.match(usage, new RegExp(`^Usage: vcrypto ${cmd} `), 'the usage line follows the one-line error');
+        assert.doesNotMatch(r.stderr, /00000000000000/, 'a key is never echoed');
         assert.equal(r.stdout.length, 0);
       }
     }
+  });
+
+  test(`[${device}] keys off the command line: --key-file, --key-env (removed from the environment), --iv-file, --in/--out equal openssl`, async () => {
+    const key = randomBytes(32);
+    const iv = randomBytes(16);
+    const data = randomBytes(100_003);
+    const keyFile = join(tmp, `key-${device}.hex`);
+    const ivFile = join(tmp, `iv-${device}.hex`);
+    const inFile = join(tmp, `plain-${device}.bin`);
+    const encFile = join(tmp, `cipher-${device}.bin`);
+    const backFile = join(tmp, `back-${device}.bin`);
+    writeFileSync(keyFile, key.toString('hex') + '\n', { mode: 0o600 });
+    writeFileSync(ivFile, iv.toString('hex') + '\n');
+    writeFileSync(inFile, data);
+    const ref = await openssl(['enc', '-aes-256-cbc', '-K', key.toString('hex'), '-iv', iv.toString('hex')], data);
+    const enc = await vcrypto(['enc', '--device', device, '--cipher', 'aes-256-cbc', '--key-file', keyFile, '--iv-file', ivFile, '--in', inFile, '--out', encFile]);
+    assert.equal(enc.code, 0, enc.stderr);
+    assert.equal(enc.stdout.length, 0);
+    assert.ok(readFileSync(encFile).equals(ref), '--key-file/--iv-file/--in/--out output equals openssl enc');
+    // --key-env (its removal from the environment is checked in key-options.test.ts).
+    const viaEnv = await vcrypto(['dec', '--device', device, '--cipher', 'aes-256-cbc', '--key-env', 'VC_TEST_KEY', '--iv', iv.toString('hex'), '--in', encFile, '--out', backFile], '', {
+      VC_TEST_KEY: key.toString('hex'),
+    });
+    assert.equal(viaEnv.code, 0, viaEnv.stderr);
+    assert.ok(readFileSync(backFile).equals(data));
+    // A failed run leaves --out untouched and no temporary file behind.
+    const wrongKey = join(tmp, `wrong-${device}.hex`);
+    writeFileSync(wrongKey, randomBytes(32).toString('hex'), { mode: 0o600 });
+    const failed = await vcrypto(['dec', '--device', device, '--cipher', 'aes-256-cbc', '--key-file', wrongKey, '--iv-file', ivFile, '--in', encFile, '--out', backFile]);
+    assert.equal(failed.code, 1, failed.stderr);
+    assert.match(failed.stderr, /bad decrypt/);
+    assert.ok(readFileSync(backFile).equals(data), 'the previous --out file is intact');
+    assert.deepEqual(readdirSync(tmp).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left');
+    const missing = await vcrypto(['enc', '--device', device, '--cipher', 'aes-256-cbc', '--key-file', join(tmp, 'nope.key'), '--iv-file', ivFile], 'x');
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /cannot read key file .*nope\.key: no such file/);
   });
 
   test(`[${device}] dgst equals openssl dgst: 5 digests, plain and --hmac, FILE and stdin`, async () => {
@@ -185,6 +226,54 @@ for (const device of DEVICES) {
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /No such file/);
     assert.equal((await vcrypto(['dgst', '--device', device, '--digest', 'md5'])).code, 2);
+  });
+
+  test(`[${device}] dgst goes on after a directory or a missing file, exits 1 at the end; -c checks sha256sum's own output`, async () => {
+    const a = join(tmp, `a-${device}.txt`);
+    const b = join(tmp, `b-${device}.bin`);
+    writeFileSync(a, 'abc');
+    writeFileSync(b, randomBytes(5000));
+    const r = await vcrypto(['dgst', '--device', device, a, tmp, join(tmp, 'nope'), b]);
+    assert.equal(r.code, 1);
+    const ref = (await run('sha256sum', [a, b])).stdout.toString();
+    assert.equal(r.stdout.toString(), ref, 'both readable files hashed (sha256 by default), in order, as sha256sum prints them');
+    assert.equal(r.stderr, `vcrypto dgst: ${tmp}: Is a directory\nvcrypto dgst: ${join(tmp, 'nope')}: No such file or directory\n`);
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+    // -c on sha256sum's output (and sha512sum's: the algorithm follows the line's length).
+    const sums = join(tmp, `SUMS-${device}`);
+    writeFileSync(sums, ref + (await run('sha512sum', [a])).stdout.toString());
+    const ok = await vcrypto(['dgst', '--device', device, '-c', sums]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.toString(), `${a}: OK\n${b}: OK\n${a}: OK\n`);
+    writeFileSync(b, randomBytes(5000));
+    writeFileSync(sums, ref + 'not a checksum line\n');
+    const bad = await vcrypto(['dgst', '--device', device, '--check', sums]);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.stdout.toString(), `${a}: OK\n${b}: FAILED\n`);
+    assert.match(bad.stderr, /1 line is improperly formatted/);
+    assert.match(bad.stderr, /WARNING: 1 computed checksum did NOT match/);
+  });
+
+  test(`[${device}] dgst of a file past the device's one-request limit names the limit and the alternative; 256 MiB fits`, async () => {
+    const sparse = (name: string, bytes: number): string => {
+      const f = join(tmp, `${name}-${device}.bin`);
+      writeFileSync(f, '');
+      truncateSync(f, bytes);
+      return f;
+    };
+    const big = sparse('256m', 256 * 1024 * 1024);
+    const r = await vcrypto(['dgst', '--device', device, big]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.toString(), (await run('sha256sum', [big])).stdout.toString());
+    if (device !== 'host') {
+      const over = sparse('over', 256 * 1024 * 1024 + 1);
+      const small = join(tmp, `small-${device}.txt`);
+      writeFileSync(small, 'abc');
+      const o = await vcrypto(['dgst', '--device', device, over, small]);
+      assert.equal(o.code, 1);
+      assert.match(o.stderr, /^vcrypto dgst: .*over-.*\.bin: 268435457 bytes, more than the 256 MiB one request can hash on 'virtio' .*--device host/);
+      assert.match(o.stdout.toString(), /^ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad {2}.*small/, 'the next file is hashed');
+    }
   });
 
   test(`[${device}] test-crypto prints the lab's lines; --iterations adds SUCC = N`, async () => {

@@ -94,7 +94,7 @@ test('every listed command rejects an unknown option: one line plus its usage, e
   const names = listedCommands((await runCli(['--help'], { t })).stdout.toString());
   for (const name of names) {
     const r = await runCli([name, '--no-such-option'], { t });
-    assertUsageError(r, new RegExp(`^vcrypto ${name}: Unknown option '--no-such-option'$`), new RegExp(`^Usage: vcrypto ${name}\\b`, 'm'));
+    assertUsageError(r, new RegExp(`^vcrypto ${name}: unknown option '--no-such-option'$`), new RegExp(`^Usage: vcrypto ${name}\\b`, 'm'));
   }
 });
 
@@ -116,4 +116,44 @@ test('--version prints the package version', async (t) => {
   const r = await runCli(['--version'], { t });
   assert.equal(r.code, 0);
   assert.match(r.stdout.toString(), /^\d+\.\d+\.\d+\n$/);
+});
+
+test('every command help has the same shape: Usage, Options ending with -h/--help and --version, Exit codes, Examples', async (t) => {
+  // `vm` is left out: its help is being rewritten with the in-guest driver work (src/cli/commands/vm.ts).
+  const names = listedCommands((await runCli(['--help'], { t })).stdout.toString()).filter((n) => n !== 'vm');
+  assert.ok(names.length >= 12);
+  for (const name of names) {
+    const help = (await runCli([name, '--help'], { t })).stdout.toString();
+    const sections = help.split('\n').filter((l) => /^(Usage:|[A-Z][a-z ]+:$)/.test(l)).map((l) => l.replace(/:.*/, ''));
+    assert.deepEqual(sections.filter((s) => s !== 'Arguments'), ['Usage', 'Options', 'Exit codes', 'Examples'], `${name} --help sections`);
+    assert.match(help, /\n {2}-h, --help {2,}show this help\n {2}--version {2,}print the version\n\nExit codes:\n {2}0 {2}/, `${name} --help`);
+    assert.match(help, /\n {2}2 {2}usage error/, `${name} --help documents exit code 2`);
+  }
+});
+
+test('vcrypto --help CMD and vcrypto CMD --help print the same; --version works after a command too', async (t) => {
+  const [a, b, v] = await Promise.all([runCli(['--help', 'enc'], { t }), runCli(['enc', '--help'], { t }), runCli(['dgst', '--version'], { t })]);
+  assert.equal(a.code, 0);
+  assert.deepEqual(a.stdout, b.stdout);
+  assert.match(a.stdout.toString(), /^Usage: vcrypto enc /);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout.toString(), /^\d+\.\d+\.\d+\n$/);
+});
+
+test('a typo gets a "did you mean" and only the usage line, not the whole help (exit 2)', async (t) => {
+  const cmd = await runCli(['dgts'], { t });
+  assertUsageError(cmd, /^vcrypto: unknown command 'dgts'; did you mean 'dgst'\?$/, /^Usage: vcrypto <command>/m);
+  assert.equal(cmd.stderr.split('\n').length, 4, `three lines: ${cmd.stderr}`);
+  const opt = await runCli(['enc', '--cipher', 'aes-128-cbc', '--kye', '00'], { t });
+  assertUsageError(opt, /^vcrypto enc: unknown option '--kye'; did you mean '--key'\?$/, /^Usage: vcrypto enc /m);
+  assert.doesNotMatch(opt.stderr, /Options:|Examples:/, 'not the whole help');
+  assert.match(opt.stderr, /Run 'vcrypto enc --help' for more\.\n$/);
+  assertUsageError(await runCli(['--help', 'sever'], { t }), /^vcrypto: unknown command 'sever'; did you mean 'server'\?$/, /^Usage: vcrypto <command>/m);
+});
+
+test('negative numbers reach the range check instead of "argument is ambiguous"', async (t) => {
+  const r = await runCli(['test-fork-crypto', '--children', '-1'], { t });
+  assertUsageError(r, /^vcrypto test-fork-crypto: invalid --children '-1': expected an integer 1-256$/, /^Usage: vcrypto test-fork-crypto/m);
+  const q = await runCli(['device', '--socket', 'x', '--queues', '-3'], { t });
+  assertUsageError(q, /^vcrypto device: invalid --queues '-3': expected an integer 1-255$/, /^Usage: vcrypto device/m);
 });

@@ -37,7 +37,7 @@ export function split(buf: Uint8Array, cuts: number[]): Uint8Array[] {
   return out;
 }
 
-/** Linux's virtqueue_add_sgs on per-entry sg pointers: e1..en, e2..en, ..., en (reference §4.4). */
+/** Linux's virtqueue_add_sgs on per-entry sg pointers: e1..en, e2..en, ..., en (docs/qemu-vhost-user-crypto.md §5). */
 export function linuxDup(entries: Uint8Array[]): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (let i = 0; i < entries.length; i++) out.push(...entries.slice(i));

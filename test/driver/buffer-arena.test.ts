@@ -41,4 +41,34 @@ describe('BufferArena', () => {
     assert.ok(blocks.every((b) => b >= 0));
     assert.equal(new Set(blocks).size, 16);
   });
+
+  it('large blocks (a whole-file digest) take their page-rounded size, not the next power of two', () => {
+    const MiB = 1 << 20;
+    const a = new BufferArena(8192, 300 * MiB);
+    assert.equal(a.maxBlock, 300 * MiB, 'over LARGE_BLOCK the whole arena is one possible block');
+    const len = 256 * MiB + 72 + 65; // a 256 MiB digest request: header, data, result, status
+    assert.equal(BufferArena.blockSize(len), 256 * MiB + 4096);
+    const small = a.alloc(300);
+    const big = a.alloc(len);
+    assert.notEqual(big, -1, 'a power-of-two class (512 MiB) would not fit a 300 MiB arena');
+    assert.equal(big % 4096, 0);
+    assert.ok(big >= small + 300 && big + len <= 8192 + 300 * MiB);
+    assert.equal(a.alloc(60 * MiB), -1, 'no room for a second one while it is live');
+    const after = a.alloc(1000);
+    assert.ok(after >= big + len, 'small blocks carve after it');
+    a.free(after, 1000);
+    a.free(big, len);
+    assert.equal(a.alloc(60 * MiB), -1, 'the large block is not the most recent: its space waits for the idle reset');
+    a.free(small, 300);
+    assert.equal(a.liveBlocks, 0);
+    const again = a.alloc(len);
+    assert.equal(again, 8192, 'idle: carved from the start again');
+    a.free(again, len);
+    // The most recent large block gives its space back at once.
+    const keep = a.alloc(100);
+    const x = a.alloc(200 * MiB);
+    a.free(x, 200 * MiB);
+    assert.equal(a.alloc(250 * MiB), x, 'the bump pointer retreated');
+    assert.notEqual(keep, -1);
+  });
 });

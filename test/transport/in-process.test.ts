@@ -33,11 +33,25 @@ describe('embedded virtio-crypto device (worker thread)', () => {
   let dev: CryptoDevice;
   let h: CryptoHandle;
   before(async () => {
-    dev = await createInProcessDevice({ dataQueues: 2 });
+    // max_size 2 MiB + 128: DeviceInfo.maxSize 1 MiB, so the boundary tests below stay small.
+    dev = await createInProcessDevice({ dataQueues: 2, maxSize: 2n * 1024n * 1024n + 128n });
     h = await dev.open();
   });
   after(async () => {
     await dev.close();
+  });
+
+  it('by default, 256 MiB fits every operation (max_size 512 MiB + 128), with guest memory committed only on use', async () => {
+    const before = process.memoryUsage().rss;
+    const d = await createInProcessDevice();
+    try {
+      assert.equal(d.info.maxSize, 256n << 20n);
+      // The ~545 MiB of guest memory is address space: opening the device commits far less.
+      const grown = process.memoryUsage().rss - before;
+      assert.ok(grown < 128 * 1024 * 1024, `opening the device grew the RSS by ${grown} bytes`);
+    } finally {
+      await d.close();
+    }
   });
 
   it('describes itself from the device config', () => {

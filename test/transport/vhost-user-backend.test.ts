@@ -1,6 +1,6 @@
 /**
  * The vhost-user back-end against a front-end written byte by byte in this test, replaying the
- * message sequence QEMU 7.2 was observed to send (reference "observed" §2), with a Linux-shaped
+ * message sequence QEMU 7.2 sends (docs/qemu-vhost-user-crypto.md §3), with a Linux-shaped
  * AES-CBC request (indirect table, byte-granular splits, duplicated entries, in-place) checked
  * against NIST SP 800-38A F.2.1/F.2.2.
  */
@@ -32,7 +32,7 @@ function session72(direction: number): Uint8Array {
   return p;
 }
 
-/** The 72-byte virtio_crypto_op_data_req of a cipher request (reference §4.3). */
+/** The 72-byte virtio_crypto_op_data_req of a cipher request (VIRTIO 1.2 §5.9.7.1, §5.9.7.2.1). */
 function cipherHeader(opcode: number, sessionId: bigint, len: number): Uint8Array {
   const h = new Uint8Array(72);
   const v = new DataView(h.buffer);
@@ -122,7 +122,7 @@ test('QEMU 7.2 sequence: negotiation, memory table, ring start, sessions, CBC re
     assert.deepEqual(g.bytes.subarray(dst, dst + 64), CIPHER);
     assert.deepEqual(g.bytes.subarray(src, src + 64), PLAIN, 'device-readable source untouched');
     // The connection's thread answers messages only between batches: after this round trip the
-    // batch has ended, so EVENT_IDX's avail_event must show the drained index (reference §5.4).
+    // batch has ended, so EVENT_IDX's avail_event must show the drained index (docs/qemu-vhost-user-crypto.md §6).
     await fe.call(VHOST_USER.GET_FEATURES);
     assert.equal(ring.availEvent, 1, `EVENT_IDX: avail_event = last_avail_idx after draining (used ${ring.usedIdx}, status ${g.bytes[status]})`);
 

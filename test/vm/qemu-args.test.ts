@@ -1,4 +1,4 @@
-/** The QEMU command line for each back-end (vhost-user-crypto-observed.md §1: vectors=0). */
+/** The QEMU command line for each back-end (docs/qemu-vhost-user-crypto.md §1: vectors=0). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildQemuArgs, kernelCommandLine, MAX_GUEST_COMMAND_BYTES } from '../../src/vm/qemu.js';

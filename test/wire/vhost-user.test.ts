@@ -1,6 +1,6 @@
 /**
  * vhost-user codecs against bytes written by hand from vhost-user.rst and the gcc-measured layouts
- * of QEMU's structs (project reference §1.3, §2.1, §2.3). Both CREATE_CRYPTO_SESSION payload layouts
+ * of QEMU's structs (docs/qemu-vhost-user-crypto.md §3, §4). Both CREATE_CRYPTO_SESSION payload layouts
  * are byte-checked.
  */
 import { test } from 'node:test';
@@ -61,7 +61,7 @@ test('vring addr: index, flags, desc, USED, avail, log (40 bytes)', () => {
   assert.throws(() => decodeVringAddr(new Uint8Array(39)), VhostUserWireError);
 });
 
-test('memory table: the two regions QEMU 7.2 sent for a 512 MiB guest (observed)', () => {
+test('memory table: the two regions QEMU 7.2 sent for a 512 MiB guest (docs/qemu-vhost-user-crypto.md §7)', () => {
   const bytes = hex(`
     02000000 00000000
     0000000000000000 00000a0000000000 0000c0a5bd7f0000 0000000000000000
@@ -77,7 +77,7 @@ test('memory table: the two regions QEMU 7.2 sent for a 512 MiB guest (observed)
   assert.throws(() => decodeMemoryTable(hex('00000000 00000000')), /0 regions/);
 });
 
-/** A QEMU 7.2 CREATE_CRYPTO_SESSION for Linux's cbc(aes) setkey, byte by byte (reference §2.1). */
+/** A QEMU 7.2 CREATE_CRYPTO_SESSION for Linux's cbc(aes) setkey, byte by byte (docs/qemu-vhost-user-crypto.md §4). */
 function qemu72Session(key: Uint8Array, direction: number): Uint8Array {
   const p = new Uint8Array(632);
   p.set(hex('03000000'), 8); // cipher_alg = VIRTIO_CRYPTO_CIPHER_AES_CBC

@@ -13,7 +13,7 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { CryptoError, type CryptoDevice } from '../../driver/api.js';
 import { DEVICE_OPTION_HELP, openDevice } from '../../transport/open-device.js';
-import { type Command, parseCommandArgs, parsePositiveInt, UsageError } from '../command.js';
+import { type Command, CliError, formatHelp, parseCommandArgs, parsePositiveInt, UsageError } from '../command.js';
 import { asCliError, checkDeviceSpec } from './crypto-common.js';
 
 export const BENCH_OP = 'aes-128-cbc-encrypt';
@@ -129,39 +129,68 @@ interface Row {
   raw: BenchResult | null;
 }
 
-function formatTable(rows: readonly Row[]): string {
-  const header = ['device', 'size', 'depth', 'ops/s', 'MB/s', 'vs raw MB/s', 'vs raw ops/s'];
-  const cells = rows.map(({ result: r, raw }) => {
+const HEADER = ['device', 'size', 'depth', 'ops/s', 'MB/s', 'vs raw MB/s', 'vs raw ops/s'] as const;
+
+/**
+ * The table, printed a row at a time as each is measured: column widths are fixed up front from the
+ * specs and sizes (the numbers get room for realistic rates). The raw rows, which pool every raw
+ * slice of a size, come last.
+ */
+class StreamingTable {
+  readonly #widths: number[];
+  constructor(
+    devices: readonly string[],
+    sizes: readonly number[],
+    depths: readonly number[],
+    readonly withRaw: boolean,
+    readonly write: (line: string) => void,
+  ) {
+    const longest = (xs: readonly (string | number)[]): number => Math.max(...xs.map((x) => String(x).length));
+    this.#widths = [Math.max(HEADER[0].length, longest(devices)), Math.max(4, longest(sizes)), Math.max(5, longest(depths)), 9, 8, HEADER[5].length, HEADER[6].length];
+  }
+
+  #line(cells: readonly string[]): string {
+    return cells.map((x, i) => (i === 0 ? x.padEnd(this.#widths[i]!) : x.padStart(this.#widths[i]!))).join('  ');
+  }
+
+  header(): void {
+    this.write(`AES-128-CBC encryption (${BENCH_OP})`);
+    if (this.withRaw) this.write('(each ratio: against raw measured in slices interleaved with that device row; raw rows last)');
+    this.write(this.#line(HEADER));
+  }
+
+  row({ result: r, raw }: Row): void {
     const base = r.device === 'raw' ? r : raw;
     const ratio = (a: number, b: number | undefined): string => (b ? `${(a / b).toFixed(2)}x` : '-');
-    return [r.device, String(r.size), String(r.depth), r.opsPerSec.toFixed(0), r.mbPerSec.toFixed(1), ratio(r.mbPerSec, base?.mbPerSec), ratio(r.opsPerSec, base?.opsPerSec)];
-  });
-  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((row) => row[i]!.length)));
-  const line = (c: string[]): string => c.map((x, i) => (i === 0 ? x.padEnd(widths[i]!) : x.padStart(widths[i]!))).join('  ');
-  const note = rows.some((r) => r.raw !== null) ? ['(each ratio: against raw measured in slices interleaved with that device row)'] : [];
-  return [`AES-128-CBC encryption (${BENCH_OP})`, ...note, line(header), ...cells.map(line)].join('\n');
+    this.write(this.#line([r.device, String(r.size), String(r.depth), r.opsPerSec.toFixed(0), r.mbPerSec.toFixed(1), ratio(r.mbPerSec, base?.mbPerSec), ratio(r.opsPerSec, base?.opsPerSec)]));
+  }
 }
 
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'AES-128-CBC throughput: raw node:crypto vs the devices',
-  help: [
-    'Usage: vcrypto bench [--device raw,host,virtio] [--sizes 64,1024,16384,65536] [--depth 1,64] [--seconds S] [--json]',
-    '',
-    'Measures AES-128-CBC encryption throughput. "raw" is a plain node:crypto loop (createCipheriv/',
-    'update/final per op), the baseline; every other entry is a device spec used through the session',
-    'API with DEPTH requests in flight. The table shows the ratio to raw for the same size, raw being',
-    'measured in slices interleaved with each device row (so the ratio is side by side).',
-    '',
-    'Options:',
-    '  --device LIST    comma-separated: raw and/or device specs (default raw,host,virtio);',
-    '                   a device this build cannot open is skipped with a warning',
-    DEVICE_OPTION_HELP.split('\n').slice(1).join('\n'),
-    '  --sizes LIST     request sizes in bytes, multiples of 16 (default 64,1024,16384,65536)',
-    '  --depth LIST     requests in flight (default 1,64)',
-    '  --seconds S      seconds per measurement (default 1; fractions allowed)',
-    '  --json           print {"results":[{device,op,size,depth,opsPerSec,mbPerSec}]} only',
-  ].join('\n'),
+  help: formatHelp({
+    usage: ['vcrypto bench [--device raw,host,virtio] [--sizes 64,1024,16384,65536] [--depth 1,64] [--seconds S] [--json]'],
+    description: [
+      'Measures AES-128-CBC encryption throughput. "raw" is a plain node:crypto loop (createCipheriv/',
+      'update/final per op), the baseline; every other entry is a device spec used through the session',
+      'API with DEPTH requests in flight. The table shows the ratio to raw for the same size, raw being',
+      'measured in slices interleaved with each device row (so the ratio is side by side). Each row is',
+      'printed as soon as it is measured.',
+    ],
+    options: [
+      '  --device LIST      comma-separated: raw and/or device specs (default raw,host,virtio);',
+      '                     a device that cannot be opened is skipped with a warning on stderr',
+      DEVICE_OPTION_HELP.split('\n').slice(1).join('\n'),
+      '  --sizes LIST       request sizes in bytes, multiples of 16 (default 64,1024,16384,65536)',
+      '  --depth LIST       requests in flight (default 1,64)',
+      '  --seconds S        seconds per measurement (default 1; fractions allowed)',
+      '  --json             print {"results":[{device,op,size,depth,opsPerSec,mbPerSec}]} only, at the end',
+    ],
+    exitCodes: [[1, 'no device could be opened, or a measurement failed']],
+    examples: ['vcrypto bench', 'vcrypto bench --device raw,virtio,vhost-user:./vc.sock --sizes 4096,65536 --depth 64'],
+  }),
+
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
       device: { type: 'string' },
@@ -183,6 +212,9 @@ export const benchCommand: Command = {
     const rawLoops = new Map(withRaw ? sizes.map((size) => [size, new RawLoop(size)] as const) : []);
     const rawTotals = new Map(sizes.map((size) => [size, { ops: 0, seconds: 0 } as Tally]));
     const rows = new Map<string, Row[]>();
+    const table = values.json ? null : new StreamingTable(devices, sizes, depths, withRaw, (line) => void process.stdout.write(`${line}\n`));
+    table?.header();
+    let skipped = 0;
     try {
       for (const spec of devices) {
         if (spec === 'raw') continue;
@@ -190,11 +222,10 @@ export const benchCommand: Command = {
         try {
           device = await openDevice(spec);
         } catch (err) {
-          if (err instanceof CryptoError && err.code === 'ENOTSUP') {
-            process.stderr.write(`warning: skipping device '${spec}': ${err.message}\n`);
-            continue;
-          }
-          throw asCliError(err);
+          if (!(err instanceof CryptoError)) throw err;
+          process.stderr.write(`vcrypto bench: warning: skipping device '${spec}': ${err.message}\n`);
+          skipped++;
+          continue;
         }
         const list: Row[] = [];
         rows.set(spec, list);
@@ -205,7 +236,9 @@ export const benchCommand: Command = {
               const total = rawTotals.get(size)!;
               total.ops += m.raw.ops;
               total.seconds += m.raw.seconds;
-              list.push({ result: result(spec, size, depth, m.dev.ops, m.dev.seconds), raw: withRaw ? result('raw', size, 1, m.raw.ops, m.raw.seconds) : null });
+              const row: Row = { result: result(spec, size, depth, m.dev.ops, m.dev.seconds), raw: withRaw ? result('raw', size, 1, m.raw.ops, m.raw.seconds) : null };
+              list.push(row);
+              table?.row(row);
             }
           }
         } catch (err) {
@@ -228,8 +261,13 @@ export const benchCommand: Command = {
     } finally {
       for (const loop of rawLoops.values()) loop.dispose();
     }
-    const ordered = devices.flatMap((spec) => rows.get(spec) ?? []);
-    process.stdout.write(values.json ? JSON.stringify({ results: ordered.map((r) => r.result) }) + '\n' : formatTable(ordered) + '\n');
-    return 0;
+    for (const r of rows.get('raw') ?? []) table?.row(r);
+    if (values.json) {
+      const ordered = devices.flatMap((spec) => rows.get(spec) ?? []);
+      process.stdout.write(JSON.stringify({ results: ordered.map((r) => r.result) }) + '\n');
+    }
+    const measured = devices.filter((d) => d !== 'raw').length - skipped;
+    if (measured === 0 && !withRaw) throw new CliError('no device could be opened');
+    return skipped > 0 && measured === 0 ? 1 : 0;
   },
 };

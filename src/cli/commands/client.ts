@@ -4,31 +4,24 @@
 import { plainChannel } from '../../chat/chat-channel.js';
 import { ChatError } from '../../chat/chat-error.js';
 import { runChatClient } from '../../chat/chat-client.js';
-import { CliError, UsageError, parseCommandArgs, parsePort, type Command } from '../command.js';
+import { CliError, UsageError, parseCommandArgs, parsePort, formatHelp, type Command } from '../command.js';
 
 export const clientCommand: Command = {
   name: 'client',
   summary: 'plain TCP chat client (the lab\'s ./client HOST PORT)',
-  help: `Usage: vcrypto client <host> <port>
-
-The lab's plain chat client. What you type on stdin goes to the server as raw bytes; what the
-server sends appears on stdout. Status lines go to stderr. EOF on stdin (Ctrl-D, or the end of
-a pipe) sends what is left, closes the connection and exits 0; the server closing the
-connection also exits 0. Works against any TCP peer, e.g. nc -l.
-
-Arguments:
-  <host>        server name or address (e.g. 127.0.0.1)
-  <port>        server TCP port, 1-65535 (the lab's is 35001)
-
-Options:
-  -h, --help    show this help
-
-Exit status: 0 when the chat ended, 1 when the connection failed (refused, unknown host),
-2 for bad arguments.
-
-Examples:
-  vcrypto client 127.0.0.1 35001
-  printf 'hello\\n' | vcrypto client 127.0.0.1 35001`,
+  help: formatHelp({
+    usage: ['vcrypto client <host> <port>'],
+    description: [
+      "The lab's plain chat client. What you type on stdin goes to the server as raw bytes; what the",
+      'server sends appears on stdout. Status lines go to stderr. EOF on stdin (Ctrl-D, or the end of',
+      'a pipe) sends what is left, closes the connection and exits 0; the server closing the',
+      'connection also exits 0. Works against any TCP peer, e.g. nc -l.',
+    ],
+    arguments: ['  <host>             server name or address (e.g. 127.0.0.1)', "  <port>             server TCP port, 1-65535 (the lab's is 35001)"],
+    options: [],
+    exitCodes: [[0, 'the chat ended'], [1, 'the connection failed (refused, unknown host)']],
+    examples: ['vcrypto client 127.0.0.1 35001', "printf 'hello\\n' | vcrypto client 127.0.0.1 35001"],
+  }),
 
   async run(argv) {
     const { positionals } = parseCommandArgs(argv, {}, { allowPositionals: true });

@@ -44,18 +44,6 @@ export async function withDevice<T>(spec: string, fn: (device: CryptoDevice) => 
   }
 }
 
-/** Parses a hex string of exactly `bytes` bytes (when given); CliError otherwise. */
-export function parseHex(what: string, text: string, bytes?: number): Uint8Array {
-  if (!/^([0-9a-fA-F]{2})*$/.test(text)) {
-    // The text is not echoed: it may be (a typo of) a secret key.
-    throw new CliError(`invalid ${what}: not a hex string (an even number of 0-9a-f digits)`);
-  }
-  if (bytes !== undefined && text.length !== bytes * 2) {
-    throw new CliError(`invalid ${what}: expected ${bytes * 2} hex digits (${bytes} bytes), got ${text.length}`);
-  }
-  return new Uint8Array(Buffer.from(text, 'hex'));
-}
-
 export const CLI_CIPHERS = [
   'aes-128-cbc', 'aes-192-cbc', 'aes-256-cbc',
   'aes-128-ctr', 'aes-192-ctr', 'aes-256-ctr',

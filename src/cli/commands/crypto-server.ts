@@ -13,7 +13,7 @@ import { CryptoError, type CryptoDevice } from '../../driver/api.js';
 import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, openDevice } from '../../transport/open-device.js';
 import type { ChatChannelFactory } from '../../chat/chat-channel.js';
 import { checkDeviceSpec } from './crypto-common.js';
-import { CliError, UsageError, parseCommandArgs, parsePort, type Command } from '../command.js';
+import { CliError, UsageError, parseCommandArgs, parsePort, formatHelp, type Command } from '../command.js';
 
 export const DEFAULT_CRYPTO_CHAT_HOST = '127.0.0.1';
 export const DEFAULT_CRYPTO_CHAT_PORT = 35001;
@@ -25,18 +25,22 @@ export const CRYPTO_CHAT_OPTIONS = {
   device: { type: 'string' },
 } as const;
 
-export const KEY_OPTION_HELP = `Key (exactly one; both peers must use the same key):
-  --psk-file FILE        a 32-byte key: 64 hex digits (what 'vcrypto keygen' prints) or 32 raw bytes
-  --passphrase-env VAR   read a passphrase from environment variable VAR and stretch it to 32 bytes
-                         with scrypt (N=2^${Math.log2(SCRYPT_PARAMS.N)}, r=${SCRYPT_PARAMS.r}, p=${SCRYPT_PARAMS.p}, fixed salt); prefer a key file`;
+/** The key options both crypto chat commands take (exactly one; both peers must use the same key). */
+export const KEY_OPTION_HELP = [
+  "  --psk-file FILE        a 32-byte key: 64 hex digits (what 'vcrypto keygen' prints) or 32 raw bytes",
+  '  --passphrase-env VAR   read a passphrase from environment variable VAR (removed once read) and',
+  `                         stretch it to 32 bytes with scrypt (N=2^${Math.log2(SCRYPT_PARAMS.N)}, r=${SCRYPT_PARAMS.r}, p=${SCRYPT_PARAMS.p}, fixed salt); prefer a key file`,
+];
 
-export const PROTOCOL_HELP = `Protocol: ${SECURE_PROTOCOL} (Noise revision 34). The key authenticates both
-peers; fresh X25519 ephemerals give forward secrecy; every message is AES-256-GCM with a counter
-nonce, so a changed, replayed, reordered, dropped or truncated message ends the connection and is
-never printed. Each side ends the chat with an authenticated END message before closing: a
-connection that closes without it was cut short ("connection truncated"; the client exits 1).
-A wrong key: both sides say "authentication failed". SHA-256, HMAC-SHA256 (HKDF) and AES-GCM run
-on the crypto device; X25519 runs on node:crypto. There is no plaintext fallback.`;
+export const PROTOCOL_HELP = [
+  `Protocol: ${SECURE_PROTOCOL} (Noise revision 34). The key authenticates both`,
+  'peers; fresh X25519 ephemerals give forward secrecy; every message is AES-256-GCM with a counter',
+  'nonce, so a changed, replayed, reordered, dropped or truncated message ends the connection and is',
+  'never printed. Each side ends the chat with an authenticated END message before closing: a',
+  'connection that closes without it was cut short ("connection truncated"; the client exits 1).',
+  'A wrong key: both sides say "authentication failed". SHA-256, HMAC-SHA256 (HKDF) and AES-GCM run',
+  'on the crypto device; X25519 runs on node:crypto. There is no plaintext fallback.',
+];
 
 export interface ChatKeyValues {
   'psk-file'?: string | undefined;
@@ -94,28 +98,29 @@ export async function runSecureChat(
 export const cryptoServerCommand: Command = {
   name: 'crypto-server',
   summary: 'encrypted chat server (Noise NNpsk0, crypto on the virtio-crypto device)',
-  help: `Usage: vcrypto crypto-server [--host ADDR] [--port PORT] (--psk-file FILE | --passphrase-env VAR) [--device SPEC]
-
-The lab's encrypted chat server. Like 'vcrypto server' (stdin to the peer, the peer to stdout,
-status on stderr, one peer at a time, a busy notice for a second peer, waits for the next peer
-when one leaves, EOF on stdin exits 0), but every byte on the wire is encrypted and authenticated.
-A peer with the wrong key, or whose messages are tampered with, is dropped ("authentication
-failed") and the server waits for the next one.
-
-${PROTOCOL_HELP}
-
-Options:
-  --host ADDR            address to listen on (default ${DEFAULT_CRYPTO_CHAT_HOST})
-  --port PORT            TCP port (default ${DEFAULT_CRYPTO_CHAT_PORT}; 0 = any free port, shown in the "listening" line)
-${DEVICE_OPTION_HELP}
-  -h, --help             show this help
-
-${KEY_OPTION_HELP}
-
-Examples:
-  vcrypto keygen --out chat.key
-  vcrypto crypto-server --psk-file chat.key
-  vcrypto crypto-client 127.0.0.1 ${DEFAULT_CRYPTO_CHAT_PORT} --psk-file chat.key     (in another terminal)`,
+  help: formatHelp({
+    usage: ['vcrypto crypto-server [--host ADDR] [--port PORT] (--psk-file FILE | --passphrase-env VAR) [--device SPEC]'],
+    description: [
+      "The lab's encrypted chat server. Like 'vcrypto server' (stdin to the peer, the peer to stdout,",
+      'status on stderr, one peer at a time, a busy notice for a second peer, waits for the next peer',
+      'when one leaves, EOF on stdin exits 0), but every byte on the wire is encrypted and authenticated.',
+      'A peer with the wrong key, or whose messages are tampered with, is dropped ("authentication',
+      'failed") and the server waits for the next one.',
+      '',
+      ...PROTOCOL_HELP,
+    ],
+    options: [
+      `  --host ADDR            address to listen on (default ${DEFAULT_CRYPTO_CHAT_HOST})`,
+      `  --port PORT            TCP port (default ${DEFAULT_CRYPTO_CHAT_PORT}; 0 = any free port, shown in the "listening" line)`,
+      ...KEY_OPTION_HELP,
+      DEVICE_OPTION_HELP,
+    ],
+    examples: [
+      'vcrypto keygen --out chat.key',
+      'vcrypto crypto-server --psk-file chat.key',
+      `vcrypto crypto-client 127.0.0.1 ${DEFAULT_CRYPTO_CHAT_PORT} --psk-file chat.key     # in another terminal`,
+    ],
+  }),
 
   async run(argv) {
     const { values } = parseCommandArgs(argv, { host: { type: 'string' }, port: { type: 'string' }, ...CRYPTO_CHAT_OPTIONS });

@@ -24,7 +24,7 @@ import { generateKey } from '../../chat/secure-key.js';
 import { zeroize } from '../../driver/cryptodev-semantics.js';
 import type { CryptoDevice, CryptoHandle, Session } from '../../driver/api.js';
 import { openDevice } from '../../transport/open-device.js';
-import { CliError, parseCommandArgs, type Command } from '../command.js';
+import { CliError, parseCommandArgs, formatHelp, type Command } from '../command.js';
 import { runLabTest } from './crypto-common.js';
 import { checkDeviceSpec } from './crypto-common.js';
 
@@ -415,22 +415,22 @@ async function deviceThroughput(
 export const demoCommand: Command = {
   name: 'demo',
   summary: 'a 30-second tour: device, test-crypto, encrypted chat with a wire tap, bench (npm start)',
-  help: `Usage: vcrypto demo [--device SPEC]
-
-A non-interactive tour of the project (what 'npm start' runs), done in well under 30 seconds:
-  1. starts the virtio-crypto device as a separate 'vcrypto device' process (vhost-user back-end)
-     and connects our driver to it as the front-end; falls back to the embedded device if that fails;
-  2. runs the lab's test-crypto through it;
-  3. runs an encrypted chat (crypto-server + crypto-client, ${SECURE_PROTOCOL}) between two peers
-     through a tap that shows side by side what was typed and what crossed the wire;
-  4. prints a short bench table: raw node:crypto vs the same work through the device, with one
-     request in flight (depth 1) and with 64 (depth 64, the device's design point).
-
-Options:
-  --device SPEC   use this device (host, virtio, vhost-user:PATH) instead of starting one
-  -h, --help      show this help
-
-Exit status: 0 when every step succeeded, 1 otherwise.`,
+  help: formatHelp({
+    usage: ['vcrypto demo [--device SPEC]'],
+    description: [
+      "A non-interactive tour of the project (what 'npm start' runs), done in well under 30 seconds:",
+      "  1. starts the virtio-crypto device as a separate 'vcrypto device' process (vhost-user back-end)",
+      '     and connects our driver to it as the front-end; falls back to the embedded device if that fails;',
+      "  2. runs the lab's test-crypto through it;",
+      `  3. runs an encrypted chat (crypto-server + crypto-client, ${SECURE_PROTOCOL}) between two peers`,
+      '     through a tap that shows side by side what was typed and what crossed the wire;',
+      '  4. prints a short bench table: raw node:crypto vs the same work through the device, with one',
+      "     request in flight (depth 1) and with 64 (depth 64, the device's design point).",
+    ],
+    options: ['  --device SPEC      use this device (host, virtio, vhost-user:PATH) instead of starting one'],
+    exitCodes: [[1, 'a step failed']],
+    examples: ['npx vcrypto demo', 'npx vcrypto demo --device host'],
+  }),
 
   async run(argv) {
     const { values } = parseCommandArgs(argv, { device: { type: 'string' } });

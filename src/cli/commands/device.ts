@@ -3,7 +3,7 @@
  * QEMU's cryptodev-vhost-user (7.2) or our own driver (`--device vhost-user:PATH`).
  */
 import { resolve } from 'node:path';
-import { type Command, UsageError, CliError, parseCommandArgs, parsePositiveInt } from '../command.js';
+import { type Command, UsageError, CliError, formatHelp, parseCommandArgs, parsePositiveInt } from '../command.js';
 import { VhostUserBackendServer, DEFAULT_DATA_QUEUES, DEFAULT_MAX_SESSIONS } from '../../transport/vhost-user/backend-server.js';
 import { DEFAULT_POLL_MICROS } from '../../transport/vhost-user/backend-connection.js';
 import { keepFreedMemory } from '../../sys/malloc.js';
@@ -17,30 +17,33 @@ export function parsePollMicros(text: string): number {
   return Number(text);
 }
 
-const help = `Usage: vcrypto device --socket PATH [--queues N] [--max-sessions N] [--poll-us N] [--verbose]
-       vcrypto device --socket PATH --print-qemu-args [--memory SIZE]
+const help = formatHelp({
+  usage: ['vcrypto device --socket PATH [--queues N] [--max-sessions N] [--poll-us N] [--verbose]', 'vcrypto device --socket PATH --print-qemu-args [--memory SIZE]'],
+  description: [
+    'Serve the virtio-crypto device as a vhost-user back-end on the Unix socket PATH (QEMU connects as the',
+    "client, so start this first). Every connection (a VM, or a 'vcrypto ... --device vhost-user:PATH'",
+    'process) gets its own device instance and worker thread. Log lines go to stderr. SIGINT/SIGTERM stop',
+    'every ring, unmap guest memory, remove the socket file and exit 0.',
+  ],
+  options: [
+    '  --socket PATH        Unix socket to listen on (a stale socket file is replaced)',
+    `  --queues N           data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)`,
+    `  --max-sessions N     session table bound per connection (default ${DEFAULT_MAX_SESSIONS})`,
+    '  --poll-us N          after a completion, watch the rings for the next request for up to N µs',
+    '                       instead of waiting for a kick (adaptive: only while requests come back faster',
+    `                       than that; default ${DEFAULT_POLL_MICROS}, 0 = never poll, at most ${MAX_POLL_MICROS})`,
+    '  --verbose            log every vhost-user message received (request, flags, size, fds)',
+    '  --print-qemu-args    print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit',
+    '  --memory SIZE        guest memory size for --print-qemu-args (default 512M; must match QEMU -m)',
+  ],
+  exitCodes: [[0, 'stopped by SIGINT/SIGTERM'], [1, 'cannot listen on PATH']],
+  examples: [
+    'vcrypto device --socket ./vc.sock &',
+    'qemu-system-x86_64 -m 512M -kernel bzImage $(vcrypto device --socket ./vc.sock --print-qemu-args --memory 512M)',
+  ],
+});
 
-Serve the virtio-crypto device as a vhost-user back-end on the Unix socket PATH (QEMU connects as the
-client, so start this first). Every connection (a VM, or a 'vcrypto ... --device vhost-user:PATH'
-process) gets its own device instance and worker thread. Log lines go to stderr. SIGINT/SIGTERM stop
-every ring, unmap guest memory, remove the socket file and exit 0.
-
-Options:
-  --socket PATH        Unix socket to listen on (a stale socket file is replaced)
-  --queues N           data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)
-  --max-sessions N     session table bound per connection (default ${DEFAULT_MAX_SESSIONS})
-  --poll-us N          after a completion, watch the rings for the next request for up to N µs
-                       instead of waiting for a kick (adaptive: only while requests come back faster
-                       than that; default ${DEFAULT_POLL_MICROS}, 0 = never poll, at most ${MAX_POLL_MICROS})
-  --verbose            log every vhost-user message received (request, flags, size, fds)
-  --print-qemu-args    print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit
-  --memory SIZE        guest memory size for --print-qemu-args (default 512M)
-
-Example:
-  vcrypto device --socket ./vc.sock &
-  qemu-system-x86_64 ... $(vcrypto device --socket ./vc.sock --print-qemu-args)`;
-
-/** The QEMU 7.2 command-line flags for our back-end (reference §0; vectors=0: TCG + MSI-X crash). */
+/** The QEMU 7.2 command-line flags for our back-end (docs/qemu-vhost-user-crypto.md §1; vectors=0: TCG + MSI-X crash). */
 export function qemuArgs(socketPath: string, memory: string, queues: number): string[] {
   return [
     '-object', `memory-backend-memfd,id=mem,size=${memory},share=on`,

@@ -4,25 +4,25 @@
 import { open } from 'node:fs/promises';
 import { formatKey, generateKey } from '../../chat/secure-key.js';
 import { zeroize } from '../../driver/cryptodev-semantics.js';
-import { CliError, UsageError, parseCommandArgs, type Command } from '../command.js';
+import { CliError, UsageError, parseCommandArgs, formatHelp, type Command } from '../command.js';
 
 export const keygenCommand: Command = {
   name: 'keygen',
   summary: 'print a fresh random key for crypto-server/crypto-client',
-  help: `Usage: vcrypto keygen [--out FILE]
-
-Prints a fresh random 32-byte key (from the OS CSPRNG) as 64 hex digits and a newline: the key
-file format of 'crypto-server --psk-file' and 'crypto-client --psk-file'. Give the same file to
-both peers over a channel you trust; anyone with the file can join or impersonate either side.
-
-Options:
-  --out FILE    write the key to FILE (created with mode 600; an existing file is never overwritten)
-                instead of stdout
-  -h, --help    show this help
-
-Examples:
-  vcrypto keygen --out chat.key
-  vcrypto keygen > chat.key && chmod 600 chat.key`,
+  help: formatHelp({
+    usage: ['vcrypto keygen [--out FILE]'],
+    description: [
+      'Prints a fresh random 32-byte key (from the OS CSPRNG) as 64 hex digits and a newline: the key',
+      "file format of 'crypto-server --psk-file' and 'crypto-client --psk-file', and an AES-256 key for",
+      "'enc/dec --key-file'. Give the same file to both peers over a channel you trust; anyone with the",
+      'file can join or impersonate either side.',
+    ],
+    options: [
+      '  --out FILE         write the key to FILE (created with mode 600; an existing file is never',
+      '                     overwritten) instead of stdout',
+    ],
+    examples: ['vcrypto keygen --out chat.key', 'vcrypto keygen > chat.key && chmod 600 chat.key'],
+  }),
 
   async run(argv) {
     const { values } = parseCommandArgs(argv, { out: { type: 'string' } });

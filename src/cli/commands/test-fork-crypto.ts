@@ -13,7 +13,7 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import type { CryptoDevice } from '../../driver/api.js';
 import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP, parseDeviceSpec } from '../../transport/open-device.js';
 import { serveDevice } from '../../transport/message-port/serve-device.js';
-import { type Command, parseCommandArgs, parsePositiveInt, UsageError } from '../command.js';
+import { type Command, formatHelp, parseCommandArgs, parsePositiveInt, UsageError } from '../command.js';
 import { checkDeviceSpec, parseKeyBits, withDevice } from './crypto-common.js';
 import { LAB_DEFAULT_KEY_BITS } from './test-crypto.js';
 import type { ForkWorkerData, ForkWorkerMessage } from './test-fork-crypto-worker.js';
@@ -84,22 +84,26 @@ async function runProcessChild(spec: string, index: number, keyBits: number, pri
 export const testForkCryptoCommand: Command = {
   name: 'test-fork-crypto',
   summary: 'N concurrent users of one device, each with its own sessions (test_fork_crypto)',
-  help: [
-    'Usage: vcrypto test-fork-crypto [--device SPEC] [--children N] [--key-bits 128|192|256] [--mode threads|processes]',
-    '',
-    "The lab's test_fork_crypto: N users share one device concurrently, each opening its own handle,",
-    'creating its own session, and encrypting/decrypting/verifying 16384 random bytes. Each line is',
-    'prefixed by "[child K]". Exit 0 only if every child succeeded.',
-    'host/virtio: worker threads using the device owned by the main thread (over MessagePorts);',
-    'vhost-user:PATH: N child processes, each with its own connection to the device.',
-    '',
-    'Options:',
-    DEVICE_OPTION_HELP,
-    '  --children N     concurrent users (default 2: the lab forked once)',
-    `  --key-bits BITS  AES key size (default ${LAB_DEFAULT_KEY_BITS})`,
-    '  --mode MODE      threads: workers sharing this process\'s device; processes: one `vcrypto test-crypto`',
-    '                   per child, each opening the device itself (default: processes for vhost-user, else threads)',
-  ].join('\n'),
+  help: formatHelp({
+    usage: ['vcrypto test-fork-crypto [--device SPEC] [--children N] [--key-bits 128|192|256] [--mode threads|processes]'],
+    description: [
+      "The lab's test_fork_crypto: N users share one device concurrently, each opening its own handle,",
+      'creating its own session, and encrypting/decrypting/verifying 16384 random bytes. Each line is',
+      'prefixed by "[child K]".',
+      'host/virtio: worker threads using the device owned by the main thread (over MessagePorts);',
+      'vhost-user:PATH: N child processes, each with its own connection to the device.',
+    ],
+    options: [
+      DEVICE_OPTION_HELP,
+      '  --children N       concurrent users, 1-256 (default 2: the lab forked once)',
+      `  --key-bits BITS    AES key size (default ${LAB_DEFAULT_KEY_BITS})`,
+      "  --mode MODE        threads: workers sharing this process's device; processes: one `vcrypto test-crypto`",
+      '                     per child, each opening the device itself (default: processes for vhost-user, else threads)',
+    ],
+    exitCodes: [[0, 'every child succeeded'], [1, 'a child failed']],
+    examples: ['vcrypto test-fork-crypto --children 8', 'vcrypto test-fork-crypto --device vhost-user:./vc.sock --children 4'],
+  }),
+
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
       device: { type: 'string' },

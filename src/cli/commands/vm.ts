@@ -48,7 +48,8 @@ Options:
   --sizes LIST            request sizes in bytes for --bench (default 16,256,4096,16384,65536)
   --rounds N              --bench: boots per back-end, interleaved; the table shows medians (default 3)
 
-Environment: VCRYPTO_CACHE_DIR overrides the image cache (default: .cache/vm in the package).
+Environment: VCRYPTO_CACHE_DIR overrides the image cache (default: $XDG_CACHE_HOME/virtio-cryptodev,
+             i.e. ~/.cache/virtio-cryptodev).
 Needs (Debian packages): qemu-system-x86, busybox-static, gcc + libc6-dev, apt/dpkg (to fetch
 the kernel package; the first run downloads it).
 

@@ -19,18 +19,25 @@ export interface InProcessDeviceOptions {
   deviceThreads?: number;
   /** Queue size the driver uses (power of 2). Default 256. */
   queueSize?: number;
-  /** Guest memory bytes (rings + request buffers). Default 32 MiB. */
+  /**
+   * Guest memory bytes (rings + request buffers). Default 32 MiB plus room for one request of max_size:
+   * address space only, the OS commits pages as requests first touch them.
+   */
   memoryBytes?: number;
   /** Session table size of the device. Default 1024. */
   maxSessions?: number;
   /**
-   * Config max_size: the bound on a request's whole variable part (§5.9.5). Default 2 MiB + 128 bytes,
-   * so that DeviceInfo.maxSize (the longest data every operation accepts) is 1 MiB.
+   * Config max_size: the bound on a request's whole variable part (§5.9.5). Default DEFAULT_MAX_SIZE
+   * (512 MiB + 128 bytes), so that DeviceInfo.maxSize (the longest data every operation accepts) is
+   * 256 MiB: `vcrypto dgst` hashes a 256 MiB file in one request.
    */
   maxSize?: bigint;
 }
 
-const DEFAULT_MAX_SIZE = 2n * 1024n * 1024n + 128n;
+/** The device's DEFAULT_MAX_SIZE (src/device/virtio-crypto-device.ts; not imported: the device code loads only in the worker). */
+const DEFAULT_MAX_SIZE = 512n * 1024n * 1024n + 128n;
+/** Rings and ordinary requests; a request of up to max_size comes on top. */
+const BASE_MEMORY_BYTES = 32 * 1024 * 1024;
 
 /** Two data queues: on two or more CPUs, two device threads encrypt in parallel. */
 const DEFAULT_DATA_QUEUES = 2;
@@ -38,13 +45,16 @@ const DEFAULT_DATA_QUEUES = 2;
 export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): Promise<CryptoDevice> {
   const queueSize = opts.queueSize ?? 256;
   const dataQueues = opts.dataQueues ?? DEFAULT_DATA_QUEUES;
+  const maxSize = opts.maxSize ?? DEFAULT_MAX_SIZE;
+  // One request block: the 72-byte header, the variable part (at most max_size), alignment, the status.
+  const memoryBytes = opts.memoryBytes ?? BASE_MEMORY_BYTES + Math.ceil((Number(maxSize) + 8192) / 65536) * 65536;
   const transport = await InProcessTransport.create({
     maxDataQueues: dataQueues,
     deviceThreads: opts.deviceThreads ?? Math.max(1, Math.min(dataQueues, availableParallelism(), MAX_DEVICE_THREADS)),
     queueMaxSize: Math.max(queueSize, 1024),
-    ...(opts.memoryBytes !== undefined && { memoryBytes: opts.memoryBytes }),
+    memoryBytes,
     ...(opts.maxSessions !== undefined && { maxSessions: opts.maxSessions }),
-    maxSize: opts.maxSize ?? DEFAULT_MAX_SIZE,
+    maxSize,
   });
   try {
     return await VirtioCryptoDriver.create(transport, {

@@ -100,7 +100,7 @@ export const DEFAULT_POLL_MICROS = 1000;
 
 /**
  * Virtio feature bits offered by GET_FEATURES: INDIRECT_DESC, EVENT_IDX, VERSION_1 and
- * PROTOCOL_FEATURES (reference §8: 0x170000000). Never VHOST_F_LOG_ALL or ACCESS_PLATFORM.
+ * PROTOCOL_FEATURES (docs/qemu-vhost-user-crypto.md §2: 0x170000000). Never VHOST_F_LOG_ALL or ACCESS_PLATFORM.
  */
 export const BACKEND_FEATURES =
   (1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC)) |
@@ -110,7 +110,7 @@ export const BACKEND_FEATURES =
 
 /**
  * Protocol features: MQ (GET_QUEUE_NUM), REPLY_ACK, CRYPTO_SESSION. Never CONFIG (crashes QEMU
- * 7.2.0-7.2.2, reference §1.4), STATUS (QEMU 7.2 never reports DRIVER_OK), SLAVE_REQ or
+ * 7.2.0-7.2.2, docs/qemu-vhost-user-crypto.md §2), STATUS (QEMU 7.2 never reports DRIVER_OK), SLAVE_REQ or
  * CONFIGURE_MEM_SLOTS (not implemented).
  */
 export const BACKEND_PROTOCOL_FEATURES =
@@ -321,7 +321,7 @@ export class VhostUserBackendConnection {
         this.#reply(header, encodeU64(BACKEND_FEATURES));
         return true;
       case VHOST_USER.SET_FEATURES:
-        // QEMU 7.2 sends 0x40000000 or even heap garbage (reference §7.2): accept any value.
+        // QEMU 7.2 sends 0x40000000 or even heap garbage (docs/qemu-vhost-user-crypto.md §2): accept any value.
         this.#features = decodeU64(payload);
         return true;
       case VHOST_USER.GET_PROTOCOL_FEATURES:
@@ -415,7 +415,7 @@ export class VhostUserBackendConnection {
         return id >= 0n;
       }
       case VHOST_USER.CLOSE_CRYPTO_SESSION:
-        // No reply: QEMU does not read one (reference §2.1); unknown ids are ignored.
+        // No reply: QEMU does not read one (docs/qemu-vhost-user-crypto.md §4); unknown ids are ignored.
         this.#device.closeSession(BigInt.asIntN(64, decodeU64(payload)));
         return true;
       default:
@@ -574,7 +574,7 @@ export class VhostUserBackendConnection {
 
   /**
    * Serves vring `index` until it is empty with notifications enabled (VIRTIO 1.2 §2.7.10: re-check
-   * after re-enabling, or a kick is lost — the EVENT_IDX trap of reference §5.4), signalling the call
+   * after re-enabling, or a kick is lost — the EVENT_IDX trap of docs/qemu-vhost-user-crypto.md §6), signalling the call
    * eventfd once per batch when the driver asked for it (used_event). Descriptor garbage throws
    * VhostUserProtocolError (the connection is closed). Returns the chains served.
    */

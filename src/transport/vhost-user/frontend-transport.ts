@@ -48,7 +48,8 @@ import { requestName } from './message-table.js';
 
 /** Guest-physical address of our memory (deliberately unlike its user address: translation is tested). */
 export const FRONTEND_GUEST_PHYS_BASE = 0x4000_0000n;
-export const DEFAULT_FRONTEND_MEMORY_BYTES = 64 * 1024 * 1024;
+/** 64 MiB for rings and ordinary requests plus one request of the device's max_size (512 MiB + 128): a sparse memfd, pages are committed on first touch. */
+export const DEFAULT_FRONTEND_MEMORY_BYTES = 64 * 1024 * 1024 + 512 * 1024 * 1024 + 64 * 1024;
 /** Largest queue the transport offers the driver (QEMU uses 1024 for virtio-crypto). */
 export const FRONTEND_QUEUE_MAX_SIZE = 1024;
 const REPLY_TIMEOUT_MS = 10_000;
@@ -62,7 +63,7 @@ const WANTED_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F.CRYPTO_SESSION));
 
 export interface FrontendTransportOptions {
-  /** Guest memory bytes (rings + request buffers). Default 64 MiB. */
+  /** Guest memory bytes (rings + request buffers). Default DEFAULT_FRONTEND_MEMORY_BYTES. */
   readonly memoryBytes?: number;
 }
 

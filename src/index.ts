@@ -1,0 +1,59 @@
+/**
+ * virtio-cryptodev as a library: the package's one entry module (`import … from 'virtio-cryptodev'`).
+ *
+ *   - `openDevice(spec)` opens any device by the same spec string the CLI's `--device` takes
+ *     ('virtio', 'vhost-user:PATH', 'host'); or construct one directly with `createInProcessDevice`,
+ *     `connectVhostUserDevice` or `createHostDevice`.
+ *   - The session API (`CryptoDevice` → `CryptoHandle` → sessions), modelled on cryptodev's ioctls;
+ *     every failure is a `CryptoError` with an errno-style `code`.
+ *   - `listenVhostUserBackend` serves the virtio-crypto device to QEMU (or to `connectVhostUserDevice`)
+ *     over a vhost-user socket, as `vcrypto device` does.
+ *
+ * Importing this module loads neither worker threads nor native code: the virtio and vhost-user
+ * back-ends are imported when first used (as `openDevice` does), so `host`-only users never load koffi.
+ */
+import type { CryptoDevice } from './driver/api.js';
+import type { InProcessDeviceOptions } from './transport/in-process/create-in-process-device.js';
+import type { VhostUserDeviceOptions } from './transport/vhost-user/connect.js';
+import type { BackendServerOptions, VhostUserBackendServer } from './transport/vhost-user/backend-server.js';
+
+export { CryptoError } from './driver/api.js';
+export type {
+  AeadAlgorithm,
+  AeadRequest,
+  AeadResult,
+  ChainRequest,
+  ChainResult,
+  CipherAlgorithm,
+  CryptoDevice,
+  CryptoErrorCode,
+  CryptoHandle,
+  CryptRequest,
+  CryptResult,
+  DeviceInfo,
+  HashAlgorithm,
+  Session,
+  SessionOptions,
+} from './driver/api.js';
+export { openDevice, parseDeviceSpec, DEFAULT_DEVICE_SPEC, type DeviceSpec } from './transport/open-device.js';
+export { createHostDevice } from './driver/host-device.js';
+export type { InProcessDeviceOptions, VhostUserDeviceOptions, BackendServerOptions, VhostUserBackendServer };
+
+/** `--device virtio`: our driver + the virtio-crypto device on worker threads of this process. */
+export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): Promise<CryptoDevice> {
+  return (await import('./transport/in-process/create-in-process-device.js')).createInProcessDevice(opts);
+}
+
+/** `--device vhost-user:PATH`: our driver as a vhost-user front-end to a back-end listening on `path`. */
+export async function connectVhostUserDevice(path: string, opts: VhostUserDeviceOptions = {}): Promise<CryptoDevice> {
+  return (await import('./transport/vhost-user/connect.js')).connectVhostUserDevice(path, opts);
+}
+
+/**
+ * Serves the virtio-crypto device on a vhost-user socket (what `vcrypto device --socket PATH` runs):
+ * each connection (QEMU, or `connectVhostUserDevice`) gets its own device on a worker thread.
+ * `close()` the server to stop listening and end every connection.
+ */
+export async function listenVhostUserBackend(path: string, opts: BackendServerOptions): Promise<VhostUserBackendServer> {
+  return (await import('./transport/vhost-user/backend-server.js')).VhostUserBackendServer.listen(path, opts);
+}
