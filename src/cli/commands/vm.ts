@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { CliError, UsageError, parseCommandArgs, parsePositiveInt, type Command } from '../command.js';
+import { CliError, UsageError, formatHelp, parseCommandArgs, parsePositiveInt, type Command } from '../command.js';
 import { formatBenchTable, medianSamples, type BenchColumn } from '../../vm/bench.js';
 import { ensureGuestImage, PACKAGE_ROOT, type GuestImage } from '../../vm/guest-image.js';
 import { VmError } from '../../vm/host-tools.js';
@@ -17,48 +17,72 @@ import { formatGuestBench, runGuestBench } from '../../vm/guest-bench.js';
 import { DEFAULT_POLL_MICROS } from '../../transport/vhost-user/backend-connection.js';
 import { parsePollMicros } from './device.js';
 
-const HELP = `Usage: vcrypto vm [--backend ours|builtin] [--socket PATH] [--cmd "..."] [--probe-args "..."]
-                  [--timeout S] [--msix on|off] [--cpus N] [--poll-us N] [--verbose]
-       vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--poll-us N] [--timeout S]
-
-Boots a Linux guest (kernel from Debian's linux-image-amd64, busybox, the virtio_crypto and
-AF_ALG modules and the guest probe; built once and cached) on qemu-system-x86_64 -accel tcg
-with a virtio-crypto-pci device, runs the probe (or --cmd) in the guest and exits with its status.
-
-The probe checks /proc/crypto for virtio_crypto_aes_cbc with "selftest : passed", runs NIST
-SP 800-38A CBC known answers through that driver (one-shot, multi-part, misaligned, in place),
-compares larger buffers with the kernel's cbc(aes-generic), and runs concurrent processes.
-
-Options:
-  --backend ours|builtin  ours: our vhost-user device (default); builtin: QEMU's cryptodev-backend-builtin
-  --socket PATH           use a running 'vcrypto device --socket PATH' instead of starting one (ours)
-  --cmd "..."             shell command to run in the guest instead of the probe (busybox sh)
-  --probe-args="..."      arguments for the probe, e.g. --probe-args="--forks 8 --rounds 20" or
-                          --probe-args="bench --seconds 2" (use '=' when they start with '--')
-  --timeout S             fail if the guest has not finished after S seconds (default 180)
-  --msix on|off           builtin only: MSI-X interrupts (default on) or vectors=0 (INTx);
-                          ours always uses vectors=0 (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)
-  --cpus N                guest vCPUs (default 1; more let the probe's processes run in parallel)
-  --poll-us N             ours: the polling window of the device vcrypto vm starts (see
-                          'vcrypto device --help'; default ${DEFAULT_POLL_MICROS}, 0 = kicks only)
-  --verbose               show the boot log and the device's output on stderr
-  --bench                 throughput: builtin (MSI-X), builtin (vectors=0), then ours; prints ratios
-                          (npm run bench:vm)
-  --seconds S             seconds per request size in --bench (default 1)
-  --sizes LIST            request sizes in bytes for --bench (default 16,256,4096,16384,65536)
-  --rounds N              --bench: boots per back-end, interleaved; the table shows medians (default 3)
-
-Environment: VCRYPTO_CACHE_DIR overrides the image cache (default: $XDG_CACHE_HOME/virtio-cryptodev,
-             i.e. ~/.cache/virtio-cryptodev).
-Needs (Debian packages): qemu-system-x86, busybox-static, gcc + libc6-dev, apt/dpkg (to fetch
-the kernel package; the first run downloads it).
-
-Examples:
-  vcrypto vm                                   probe with our device
-  vcrypto vm --backend builtin                 probe with QEMU's builtin back-end
-  vcrypto vm --cmd "grep -A8 virtio_crypto_aes_cbc /proc/crypto"
-  vcrypto vm --backend builtin --probe-args="--forks 16 --rounds 4"
-  vcrypto vm --bench --seconds 2`;
+const HELP = formatHelp({
+  usage: [
+    'vcrypto vm [--backend ours|builtin] --cmd "CMD" [--share DIR] [--forward HOSTPORT:GUESTPORT]...',
+    '           [--dma vfio|uio] [--service on|off] [--qemu PATH] [--cpus N] [--timeout S] [--verbose]',
+    'vcrypto vm --frontend linux [--backend ours|builtin] [--probe-args "..." | --cmd "CMD"] [--msix on|off]',
+    'vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--poll-us N] [--timeout S]',
+    'vcrypto vm --bench-guest [--seconds S] [--rounds N] [--timeout S] [--qemu PATH]',
+  ],
+  description: [
+    'Boots a Linux guest (Debian\'s linux-image-amd64 kernel and a busybox initramfs, built once and',
+    'cached) on qemu-system-x86_64 -accel tcg with a virtio-crypto-pci device, runs CMD in it and exits',
+    'with CMD\'s exit code. CMD\'s stdout and stderr come back apart, without kernel log lines.',
+    '',
+    'The lab\'s VM (--frontend ours, the default with --cmd): the guest hands the device to user space',
+    '(vfio-pci behind a virtual Intel IOMMU, or uio_pci_generic) and starts our driver as a service,',
+    '`vcrypto driver --pci --socket /run/vcrypto.sock` (its pid in /run/vcrypto-driver.pid). `vcrypto`',
+    'is on the guest\'s PATH (Node and this package come from a read-only 9p share of the host\'s root).',
+    'In CMD, `--device socket:/run/vcrypto.sock` uses the service; `--device pci` drives the device',
+    'directly (boot with --service off, or stop the service first).',
+    '',
+    '--frontend linux runs Linux\'s own virtio_crypto driver instead, with the AF_ALG probe (the',
+    'default without --cmd): /proc/crypto "selftest : passed" for virtio_crypto_aes_cbc, NIST SP 800-38A',
+    'CBC known answers (one-shot, multi-part, misaligned, in place), larger buffers against',
+    'cbc(aes-generic), and concurrent processes.',
+  ],
+  options: [
+    '  --backend ours|builtin  ours: our `vcrypto device` over vhost-user (default); builtin: QEMU\'s',
+    '                          cryptodev-backend-builtin (a device we did not write)',
+    '  --cmd "CMD"             shell command to run in the guest (busybox sh)',
+    '  --frontend ours|linux   the guest\'s driver: ours in user space (default with --cmd) or Linux\'s',
+    '  --dma vfio|uio          ours: how the device reaches user space (default: vfio for builtin, uio for',
+    '                          ours: a vhost-user back-end sees guest-physical addresses, no IOMMU)',
+    '  --service on|off        ours: start the driver service at boot (default on)',
+    '  --share DIR             share the host folder DIR read-write at /share in the guest',
+    '  --forward H:G           forward TCP port H on the host\'s 127.0.0.1 to port G in the guest',
+    '                          (QEMU user networking; repeatable)',
+    '  --qemu PATH             the QEMU binary (default qemu-system-x86_64 on PATH)',
+    '  --socket PATH           use a running \'vcrypto device --socket PATH\' instead of starting one (ours)',
+    '  --probe-args="..."      --frontend linux: arguments for the probe, e.g. --probe-args="--forks 8"',
+    '  --timeout S             fail if the guest has not finished after S seconds (default 180)',
+    '  --msix on|off           builtin: MSI-X interrupts (default on) or vectors=0 (INTx); ours always',
+    '                          uses vectors=0 (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)',
+    '  --cpus N                guest vCPUs (default 1)',
+    `  --poll-us N             ours: the polling window of the device vcrypto vm starts (default ${DEFAULT_POLL_MICROS})`,
+    '  --verbose               show the boot log and the device\'s output on stderr',
+    '  --bench                 Linux driver throughput: builtin (MSI-X), builtin (vectors=0), ours (npm run bench:vm)',
+    '  --bench-guest           our driver in the guest (depth 1, 32) vs Linux\'s AF_ALG on both devices',
+    '                          (npm run bench:guest)',
+    '  --seconds S             seconds per measurement in --bench/--bench-guest (default 1 / 2)',
+    '  --sizes LIST            --bench request sizes (default 16,256,4096,16384,65536)',
+    '  --rounds N              boots per back-end, interleaved; medians (default 3 / 1)',
+  ],
+  exitCodes: [[1, 'the guest or QEMU failed (or CMD exited 1)'], [130, 'interrupted']],
+  examples: [
+    'vcrypto vm --cmd "vcrypto test-crypto --device socket:/run/vcrypto.sock"',
+    'vcrypto vm --backend builtin --cmd "vcrypto test-fork-crypto --children 8 --device socket:/run/vcrypto.sock"',
+    'vcrypto vm --service off --cmd "vcrypto test-crypto --device pci"',
+    'vcrypto vm --share /tmp/vmshare --forward 35002:35001 --cmd "vcrypto crypto-server --host 0.0.0.0 --psk-file /share/chat.key --device socket:/run/vcrypto.sock"',
+    'vcrypto vm --frontend linux                       # the AF_ALG probe on Linux\'s driver',
+    'vcrypto vm --frontend linux --cmd "grep -A8 virtio_crypto_aes_cbc /proc/crypto"',
+    '',
+    'Environment: VCRYPTO_CACHE_DIR overrides the image cache (default $XDG_CACHE_HOME/virtio-cryptodev).',
+    'Needs (Debian packages): qemu-system-x86, busybox-static, gcc + libc6-dev, apt/dpkg (the first run',
+    'downloads the kernel package).',
+  ],
+});
 
 const DEFAULT_BENCH_SIZES = '16,256,4096,16384,65536';
 /** Guest RAM with our driver in the guest (--frontend ours). */
@@ -168,7 +192,7 @@ async function bench(image: GuestImage, seconds: number, sizes: string, rounds: 
 
 export const vmCommand: Command = {
   name: 'vm',
-  summary: 'boot a Linux guest on QEMU with our virtio-crypto device and run the AF_ALG probe',
+  summary: 'boot a Linux guest on QEMU with a virtio-crypto device; run commands through our driver inside it',
   help: HELP,
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
