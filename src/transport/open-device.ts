@@ -17,7 +17,8 @@ export type DeviceSpec =
   | { readonly kind: 'host' }
   | { readonly kind: 'virtio' }
   | { readonly kind: 'vhost-user'; readonly path: string }
-  | { readonly kind: 'pci'; readonly bdf?: string };
+  | { readonly kind: 'pci'; readonly bdf?: string }
+  | { readonly kind: 'socket'; readonly path: string };
 
 /** The shared help text of the `--device` option, for every command's help. */
 export const DEVICE_OPTION_HELP = [
@@ -27,6 +28,8 @@ export const DEVICE_OPTION_HELP = [
   '                     vhost-user:PATH  our driver + `vcrypto device --socket PATH` (another process)',
   '                     pci[:BDF]        our driver on a virtio-crypto-pci device bound to vfio-pci or',
   '                                      uio_pci_generic (inside a VM; default: the first one found)',
+  '                     socket:PATH      the driver service `vcrypto driver --socket PATH` (in the',
+  '                                      lab\'s VM: socket:/run/vcrypto.sock)',
 ].join('\n');
 
 /** Parses a device spec; throws CryptoError('EINVAL') for anything else. */
@@ -37,9 +40,14 @@ export function parseDeviceSpec(spec: string): DeviceSpec {
     if (path.length === 0) throw new CryptoError('EINVAL', `device spec '${spec}': vhost-user needs a socket path (vhost-user:PATH)`);
     return { kind: 'vhost-user', path };
   }
+  if (spec.startsWith('socket:')) {
+    const path = spec.slice('socket:'.length);
+    if (path.length === 0) throw new CryptoError('EINVAL', `device spec '${spec}': socket needs the driver service's path (socket:PATH)`);
+    return { kind: 'socket', path };
+  }
   if (spec === 'pci') return { kind: 'pci' };
   if (spec.startsWith('pci:')) return { kind: 'pci', bdf: spec.slice('pci:'.length) };
-  throw new CryptoError('EINVAL', `unknown device spec '${spec}' (expected host, virtio or vhost-user:PATH)`);
+  throw new CryptoError('EINVAL', `unknown device spec '${spec}' (expected host, virtio, vhost-user:PATH, pci[:BDF] or socket:PATH)`);
 }
 
 /** Opens the device a spec names. The caller closes it. */
@@ -55,6 +63,8 @@ export async function openDevice(spec: string = DEFAULT_DEVICE_SPEC): Promise<Cr
       return (await import('./vhost-user/connect.js')).connectVhostUserDevice(parsed.path);
     case 'pci':
       return (await import('./virtio-pci/open-pci-device.js')).openPciDevice(parsed.bdf);
+    case 'socket':
+      return (await import('./socket/connect-socket-device.js')).connectSocketDevice(parsed.path);
     default:
       throw new CryptoError('ENOTSUP', `device '${spec}' is not available in this build`);
   }

@@ -91,14 +91,14 @@ export const testForkCryptoCommand: Command = {
       'creating its own session, and encrypting/decrypting/verifying 16384 random bytes. Each line is',
       'prefixed by "[child K]".',
       'host/virtio: worker threads using the device owned by the main thread (over MessagePorts);',
-      'vhost-user:PATH: N child processes, each with its own connection to the device.',
+      'vhost-user:PATH and socket:PATH: N child processes, each with its own connection to the device.',
     ],
     options: [
       DEVICE_OPTION_HELP,
       '  --children N       concurrent users, 1-256 (default 2: the lab forked once)',
       `  --key-bits BITS    AES key size (default ${LAB_DEFAULT_KEY_BITS})`,
       "  --mode MODE        threads: workers sharing this process's device; processes: one `vcrypto test-crypto`",
-      '                     per child, each opening the device itself (default: processes for vhost-user, else threads)',
+      '                     per child, each opening the device itself (default: processes for vhost-user and socket, else threads)',
     ],
     exitCodes: [[0, 'every child succeeded'], [1, 'a child failed']],
     examples: ['vcrypto test-fork-crypto --children 8', 'vcrypto test-fork-crypto --device vhost-user:./vc.sock --children 4'],
@@ -120,7 +120,7 @@ export const testForkCryptoCommand: Command = {
     if (values.mode !== undefined && values.mode !== 'threads' && values.mode !== 'processes') {
       throw new UsageError(`invalid --mode '${values.mode}': expected threads or processes`);
     }
-    const mode = values.mode ?? (parseDeviceSpec(spec).kind === 'vhost-user' ? 'processes' : 'threads');
+    const mode = values.mode ?? (['vhost-user', 'socket'].includes(parseDeviceSpec(spec).kind) ? 'processes' : 'threads');
     if (mode === 'processes') {
       results = await Promise.all(indices.map((i) => runProcessChild(spec, i, keyBits, print)));
     } else {

@@ -7,7 +7,6 @@
  * every pending call is rejected with CryptoError('EIO'), and later calls fail with EBADF.
  * Request data is cloned (the caller keeps its buffers); result buffers arrive transferred when possible.
  */
-import type { MessagePort } from 'node:worker_threads';
 import {
   CryptoError,
   type AeadRequest,
@@ -22,7 +21,7 @@ import {
   type Session,
   type SessionOptions,
 } from '../../driver/api.js';
-import { CRYPTO_ERROR_CODES, type RpcRequest, type RpcResponse } from './protocol.js';
+import { CRYPTO_ERROR_CODES, type RpcPort, type RpcRequest, type RpcResponse } from './protocol.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 type Call = DistributiveOmit<RpcRequest, 'id'>;
@@ -38,7 +37,7 @@ function isResponse(msg: unknown): msg is RpcResponse {
   return typeof m.id === 'number' && typeof m.ok === 'boolean';
 }
 
-export function connectDevice(port: MessagePort, info: DeviceInfo): CryptoDevice {
+export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
   const pending = new Map<number, Pending>();
   let nextId = 1;
   let closed = false;

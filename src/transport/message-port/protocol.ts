@@ -18,6 +18,18 @@ export type RpcRequest =
 
 export type RpcMethod = RpcRequest['method'];
 
+/**
+ * What the RPC needs of a channel: a worker_threads MessagePort has this shape, and so does the
+ * Unix-socket adapter of the driver service (src/transport/socket/socket-port.ts).
+ */
+export interface RpcPort {
+  postMessage(message: unknown, transfer?: readonly ArrayBuffer[]): void;
+  on(event: 'message', listener: (message: unknown) => void): unknown;
+  off(event: 'message', listener: (message: unknown) => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+  close(): void;
+}
+
 export interface RpcError {
   code: CryptoErrorCode;
   message: string;

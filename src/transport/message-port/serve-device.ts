@@ -7,9 +7,8 @@
  * The peer is not trusted to be well-formed: a malformed message gets an EINVAL response (or is dropped
  * when it has no id), never an exception out of the message handler.
  */
-import type { MessagePort } from 'node:worker_threads';
 import { CryptoError, type CryptoDevice, type CryptoHandle, type Session } from '../../driver/api.js';
-import { CRYPTO_ERROR_CODES, RPC_METHODS, transferables, type RpcError, type RpcRequest, type RpcResponse } from './protocol.js';
+import { CRYPTO_ERROR_CODES, RPC_METHODS, transferables, type RpcError, type RpcPort, type RpcRequest, type RpcResponse } from './protocol.js';
 
 interface ServedHandle {
   handle: CryptoHandle;
@@ -23,7 +22,8 @@ export interface DeviceServer {
   readonly closed: Promise<void>;
 }
 
-function isRequest(msg: unknown): msg is RpcRequest {
+/** A well-formed request (the fields the dispatcher relies on have the right types). */
+export function isRequest(msg: unknown): msg is RpcRequest {
   if (typeof msg !== 'object' || msg === null) return false;
   const m = msg as Record<string, unknown>;
   if (typeof m.id !== 'number' || !Number.isSafeInteger(m.id)) return false;
@@ -44,7 +44,7 @@ function toRpcError(err: unknown): RpcError {
   return { code: 'EIO', message: err instanceof Error ? err.message : String(err) };
 }
 
-export function serveDevice(device: CryptoDevice, port: MessagePort): DeviceServer {
+export function serveDevice(device: CryptoDevice, port: RpcPort): DeviceServer {
   const handles = new Map<number, ServedHandle>();
   let nextHandle = 1;
   let stopped = false;
