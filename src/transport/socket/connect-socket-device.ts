@@ -24,10 +24,13 @@ export async function connectSocketDevice(path: string): Promise<CryptoDevice> {
   const port = new SocketPort(socket);
   const hello = await new Promise<ServiceHello>((resolve, reject) => {
     const timer = setTimeout(() => fail(`no answer from the driver service within ${HELLO_TIMEOUT_MS / 1000} s`), HELLO_TIMEOUT_MS);
+    let settled = false;
     const fail = (why: string) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      port.close();
       reject(new CryptoError('EIO', `socket:${path}: ${why}`));
+      port.close();
     };
     socket.once('error', (err: NodeJS.ErrnoException) =>
       fail(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? `no driver service (${err.code}): start 'vcrypto driver --socket ${path}'` : err.message),
@@ -37,6 +40,7 @@ export async function connectSocketDevice(path: string): Promise<CryptoDevice> {
       port.off('message', first);
       clearTimeout(timer);
       if (!isHello(m)) return fail('not a vcrypto driver service (unexpected greeting)');
+      settled = true;
       resolve(m);
     });
   });
