@@ -15,7 +15,7 @@ export default tseslint.config(
     },
   },
   {
-    // Only src/sys/ may touch native code (ARCHITECTURE.md §2).
+    // Only src/sys/ may touch native code.
     files: ['src/**/*.ts'],
     ignores: ['src/sys/**'],
     rules: {

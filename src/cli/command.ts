@@ -70,16 +70,19 @@ const STANDARD_EXIT_CODES: readonly (readonly [number, string])[] = [
 export function formatHelp(spec: HelpSpec): string {
   const codes = new Map(STANDARD_EXIT_CODES);
   for (const [code, meaning] of spec.exitCodes ?? []) codes.set(code, meaning);
+  // Arguments and options share one description column.
+  const args = (spec.arguments ?? []).flatMap((b) => b.split('\n'));
+  const aligned = alignOptions([...args, ...spec.options, '  -h, --help  show this help', '  --version  print the version']);
+  const argLines = aligned.slice(0, args.length);
+  const optionLines = aligned.slice(args.length);
   const lines = [
     ...spec.usage.map((u, i) => `${i === 0 ? 'Usage: ' : '       '}${u}`),
     '',
     ...spec.description,
     '',
-    ...(spec.arguments ? ['Arguments:', ...spec.arguments, ''] : []),
+    ...(argLines.length > 0 ? ['Arguments:', ...argLines, ''] : []),
     'Options:',
-    ...spec.options,
-    '  -h, --help         show this help',
-    '  --version          print the version',
+    ...optionLines,
     '',
     'Exit codes:',
     ...[...codes].sort((a, b) => a[0] - b[0]).map(([code, meaning]) => `  ${code}  ${meaning}`),
@@ -88,6 +91,29 @@ export function formatHelp(spec: HelpSpec): string {
     ...spec.examples.map((e) => `  ${e}`),
   ];
   return lines.join('\n');
+}
+
+/**
+ * Puts every option's description in one column: an option line is `  FLAGS  description` (two or
+ * more spaces before the description); the lines that continue it keep their indent relative to it.
+ */
+function alignOptions(blocks: readonly string[]): string[] {
+  const lines = blocks.flatMap((b) => b.split('\n'));
+  const parsed = lines.map((line) => {
+    const m = /^( {2}[-<]\S.*?)( {2,})(\S.*)$/.exec(line);
+    return m ? { flags: m[1]!, column: m[1]!.length + m[2]!.length, text: m[3]! } : null;
+  });
+  const column = Math.max(...parsed.map((p) => (p ? p.flags.length + 2 : 0)));
+  let shift = 0;
+  return lines.map((line, i) => {
+    const p = parsed[i];
+    if (p) {
+      shift = column - p.column;
+      return `${p.flags.padEnd(column)}${p.text}`;
+    }
+    // A continuation line: move it with the option it belongs to.
+    return shift >= 0 ? ' '.repeat(shift) + line : line.slice(Math.min(-shift, line.length - line.trimStart().length));
+  });
 }
 
 /** The synopsis of a help text: its "Usage:" line and the indented lines that continue it. */

@@ -467,9 +467,10 @@ export const demoCommand: Command = {
       await dev.stop();
     }
     print(`\n${ok ? 'Done' : 'FAILED'} in ${((performance.now() - started) / 1000).toFixed(1)} s. Try it yourself:`);
-    print('   vcrypto keygen --out chat.key');
-    print('   vcrypto crypto-server --psk-file chat.key            # terminal 1');
-    print('   vcrypto crypto-client 127.0.0.1 35001 --psk-file chat.key   # terminal 2');
+    print('   npx vcrypto keygen --out chat.key');
+    print('   npx vcrypto crypto-server --psk-file chat.key                   # terminal 1');
+    print('   npx vcrypto crypto-client 127.0.0.1 35001 --psk-file chat.key   # terminal 2');
+    print("   npx vcrypto --help                                              # everything else");
     return ok ? 0 : 1;
   },
 };

@@ -137,7 +137,7 @@ export const dgstCommand: Command = {
       'from each CHECKFILE (or stdin) and prints "FILE: OK" or "FILE: FAILED" for each.',
       '',
       "A virtio-crypto hash request is one-shot, so each file must fit in one request: up to the device's",
-      'limit (256 MiB with the default virtio and vhost-user devices; `--device host` has no such limit).',
+      'limit: 256 MiB with the default virtio and vhost-user devices, 4 GiB with `--device host`.',
       'A file that cannot be hashed (missing, a directory, too large) is reported on stderr and the next',
       'one is hashed; the exit code is then 1.',
     ],
