@@ -11,6 +11,8 @@ import { VhostUserFrontendTransport, type FrontendTransportOptions } from './fro
 export interface VhostUserDeviceOptions extends FrontendTransportOptions {
   /** Queue size the driver uses (power of 2, ≤ 1024). Default 256. */
   readonly queueSize?: number;
+  /** The driver's deadline for each request, ms (0 = none); see VirtioCryptoDriverOptions.requestTimeoutMs. */
+  readonly requestTimeoutMs?: number;
 }
 
 export async function connectVhostUserDevice(path: string, opts: VhostUserDeviceOptions = {}): Promise<CryptoDevice> {
@@ -24,6 +26,7 @@ export async function connectVhostUserDevice(path: string, opts: VhostUserDevice
     return await VirtioCryptoDriver.create(transport, {
       spec: `vhost-user:${path}`,
       queueSize: opts.queueSize ?? 256,
+      ...(opts.requestTimeoutMs !== undefined && { requestTimeoutMs: opts.requestTimeoutMs }),
       onBusyChange: (busy) => (busy ? transport.hold() : transport.release()),
     });
   } catch (err) {
