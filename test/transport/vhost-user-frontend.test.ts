@@ -142,3 +142,30 @@ test('the same CryptoError codes as the host device for the same bad requests', 
     await srv.stop();
   }
 });
+
+test("QEMU's session messages (both layouts) carry AES-CBC + HMAC-SHA256 chaining sessions: NIST SP 800-38A F.2.1 and the MAC the host device computes", async () => {
+  const macKey = hex('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f');
+  const key = hex('2b7e151628aed2a6abf7158809cf4f3c');
+  const iv = hex('000102030405060708090a0b0c0d0e0f');
+  const host = await openDevice('host');
+  const hh = await host.open();
+  const reference = await hh.chain(await hh.createSession({ kind: 'chain', cipher: 'aes-cbc', key, hash: 'sha256', macKey, order: 'cipher-then-hash', op: 'encrypt' }), { src: PLAIN, iv });
+  await host.close();
+  for (const sessions of ['qemu-7.1', 'qemu-8.1'] as const) {
+    const srv = startServer();
+    const device = await connectVhostUserDevice(srv.path, { sessions });
+    try {
+      const h = await device.open();
+      const enc = await h.createSession({ kind: 'chain', cipher: 'aes-cbc', key, hash: 'sha256', macKey, order: 'cipher-then-hash', op: 'encrypt' });
+      const r = await h.chain(enc, { src: PLAIN, iv });
+      assert.equal(toHex(r.dst), '7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b273bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7');
+      assert.equal(toHex(r.mac!), toHex(reference.mac!));
+      const dec = await h.createSession({ kind: 'chain', cipher: 'aes-cbc', key, hash: 'sha256', macKey, order: 'hash-then-cipher', op: 'decrypt' });
+      assert.equal(toHex((await h.chain(dec, { src: r.dst, iv, mac: r.mac! })).dst), toHex(PLAIN));
+      await h.close();
+    } finally {
+      await device.close();
+      await srv.stop();
+    }
+  }
+});

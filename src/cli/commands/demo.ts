@@ -65,7 +65,10 @@ export async function startDemoDevice(forced: string | undefined, entry: string 
     if (entry === undefined) throw new Error('cannot find the vcrypto entry point');
     child = spawn(process.execPath, [entry, 'device', '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     await waitForListening(child, 10_000);
-    const device = await openDevice(`vhost-user:${socketPath}`);
+    // Our own back-end: the controlq extension, so the chat's SHA-256, HMAC and AES-GCM sessions work
+    // too (QEMU's session messages carry cipher sessions only).
+    const { connectVhostUserDevice } = await import('../../transport/vhost-user/connect.js');
+    const device = await connectVhostUserDevice(socketPath, { sessions: 'controlq' });
     return {
       device,
       story: [
