@@ -15,7 +15,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { runChatClient } from '../../src/chat/chat-client.js';
 import { runChatServer, DEFAULT_BUSY_NOTICE } from '../../src/chat/chat-server.js';
 import { secureChannel } from '../../src/chat/secure-channel.js';
-import { hello } from '../../src/chat/secure-framing.js';
+import { encodeFrame, hello } from '../../src/chat/secure-framing.js';
 import { createHostDevice } from '../../src/driver/host-device.js';
 import type { CryptoDevice } from '../../src/driver/api.js';
 
@@ -159,6 +159,12 @@ const SCENARIOS: Scenario[] = [
   { name: 'a hello, then silence', parallel: 4, send: async () => hello() },
   { name: "a replay of a real client's hello and handshake message (it has no transport keys)", parallel: 4, send: captureFirstFlight },
   {
+    name: "a replayed first flight followed by a forged key confirmation",
+    parallel: 4,
+    send: async (device, psk) => Buffer.concat([await captureFirstFlight(device, psk), encodeFrame(randomBytes(17))]),
+    logged: /^peer 127\.0\.0\.1:\d+ dropped: authentication failed: the client could not confirm the handshake keys/,
+  },
+  {
     name: 'a flood of 40 silent connections from one address, beyond the per-source bound of 8; the client comes from another',
     parallel: 40,
     clientAddress: '127.0.0.2',
@@ -175,7 +181,7 @@ const SCENARIOS: Scenario[] = [
 ];
 
 for (const scenario of SCENARIOS) {
-  test(`attackers reconnecting in a loop (${scenario.name}): a real client gets in within ${GET_IN_MS} ms, and only it chats`, async () => {
+  test(`attackers reconnecting in a loop (${scenario.name}): a real client gets in within ${GET_IN_MS} ms, and only it chats`, async (t) => {
     const device = createHostDevice();
     const psk = randomBytes(32);
     const stdin = new PassThrough();
@@ -213,6 +219,7 @@ for (const scenario of SCENARIOS) {
       await stdout.waitFor('the real client got in\n');
       const elapsed = performance.now() - started;
       assert.ok(elapsed < GET_IN_MS, `took ${elapsed.toFixed(0)} ms`);
+      t.diagnostic(`the real client's first message reached the server ${elapsed.toFixed(0)} ms after it started, against ${attack.attempts()} attacker connections so far`);
       await server.waitFor(/^peer connected from/);
       // Only the real client ever got the chat slot or a busy notice: no attacker authenticated.
       assert.equal(server.lines.filter((l) => /^peer connected from/.test(l)).length, 1, server.lines.join('\n'));

@@ -88,7 +88,7 @@ test('the deadline option: VCRYPTO_REQUEST_TIMEOUT_MS is read and checked; the d
   }
 });
 
-test('embedded device whose worker stops serving: pending requests fail with ETIMEDOUT, later calls EIO, close() works', async () => {
+test('embedded device whose worker stops serving: pending requests fail with ETIMEDOUT, later calls EIO, close() works', async (t) => {
   const inner = await InProcessTransport.create({ maxDataQueues: 2, deviceThreads: 1 });
   const transport = new StoppableTransport(inner);
   const TIMEOUT = 500;
@@ -117,6 +117,7 @@ test('embedded device whose worker stops serving: pending requests fail with ETI
     isCode('ETIMEDOUT')(o.status === 'rejected' ? o.reason : undefined);
   }
   assert.ok(elapsed >= TIMEOUT && elapsed < TIMEOUT + 1000, `timed out after ${elapsed.toFixed(0)} ms (deadline ${TIMEOUT})`);
+  t.diagnostic(`pending requests failed ${elapsed.toFixed(0)} ms after the device stopped (deadline ${TIMEOUT} ms)`);
   assert.match(String((outcomes[0] as PromiseRejectedResult).reason), /did not complete a request on data queue \d within 500 ms/);
   // The device is failed now: nothing new is sent to it.
   await assert.rejects(h.crypt(s, { op: 'encrypt', src: NIST_CBC.plaintext, iv: NIST_CBC.iv }), isCode('EIO'));
@@ -128,12 +129,12 @@ test('embedded device whose worker stops serving: pending requests fail with ETI
 
 test('no false alarm: a slow but working device (longer than the deadline in total, each request quick) is not failed', async () => {
   const inner = await InProcessTransport.create({ maxDataQueues: 1 });
-  const device = await VirtioCryptoDriver.create(inner, { spec: 'virtio', requestTimeoutMs: 200, onBusyChange: (b) => (b ? inner.hold() : inner.release()) });
+  const device = await VirtioCryptoDriver.create(inner, { spec: 'virtio', requestTimeoutMs: 400, onBusyChange: (b) => (b ? inner.hold() : inner.release()) });
   try {
     const h = await device.open();
     const s = await cbcSession(h);
     const big = new Uint8Array(256 * 1024);
-    const until = performance.now() + 1000;
+    const until = performance.now() + 1200;
     let n = 0;
     while (performance.now() < until) {
       await Promise.all(Array.from({ length: 8 }, () => h.crypt(s, { op: 'encrypt', src: big, iv: NIST_CBC.iv })));
@@ -190,11 +191,14 @@ test('vhost-user back-end stopped with SIGSTOP mid-stream: pending requests fail
   const elapsed = performance.now() - stoppedAt;
   isCode('ETIMEDOUT')(failure);
   assert.ok(elapsed < TIMEOUT + 1500, `failed ${elapsed.toFixed(0)} ms after SIGSTOP (deadline ${TIMEOUT})`);
+  t.diagnostic(`the stream failed ${elapsed.toFixed(0)} ms after SIGSTOP (deadline ${TIMEOUT} ms)`);
   await assert.rejects(h.crypt(s, { op: 'encrypt', src: NIST_CBC.plaintext, iv: NIST_CBC.iv }), isCode('EIO'));
   const closing = performance.now();
   await within(3000, 'handle close', h.close());
   await within(3000, 'device close', device.close());
-  assert.ok(performance.now() - closing < 3000);
+  const closeMs = performance.now() - closing;
+  assert.ok(closeMs < 3000);
+  t.diagnostic(`handle and device closed in ${closeMs.toFixed(0)} ms with the back-end still stopped`);
 });
 
 test('vcrypto enc --device vhost-user:S with the back-end stopped mid-stream exits 1 with ETIMEDOUT (VCRYPTO_REQUEST_TIMEOUT_MS)', async (t) => {
@@ -214,4 +218,5 @@ test('vcrypto enc --device vhost-user:S with the back-end stopped mid-stream exi
   assert.equal(exit.code, 1, enc.stderr());
   assert.match(enc.stderr(), /^vcrypto enc: .*ETIMEDOUT: the device did not complete a request on data queue \d within 1000 ms/m);
   assert.ok(elapsed < 6000, `enc exited ${elapsed.toFixed(0)} ms after SIGSTOP`);
+  t.diagnostic(`vcrypto enc exited 1 ${elapsed.toFixed(0)} ms after SIGSTOP (VCRYPTO_REQUEST_TIMEOUT_MS=1000)`);
 });
