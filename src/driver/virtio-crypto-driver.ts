@@ -507,7 +507,8 @@ export class VirtioCryptoDriver implements CryptoDevice {
     let queue = -1;
     this.#queues.forEach((q, qi) => {
       q.forEachToken((r) => {
-        if (r.state === State.InFlight && r.startedAt < oldest) {
+        // Abandoned ones count too: the device still owes them, and they keep the transport held.
+        if ((r.state === State.InFlight || r.state === State.Abandoned) && r.startedAt < oldest) {
           oldest = r.startedAt;
           queue = qi;
         }
