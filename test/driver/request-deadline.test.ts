@@ -220,3 +220,29 @@ test('vcrypto enc --device vhost-user:S with the back-end stopped mid-stream exi
   assert.ok(elapsed < 6000, `enc exited ${elapsed.toFixed(0)} ms after SIGSTOP`);
   t.diagnostic(`vcrypto enc exited 1 ${elapsed.toFixed(0)} ms after SIGSTOP (VCRYPTO_REQUEST_TIMEOUT_MS=1000)`);
 });
+
+test('closing a handle with a request in flight on a stopped device: the request fails EBADF, close() returns, the device is failed and the transport released', async () => {
+  const inner = await InProcessTransport.create({ maxDataQueues: 1 });
+  const transport = new StoppableTransport(inner);
+  const busy: boolean[] = [];
+  const device = await VirtioCryptoDriver.create(transport, {
+    spec: 'virtio',
+    requestTimeoutMs: 300,
+    onBusyChange: (b) => {
+      busy.push(b);
+      if (b) inner.hold();
+      else inner.release();
+    },
+  });
+  const h = await device.open();
+  const s = await cbcSession(h);
+  transport.stopped = true;
+  const pending = assert.rejects(h.crypt(s, { op: 'encrypt', src: NIST_CBC.plaintext, iv: NIST_CBC.iv }), isCode('EBADF'));
+  await within(3000, 'handle close', h.close());
+  await pending; // abandoned: the device still owes it
+  const until = performance.now() + 5000;
+  while (busy.at(-1) === true && performance.now() < until) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(busy.at(-1), false, 'the transport is released once the abandoned request passed the deadline');
+  await assert.rejects(device.open(), isCode('EIO'));
+  await within(5000, 'device close', device.close());
+});
