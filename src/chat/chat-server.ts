@@ -12,8 +12,8 @@
  *    only shuts out that address, as with sshd's PerSourceMaxStartups). At most
  *    `maxPendingHandshakes` (default 64) in all: when full, the address holding the most pending
  *    handshakes gives up its oldest one for the newcomer (fair share), unless the newcomer's own
- *    address holds as many (then the newcomer is closed). Closed connections are logged at most
- *    once a second.
+ *    address holds as many (then the newcomer is closed). Connections the bounds close are logged
+ *    at most once a second (per kind, with a count).
  *  - A peer whose handshake completes while another one chats gets `busyNotice` (through the
  *    channel's `refuse` if it has one, else as raw bytes: one line) and is closed at once.
  *  - When the peer leaves (FIN, reset, or a channel error) the server says so and waits for the next.
@@ -98,17 +98,24 @@ export async function runChatServer(options: ChatServerOptions): Promise<void> {
     remove(victim);
     victim.socket.destroy();
   };
-  /** One log line a second at most for connections closed by the bounds (a flood must not flood stderr). */
-  let refusedLoggedAt = -Infinity;
-  let refusedSince = 0;
-  const refuse = (socket: Socket, why: string) => {
+  /** One log line a second at most for each kind of connection the bounds close (a flood must not flood stderr). */
+  const limitedLog = () => {
+    let loggedAt = -Infinity;
+    let since = 0;
+    return (line: string) => {
+      since++;
+      const now = performance.now();
+      if (now - loggedAt < 1000) return;
+      log(`${line}${since > 1 ? ` (${since} such connections since the last such line)` : ''}`);
+      loggedAt = now;
+      since = 0;
+    };
+  };
+  const logRefused = limitedLog();
+  const logEvicted = limitedLog();
+  const refuse = (socket: Socket, from: string, why: string) => {
     socket.destroy();
-    refusedSince++;
-    const now = performance.now();
-    if (now - refusedLoggedAt < 1000) return;
-    log(`closed ${remote(socket)}: ${why}${refusedSince > 1 ? ` (${refusedSince} connections closed since the last such line)` : ''}`);
-    refusedLoggedAt = now;
-    refusedSince = 0;
+    logRefused(`closed ${from}: ${why}`);
   };
 
   /** The handshake completed: the peer takes the free chat slot, or is turned away. */
@@ -139,7 +146,7 @@ export async function runChatServer(options: ChatServerOptions): Promise<void> {
     const entry: Pending = { socket, source: socket.remoteAddress ?? '?' };
     const mine = perSource.get(entry.source) ?? 0;
     if (mine >= maxPerSource) {
-      refuse(socket, `too many handshakes in progress from ${entry.source}`);
+      refuse(socket, from, `too many handshakes in progress from ${entry.source}`);
       return;
     }
     if (pending.size >= maxPending) {
@@ -150,7 +157,7 @@ export async function runChatServer(options: ChatServerOptions): Promise<void> {
         if (n > topCount) [top, topCount] = [source, n];
       }
       if (top === undefined || topCount <= mine + 1) {
-        refuse(socket, 'too many handshakes in progress');
+        refuse(socket, from, 'too many handshakes in progress');
         return;
       }
       for (const p of pending) {
@@ -168,7 +175,9 @@ export async function runChatServer(options: ChatServerOptions): Promise<void> {
       (err: unknown) => {
         remove(entry);
         socket.destroy();
-        if (!closing) log(`peer ${from} dropped: ${entry.evicted ?? errorLine(err)}`);
+        if (closing) return;
+        if (entry.evicted !== undefined) logEvicted(`peer ${from} dropped: ${entry.evicted}`);
+        else log(`peer ${from} dropped: ${errorLine(err)}`);
       },
     );
   });
