@@ -1,5 +1,5 @@
 /**
- * The front-end's half of QEMU's session contract (vhost-user.rst "Crypto session"; reference: QEMU
+ * The front-end's half of QEMU's session contract (vhost-user.rst "Crypto session"; QEMU 7.2
  * hw/virtio/virtio-crypto.c virtio_crypto_handle_ctrl + backends/cryptodev-vhost-user.c): a vhost-user
  * crypto back-end never sees the control queue. The front-end (QEMU, or our transport) serves it
  * itself and turns each control request into a message:
@@ -82,7 +82,7 @@ function symCreate(req: Uint8Array): SessionAction {
   }
   if (opType === VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING) {
     const ch = decodeAlgChainSessionFlf(req);
-    // QEMU forwards PLAIN and AUTH; NESTED is NOTSUPP (reference §2.2).
+    // QEMU 7.2 (virtio_crypto_create_sym_session) forwards PLAIN and AUTH; NESTED is NOTSUPP.
     if (ch.hashMode !== VIRTIO_CRYPTO_SYM_HASH_MODE.VIRTIO_CRYPTO_SYM_HASH_MODE_PLAIN && ch.hashMode !== VIRTIO_CRYPTO_SYM_HASH_MODE.VIRTIO_CRYPTO_SYM_HASH_MODE_AUTH) {
       return { kind: 'answer', create: true, status: S.VIRTIO_CRYPTO_NOTSUPP };
     }
