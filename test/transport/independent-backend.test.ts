@@ -87,3 +87,17 @@ test('vcrypto test-fork-crypto and vcrypto enc (= openssl enc) through the indep
     await backend.stop();
   }
 });
+
+test('a back-end that does not offer VHOST_USER_PROTOCOL_F_CRYPTO_SESSION: a one-line EIO at connect, naming the feature and the controlq extension', async () => {
+  const backend = await startIndependentBackend(632, { offerSessions: false });
+  try {
+    await assert.rejects(connectVhostUserDevice(backend.path), (err: unknown) => {
+      assert.ok(err instanceof CryptoError);
+      assert.equal(err.code, 'EIO');
+      assert.match(err.message, /does not offer VHOST_USER_PROTOCOL_F_CRYPTO_SESSION.*VCRYPTO_VHOST_USER_SESSIONS=controlq/);
+      return true;
+    });
+  } finally {
+    await backend.stop();
+  }
+});

@@ -17,10 +17,11 @@ export interface IndependentBackend {
   stop(): Promise<void>;
 }
 
-export async function startIndependentBackend(layout: 632 | 1072): Promise<IndependentBackend> {
+export async function startIndependentBackend(layout: 632 | 1072, opts: { offerSessions?: boolean } = {}): Promise<IndependentBackend> {
   const dir = mkdtempSync(join(tmpdir(), 'vcrypto-indep-'));
   const path = join(dir, 'vc.sock');
-  const proc = spawnProcess('python3', [INDEPENDENT_BACKEND, path, String(layout)], { stdin: 'ignore' });
+  const args = [INDEPENDENT_BACKEND, path, String(layout), ...(opts.offerSessions === false ? ['no-crypto-session'] : [])];
+  const proc = spawnProcess('python3', args, { stdin: 'ignore' });
   try {
     await proc.waitForStdout('listening');
   } catch (err) {

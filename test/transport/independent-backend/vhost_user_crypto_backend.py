@@ -19,7 +19,8 @@ It follows QEMU's contract for a vhost-user crypto back-end, as DPDK's vhost_cry
     dst_data_len @32}, op_type @64), then iv and src readable; dst then the 1-byte status writable.
     Only AES-CBC cipher sessions (FIPS 197 + NIST SP 800-38A), like QEMU 7.2's vhost-user device.
 
-Usage: vhost_user_crypto_backend.py SOCKET_PATH 632|1072
+Usage: vhost_user_crypto_backend.py SOCKET_PATH 632|1072 [no-crypto-session]
+(no-crypto-session: do not offer VHOST_USER_PROTOCOL_F_CRYPTO_SESSION, as a back-end without sessions.)
 Prints "listening" once the socket accepts connections; one thread per connection; logs to stderr.
 """
 import mmap
@@ -171,9 +172,10 @@ class Vring:
         self.running = False
 
 class Connection:
-    def __init__(self, sock, layout):
+    def __init__(self, sock, layout, offer_sessions):
         self.sock = sock
         self.layout = layout
+        self.offer_sessions = offer_sessions
         self.regions = []  # (gpa, size, uaddr, mmap object, offset)
         self.vrings = {}
         self.protocol_features = 0
@@ -224,7 +226,7 @@ class Connection:
             self.reply(request, struct.pack("<Q", F_PROTOCOL_FEATURES | VIRTIO_F_VERSION_1))
             acked = True
         elif request == GET_PROTOCOL_FEATURES:
-            self.reply(request, struct.pack("<Q", PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CRYPTO_SESSION))
+            self.reply(request, struct.pack("<Q", PROTOCOL_F_REPLY_ACK | (PROTOCOL_F_CRYPTO_SESSION if self.offer_sessions else 0)))
             acked = True
         elif request == SET_PROTOCOL_FEATURES:
             (self.protocol_features,) = struct.unpack("<Q", payload[:8])
@@ -421,6 +423,7 @@ class Connection:
 
 def main():
     path, layout = sys.argv[1], int(sys.argv[2])
+    offer_sessions = sys.argv[3:] != ["no-crypto-session"]
     if layout not in (632, 1072):
         sys.exit("layout must be 632 or 1072")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -429,7 +432,7 @@ def main():
     print("listening", flush=True)
     while True:
         conn, _ = server.accept()
-        threading.Thread(target=Connection(conn, layout).run, daemon=True).start()
+        threading.Thread(target=Connection(conn, layout, offer_sessions).run, daemon=True).start()
 
 if __name__ == "__main__":
     main()
