@@ -10,6 +10,7 @@ declare -A NEED=(
   [gcc]=gcc
   [cpio]=cpio
   [qemu-system-x86_64]=qemu-system-x86
+  [python3]=python3
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -37,6 +37,9 @@
  *    with one), writes its bytes, and only then half-closes (FIN): on input EOF, and also when the
  *    peer ended first (we still end our direction properly before closing). A channel without `end`
  *    (the plain chat) sends nothing extra.
+ *  - `refuse(notice)` (optional, server side) returns the wire bytes that tell a peer which completed
+ *    its handshake while another chat is in progress that it is turned away; called at most once,
+ *    instead of any seal(), then the connection is closed. A channel without it gets the raw notice.
  *  - `peerEnded()` (optional) is true once the peer's authenticated end-of-chat has been opened: a
  *    reset or a failed write after it is a normal end of the chat, not an error.
  *  - A channel with `end` authenticates the whole stream, so a sealed chunk must go out before the
@@ -67,6 +70,12 @@ export interface ChatChannel {
   end?(): Promise<Uint8Array> | Uint8Array;
   /** Optional: the peer's authenticated end of stream has arrived. */
   peerEnded?(): boolean;
+  /**
+   * Optional, server side: the wire bytes that turn this (authenticated) peer away with `notice`
+   * because another chat is in progress; the connection closes after them. Without it the server
+   * sends `notice` raw (the plain chat, so `nc` shows it).
+   */
+  refuse?(notice: string): Promise<Uint8Array> | Uint8Array;
   /** The connection is over: release resources, zero keys. Never throws. */
   close(): void;
 }

@@ -14,7 +14,10 @@ import { runChatSession } from './chat-session.js';
 import { ChunkSource } from './chunk-source.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_LINGER_MS, openChannel, type ChatEndpointOptions } from './open-channel.js';
 
-export type ChatClientOptions = ChatEndpointOptions;
+export interface ChatClientOptions extends ChatEndpointOptions {
+  /** The local address to connect from (default: the system picks). */
+  readonly localAddress?: string;
+}
 
 export async function runChatClient(options: ChatClientOptions): Promise<void> {
   const { host, port, channel, log } = options;
@@ -25,7 +28,7 @@ export async function runChatClient(options: ChatClientOptions): Promise<void> {
   const onOutputError = () => {};
   output.on('error', onOutputError);
   try {
-    const socket = await open(host, port);
+    const socket = await open(host, port, options.localAddress);
     log(`connected to ${socket.remoteAddress ?? host}:${socket.remotePort ?? port}`);
     let ch;
     try {
@@ -60,10 +63,10 @@ export async function runChatClient(options: ChatClientOptions): Promise<void> {
   }
 }
 
-function open(host: string, port: number): Promise<Socket> {
+function open(host: string, port: number, localAddress: string | undefined): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
     // allowHalfOpen: the server's FIN must not end our direction too (see chat-server.ts).
-    const socket = connect({ host, port, allowHalfOpen: true });
+    const socket = connect({ host, port, allowHalfOpen: true, ...(localAddress !== undefined && { localAddress }) });
     const onError = (err: NodeJS.ErrnoException) => {
       socket.destroy();
       const why =

@@ -52,8 +52,9 @@ async function establish(socket: Socket, role: ChatRole, options: SecureChannelO
   const reader = new HandshakeReader(socket, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
   let handle: CryptoHandle | undefined;
   let hs: HandshakeState | undefined;
+  let keys: TransportKeys | undefined;
   const psk = Uint8Array.from(options.psk);
-  try {
+  const start = async () => {
     handle = await options.device.open();
     hs = await HandshakeState.initialize(handle, {
       pattern: 'NNpsk0',
@@ -62,27 +63,58 @@ async function establish(socket: Socket, role: ChatRole, options: SecureChannelO
       psk,
     });
     zeroize(psk);
+    return hs;
+  };
+  try {
     if (role === 'client') {
+      const state = await start();
       // -> psk, e   (sent together with our hello: one round trip for the whole handshake)
-      socket.write(concat(hello(), encodeFrame(await hs.writeMessage(new Uint8Array(0)))));
+      socket.write(concat(hello(), encodeFrame(await state.writeMessage(new Uint8Array(0)))));
       await expectHello(reader, role);
       // <- e, ee
-      await readHandshakeMessage(reader, hs, socket);
+      await readHandshakeMessage(reader, state, socket);
+      keys = await state.split();
+      // -> CONFIRM: key confirmation, sent without waiting (secure-framing.ts).
+      socket.write(encodeFrame(await keys.send.encryptWithAd(new Uint8Array(0), Uint8Array.of(PayloadType.CONFIRM))));
     } else {
       socket.write(hello());
+      // A connection that has not even sent its hello costs no device handle or session.
       await expectHello(reader, role);
-      await readHandshakeMessage(reader, hs, socket);
-      socket.write(encodeFrame(await hs.writeMessage(new Uint8Array(0))));
+      const state = await start();
+      await readHandshakeMessage(reader, state, socket);
+      socket.write(encodeFrame(await state.writeMessage(new Uint8Array(0))));
+      keys = await state.split();
+      await readConfirm(reader, keys, socket);
     }
-    const keys = await hs.split();
     reader.detach();
-    return new SecureChannel(handle, keys, options.device.info.description, socket);
+    return new SecureChannel(handle!, keys, options.device.info.description, socket);
   } catch (err) {
     reader.detach();
     zeroize(psk);
     await hs?.destroy().catch(() => {});
+    await keys?.send.destroy().catch(() => {});
+    await keys?.receive.destroy().catch(() => {});
     await handle?.close().catch(() => {});
     throw toChannelError(err);
+  }
+}
+
+/** The server's last handshake step: the client's CONFIRM, sealed with the transport keys (secure-framing.ts). */
+async function readConfirm(reader: HandshakeReader, keys: TransportKeys, socket: Socket): Promise<void> {
+  const frame = await reader.readFrame();
+  if (frame.length === 0) throw new ChannelError(`${AUTH_FAILED}: the peer rejected the handshake (different key?)`);
+  let payload: Uint8Array;
+  try {
+    payload = await keys.receive.decryptWithAd(new Uint8Array(0), frame);
+  } catch (err) {
+    if (err instanceof NoiseError && err.code === NoiseErrorCode.DECRYPT_FAILED) {
+      socket.write(encodeFrame(new Uint8Array(0))); // ALERT
+      throw new ChannelError(`${AUTH_FAILED}: the client could not confirm the handshake keys (a replayed handshake?)`, { cause: err });
+    }
+    throw err;
+  }
+  if (payload.length !== 1 || payload[0] !== PayloadType.CONFIRM) {
+    throw new ChannelError('secure channel: the client did not confirm the handshake');
   }
 }
 
@@ -267,6 +299,14 @@ class SecureChannel implements ChatChannel {
     return this.#peerEnded;
   }
 
+  /** The server turns this authenticated peer away: one BUSY frame with `notice`, the last we send. */
+  async refuse(notice: string): Promise<Uint8Array> {
+    if (this.#ended) throw new ChannelError('secure channel: a refusal after our end of chat');
+    this.#ended = true;
+    const text = new TextEncoder().encode(notice).subarray(0, MAX_FRAGMENT);
+    return encodeFrame(await this.#send.encryptWithAd(new Uint8Array(0), concat(Uint8Array.of(PayloadType.BUSY), text)));
+  }
+
   async open(wire: Uint8Array): Promise<Uint8Array> {
     if (this.#deferred) throw this.#deferred;
     const complete: Uint8Array[] = [];
@@ -312,6 +352,9 @@ class SecureChannel implements ChatChannel {
       if (this.#fragments.length > 0) throw new ChannelError('the peer ended the chat in the middle of a message');
       this.#peerEnded = true;
       return undefined;
+    }
+    if (type === PayloadType.BUSY) {
+      throw new ChannelError(`the peer turned us away: ${printableLine(payload.subarray(1)) ?? 'busy'}`);
     }
     if (type !== PayloadType.DATA_FINAL && type !== PayloadType.DATA_MORE) {
       throw new ChannelError(`secure channel: unknown message type ${String(type)}`);

@@ -10,6 +10,14 @@
  *
  *   payload    = type(u8) data             type: DATA_FINAL | DATA_MORE
  *              | END(u8)                   exactly one byte, the last frame of a direction
+ *              | CONFIRM(u8)               exactly one byte, the client's first transport message
+ *              | BUSY(u8) notice           server -> client only: its last frame, instead of a chat
+ *
+ * Key confirmation (version 3): the client sends CONFIRM right after the handshake, without waiting.
+ * In NNpsk0 the server's side of the handshake ends after it reads frame 1, which anybody who recorded
+ * a real client's frame 1 can replay; only a CONFIRM sealed with the transport keys proves the peer
+ * holds the key and is live. The server treats a peer as authenticated (it may take the one chat
+ * slot, or be told BUSY) only after it, so a peer without the key never holds the chat.
  *
  * A chat message longer than one Noise message (65535 bytes, Noise §3) travels as DATA_MORE fragments
  * followed by one DATA_FINAL; the receiver prints it only once the DATA_FINAL has authenticated.
@@ -26,8 +34,11 @@ import { NOISE_MAX_MESSAGE } from './noise/handshake-state.js';
 import { TAGLEN } from './noise/cipher-state.js';
 import { concat } from './noise/symmetric-state.js';
 
-/** Version 2 added the END frame (a version-1 peer never sends one: refused by version, not as truncated). */
-export const SECURE_CHAT_VERSION = 2;
+/**
+ * Version 2 added the END frame (a version-1 peer never sends one: refused by version, not as truncated).
+ * Version 3 added the client's CONFIRM and the server's BUSY (a version-2 client never confirms).
+ */
+export const SECURE_CHAT_VERSION = 3;
 export const HELLO_MAGIC = Uint8Array.from([0x56, 0x43, 0x4e]); // "VCN"
 export const HELLO_LENGTH = HELLO_MAGIC.length + 1;
 /** The Noise prologue: a fixed label then the protocol version byte (Noise §6: both sides must agree). */
@@ -40,6 +51,10 @@ export const PayloadType = {
   DATA_MORE: 0x01,
   /** The authenticated end of this direction (no data byte): the sender's input ended cleanly. */
   END: 0x02,
+  /** The client's first transport message (no data byte): key confirmation, see above. */
+  CONFIRM: 0x03,
+  /** Server to client, after CONFIRM, instead of a chat: the busy notice (ASCII); nothing follows. */
+  BUSY: 0x04,
 } as const;
 
 /** Length prefix size. */

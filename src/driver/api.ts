@@ -131,7 +131,11 @@ export interface CryptoDevice {
   close(): Promise<void>;
 }
 
-export type CryptoErrorCode = 'EINVAL' | 'ENOENT' | 'EBADMSG' | 'ENOSPC' | 'ENOTSUP' | 'EIO' | 'EBADF';
+/**
+ * errno-style codes. ETIMEDOUT: the device did not complete a request within the driver's deadline
+ * (the device is then marked failed: later calls get EIO, closing still works).
+ */
+export type CryptoErrorCode = 'EINVAL' | 'ENOENT' | 'EBADMSG' | 'ENOSPC' | 'ENOTSUP' | 'EIO' | 'EBADF' | 'ETIMEDOUT';
 
 /** Every failure of the session API. `code` is errno-style, as cryptodev's ioctls return. */
 export class CryptoError extends Error {

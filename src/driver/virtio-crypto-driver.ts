@@ -18,6 +18,14 @@
  *    is mapped to `CryptoError` in one function (`errorFromStatus`).
  *  - Handles (virtio-crypto-handle.ts) own sessions; closing a handle rejects its pending requests (EBADF)
  *    and destroys its sessions; closing the device rejects everything pending and resets the device.
+ *  - Deadline: a device that stops answering (a stopped back-end process, a wedged worker) must not
+ *    leave callers waiting forever. One watchdog timer per driver, running only while requests are
+ *    in flight, looks at the oldest request the device holds every `requestTimeoutMs / 4` (at most
+ *    1 s); once it is older than `requestTimeoutMs` (default 30 s, or VCRYPTO_REQUEST_TIMEOUT_MS),
+ *    every pending request is rejected with ETIMEDOUT and the device is marked failed (later calls:
+ *    EIO). The queues' state is unknown then (the device may still own those buffers), so nothing is
+ *    submitted again; close() does not wait for the wedged device's reset. No timer per request: the
+ *    hot path only stores a timestamp.
  */
 import { CryptoError, type CryptoDevice, type CryptoHandle, type DeviceInfo } from './api.js';
 import type { VirtioTransport } from './virtio-transport.js';
@@ -71,6 +79,8 @@ interface Request {
   state: State;
   block: number;
   blockLen: number;
+  /** performance.now() when it went on a queue (the deadline counts from there). */
+  startedAt: number;
 }
 
 function align16(n: number): number {
@@ -91,6 +101,31 @@ export interface VirtioCryptoDriverOptions {
    * transport keeps the process alive meanwhile (an idle device must not).
    */
   onBusyChange?: (busy: boolean) => void;
+  /**
+   * Deadline for the device to complete a request once it is on a queue, in ms; 0 = none. Default:
+   * VCRYPTO_REQUEST_TIMEOUT_MS from the environment if set, else DEFAULT_REQUEST_TIMEOUT_MS.
+   */
+  requestTimeoutMs?: number;
+}
+
+/**
+ * 30 s: far beyond what a healthy device needs even on a loaded 2-core machine (a full queue of
+ * the largest requests completes in well under a second), short enough that a wedged one is noticed.
+ */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** The environment variable that sets the default deadline (ms; 0 = none). */
+export const REQUEST_TIMEOUT_ENV = 'VCRYPTO_REQUEST_TIMEOUT_MS';
+/** Largest deadline accepted (setTimeout's limit, ~24.8 days). */
+const MAX_REQUEST_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** The deadline from `env` (VCRYPTO_REQUEST_TIMEOUT_MS), or undefined if unset; EINVAL if malformed. */
+export function requestTimeoutFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const raw = env[REQUEST_TIMEOUT_ENV];
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) > MAX_REQUEST_TIMEOUT_MS) {
+    throw new CryptoError('EINVAL', `${REQUEST_TIMEOUT_ENV}=${JSON.stringify(raw.slice(0, 40))}: expected milliseconds, 0 to ${MAX_REQUEST_TIMEOUT_MS} (0 = no deadline)`);
+  }
+  return Number(raw);
 }
 
 const DEFAULT_QUEUE_SIZE = 256;
@@ -109,6 +144,10 @@ export class VirtioCryptoDriver implements CryptoDevice {
   readonly #dataQueues: number;
   readonly #arena: BufferArena;
   readonly #onBusy: ((busy: boolean) => void) | undefined;
+  readonly #timeoutMs: number;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  /** A request timed out: the device is not answering (close() does not wait for its reset). */
+  #wedged = false;
   readonly #handles = new Set<VirtioHandle>();
   readonly #waiting: Request[] = [];
   #waitingHead = 0;
@@ -129,6 +168,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     dataQueues: number;
     arena: BufferArena;
     onBusy: ((busy: boolean) => void) | undefined;
+    timeoutMs: number;
   }) {
     this.#transport = init.transport;
     this.info = init.info;
@@ -141,11 +181,16 @@ export class VirtioCryptoDriver implements CryptoDevice {
     this.#dataQueues = init.dataQueues;
     this.#arena = init.arena;
     this.#onBusy = init.onBusy;
+    this.#timeoutMs = init.timeoutMs;
   }
 
   /** Runs the VIRTIO 1.2 §3.1.1 initialization sequence over `transport`. */
   static async create(transport: VirtioTransport, opts: VirtioCryptoDriverOptions): Promise<VirtioCryptoDriver> {
     const t = transport;
+    const timeoutMs = opts.requestTimeoutMs ?? requestTimeoutFromEnv() ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_REQUEST_TIMEOUT_MS) {
+      throw new CryptoError('EINVAL', `requestTimeoutMs ${timeoutMs}: expected an integer from 0 to ${MAX_REQUEST_TIMEOUT_MS}`);
+    }
     const failed = async (message: string, cause?: unknown): Promise<never> => {
       // §3.1.1 step 8 / §2.1.2: on an unrecoverable error the driver sets FAILED.
       await t.setStatus((await t.getStatus()) | VIRTIO_CONFIG_S_FAILED).catch(() => undefined);
@@ -218,7 +263,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       maxCipherKeyLen: config.maxCipherKeyLen,
       maxAuthKeyLen: config.maxAuthKeyLen,
     });
-    const driver = new VirtioCryptoDriver({ transport: t, info, config, features, queues, dataQueues, arena, onBusy: opts.onBusyChange });
+    const driver = new VirtioCryptoDriver({ transport: t, info, config, features, queues, dataQueues, arena, onBusy: opts.onBusyChange, timeoutMs });
     t.onInterrupt((index) => {
       if (index === controlIndex) driver.#onInterrupt(dataQueues);
       else if (index < dataQueues) driver.#onInterrupt(index); // a queue we did not set up has nothing for us
@@ -247,10 +292,19 @@ export class VirtioCryptoDriver implements CryptoDevice {
     for (const h of [...this.#handles]) h.markClosed();
     this.#handles.clear();
     this.#rejectAll(new CryptoError('EBADF', 'device is closed'));
-    try {
-      await this.#transport.setStatus(0); // §2.1: reset; the device stops using our memory
-    } catch {
-      // the device may already be gone; closing the transport below is what matters
+    this.#setBusy(false);
+    // §2.1: reset; the device stops using our memory. Not for a device that stopped answering (it
+    // would not answer this either), and never waiting longer than the deadline: closing the
+    // transport below is what releases everything.
+    if (!this.#wedged) {
+      const reset = this.#transport.setStatus(0).catch(() => undefined); // the device may already be gone
+      if (this.#timeoutMs === 0) {
+        await reset;
+      } else {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([reset, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#timeoutMs)))]);
+        clearTimeout(timer);
+      }
     }
     this.#mem.fill(0, 0, this.#arena.usedEnd); // request buffers held plaintext and keys (the rest was never touched)
     this.#setBusy(false);
@@ -330,6 +384,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
         staged: null,
         block: -1,
         blockLen,
+        startedAt: 0,
       };
       if (this.#waitingHead === this.#waiting.length) {
         if (!this.#start(r)) this.#wait(r);
@@ -388,6 +443,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     r.fill(mem, block, woff, this.#dv);
     r.block = block;
     r.state = State.InFlight;
+    r.startedAt = performance.now();
     const addr = this.#guestBase + block;
     this.#queues[qi]!.addOutIn(addr, r.readLen, addr + (woff - block), r.writeLen, r);
     this.#inFlight++;
@@ -438,8 +494,36 @@ export class VirtioCryptoDriver implements CryptoDevice {
   #setBusy(busy: boolean): void {
     if (busy === this.#busy) return;
     this.#busy = busy;
+    if (busy && this.#timeoutMs > 0 && !this.#closed) {
+      this.#watchdog = setInterval(this.#checkDeadline, Math.max(10, Math.min(1000, Math.floor(this.#timeoutMs / 4))));
+    } else if (!busy) {
+      clearInterval(this.#watchdog);
+      this.#watchdog = undefined;
+    }
     this.#onBusy?.(busy);
   }
+
+  /** The watchdog (runs only while busy): fails the device once its oldest request is past the deadline. */
+  readonly #checkDeadline = (): void => {
+    if (this.#closed || this.#failure) return;
+    let oldest = Infinity;
+    let queue = -1;
+    this.#queues.forEach((q, qi) => {
+      q.forEachToken((r) => {
+        // Abandoned ones count too: the device still owes them, and they keep the transport held.
+        if ((r.state === State.InFlight || r.state === State.Abandoned) && r.startedAt < oldest) {
+          oldest = r.startedAt;
+          queue = qi;
+        }
+      });
+    });
+    const age = performance.now() - oldest;
+    if (age <= this.#timeoutMs) return;
+    const name = queue === this.#dataQueues ? 'the control queue' : `data queue ${queue}`;
+    const timedOut = new CryptoError('ETIMEDOUT', `the device did not complete a request on ${name} within ${this.#timeoutMs} ms`);
+    this.#wedged = true;
+    this.#fail(new CryptoError('EIO', `device failed: it stopped answering (a request timed out after ${this.#timeoutMs} ms)`, { cause: timedOut }), timedOut);
+  };
 
   // --- completion ---------------------------------------------------------------------------------
 
@@ -508,10 +592,11 @@ export class VirtioCryptoDriver implements CryptoDevice {
     }
   }
 
-  #fail(error: CryptoError): void {
+  /** Marks the device failed: later calls get `error`, pending requests `pendingError` (default the same). */
+  #fail(error: CryptoError, pendingError: CryptoError = error): void {
     if (this.#failure || this.#closed) return;
     this.#failure = error;
-    this.#rejectAll(error);
+    this.#rejectAll(pendingError);
     this.#setBusy(false);
   }
 }

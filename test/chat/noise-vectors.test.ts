@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { VhostUserBackendServer } from '../../src/transport/vhost-user/backend-server.js';
 import { HandshakeState, type NoisePatternName } from '../../src/chat/noise/handshake-state.js';
 import { openDevice } from '../../src/transport/open-device.js';
+import { connectVhostUserDevice } from '../../src/transport/vhost-user/connect.js';
 import type { CryptoDevice } from '../../src/driver/api.js';
 
 interface Vector {
@@ -41,7 +42,8 @@ const DEVICES: [string, () => Promise<CryptoDevice>][] = [
     const dir = mkdtempSync(join(tmpdir(), 'vcrypto-noise-'));
     const path = join(dir, 'vc.sock');
     const server = VhostUserBackendServer.listen(path, { dataQueues: 1, maxSessions: 64, log: () => {} });
-    const device = await openDevice(`vhost-user:${path}`);
+    // Our back-end with the controlq extension: Noise needs SHA-256, HMAC and AES-GCM sessions.
+    const device = await connectVhostUserDevice(path, { sessions: 'controlq' });
     const info = device.info;
     return {
       info,

@@ -230,7 +230,7 @@ test('a peer that speaks another protocol version (v1: no END frame) is refused 
     try {
       s.write(hello(1));
       const p = secureChannel({ device, psk: randomBytes(32) })(c, 'client');
-      await assert.rejects(p, /speaks secure chat protocol version 1; this vcrypto speaks version 2/);
+      await assert.rejects(p, /speaks secure chat protocol version 1; this vcrypto speaks version 3/);
     } finally {
       await cleanup();
     }
@@ -352,11 +352,12 @@ test('end of chat: a replayed END, or bytes after it, are refused; an END in pla
   });
 });
 
-test("the server's handshake reply, a message, its END and its FIN all arrive before the client's handshake is done: nothing is lost", async () => {
+test("the server's handshake reply, then a message, its END and its FIN in one write right behind it: nothing is lost", async () => {
   await withDevice(async (device) => {
     // Client side under test: c1 (ours, half-open like the chat client) <-> s1 (played by the test).
-    // The real server channel runs on s2 of a second pair; the test carries the bytes between them,
-    // holding the server's bytes until its whole last message, END and FIN can go out in one write.
+    // The real server channel runs on s2 of a second pair; the test carries the bytes between them.
+    // Since version 3 the server has its channel only after the client's CONFIRM, so its first
+    // message can at the earliest arrive right behind the handshake: all of it, END and FIN in one write.
     const server = createServer({ allowHalfOpen: true });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -373,8 +374,8 @@ test("the server's handshake reply, a message, its END and its FIN all arrive be
     const [c2, s2] = await open();
     try {
       const psk = randomBytes(32);
-      s1.on('data', (b: Buffer) => c2.write(b)); // the client's hello and first handshake message
-      // The server's hello (4 bytes) and reply frame (2 + e 32 + empty payload's tag 16), held back.
+      s1.on('data', (b: Buffer) => c2.write(b)); // the client's hello, handshake message and CONFIRM
+      // The server's hello (4 bytes) and reply frame (2 + e 32 + empty payload's tag 16).
       const REPLY = 4 + 2 + 32 + 16;
       const held: Buffer[] = [];
       let replyIn: () => void = () => {};
@@ -384,15 +385,17 @@ test("the server's handshake reply, a message, its END and its FIN all arrive be
         if (Buffer.concat(held).length >= REPLY) replyIn();
       });
       const clientP = secureChannel({ device, psk })(c1, 'client');
-      const serverCh = await secureChannel({ device, psk })(s2, 'server');
+      const serverP = secureChannel({ device, psk })(s2, 'server');
       await replyHeld;
       assert.equal(Buffer.concat(held).length, REPLY);
+      s1.write(Buffer.concat(held));
+      const serverCh = await serverP; // the client's CONFIRM got through
       const last = await serverCh.seal(enc('the last message\n'));
       const end = await serverCh.end!();
       const fromClient: Buffer[] = [];
       s1.removeAllListeners('data');
       s1.on('data', (b: Buffer) => fromClient.push(b));
-      s1.end(Buffer.concat([...held, last, end])); // one write, then FIN
+      s1.end(Buffer.concat([last, end])); // one write, then FIN
       const clientCh = await clientP;
       // The session reads what the handshake did not need, straight from the socket.
       const { runChatSession } = await import('../../src/chat/chat-session.js');

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect, type Socket } from 'node:net';
 import { runCli, spawnCli, killLeftovers, type SpawnedProcess } from '../fixtures/cli.js';
 import { startRecordingProxy, frameTransform, type RecordingProxy } from '../fixtures/recording-proxy.js';
 
@@ -153,13 +154,59 @@ test('a second peer while one is chatting gets the busy notice and exits 1', asy
   assert.equal((await server.waitForExit()).code, 0);
 });
 
-/** Attacks on the client->server direction; frame 0 is the handshake, frames 1.. carry chat messages. */
+test('attackers without the key reconnecting in a loop cannot keep a real client out: it gets in within 2 s', async (t) => {
+  const [server, port] = await startServer(t);
+  // Silent connections and connections that send a hello and stall, each reconnecting at once when dropped.
+  let stopped = false;
+  const live = new Set<Socket>();
+  const attacker = (send?: Buffer) => {
+    if (stopped) return;
+    const s = connect(port, '127.0.0.1');
+    live.add(s);
+    s.on('error', () => {});
+    s.on('connect', () => send !== undefined && s.write(send));
+    s.resume();
+    s.on('close', () => {
+      live.delete(s);
+      setImmediate(() => attacker(send));
+    });
+  };
+  t.after(() => {
+    stopped = true;
+    for (const s of live) s.destroy();
+  });
+  // Six in all: below the per-source bound (8), since the real client comes from the same address.
+  for (let i = 0; i < 3; i++) attacker();
+  for (let i = 0; i < 3; i++) attacker(Buffer.from('VCN\x03', 'latin1'));
+  await new Promise((r) => setTimeout(r, 500));
+  const c = client(t, port);
+  await c.waitForStderr(/connected to 127\.0\.0\.1/);
+  const connected = performance.now();
+  await c.waitForStderr(/channel: Noise/, 2000);
+  c.stdin.end('the real client got in\n');
+  await server.waitForStdout('the real client got in\n');
+  const elapsed = performance.now() - connected;
+  assert.ok(elapsed < 2000, `from connect to the message on the server's stdout: ${elapsed.toFixed(0)} ms`);
+  t.diagnostic(`from the client's connect to its message on the server's stdout: ${elapsed.toFixed(0)} ms`);
+  assert.equal((await c.waitForExit()).code, 0, c.stderr());
+  assert.equal(server.stderr().match(/peer connected from/g)?.length, 1, server.stderr());
+  assert.doesNotMatch(server.stderr(), /busy/);
+  stopped = true;
+  for (const s of live) s.destroy();
+  server.stdin.end();
+  assert.equal((await server.waitForExit()).code, 0);
+});
+
+/**
+ * Attacks on the client->server direction; frame 0 is the handshake, frame 1 the client's key
+ * confirmation (secure chat v3), frames 2.. carry chat messages.
+ */
 const ATTACKS: { name: string; onFrame: (frame: Buffer, index: number) => Buffer[]; secondMessage: boolean; shown: string }[] = [
-  { name: 'a flipped bit', onFrame: (f, i) => (i === 1 ? [Buffer.from(f.map((b, k) => (k === f.length - 5 ? b ^ 0x01 : b)))] : [f]), secondMessage: false, shown: '' },
-  { name: 'a replayed frame', onFrame: (f, i) => (i === 1 ? [f, f] : [f]), secondMessage: false, shown: 'first secret line\n' },
-  { name: 'a dropped frame', onFrame: (f, i) => (i === 1 ? [] : [f]), secondMessage: true, shown: '' },
-  { name: 'reordered frames', onFrame: (() => { let held: Buffer | undefined; return (f: Buffer, i: number) => (i === 1 ? ((held = f), []) : i === 2 ? [f, held!] : [f]); })(), secondMessage: true, shown: '' },
-  { name: 'a truncated frame', onFrame: (f, i) => (i === 1 ? [f.subarray(0, f.length - 3)] : [f]), secondMessage: false, shown: '' },
+  { name: 'a flipped bit', onFrame: (f, i) => (i === 2 ? [Buffer.from(f.map((b, k) => (k === f.length - 5 ? b ^ 0x01 : b)))] : [f]), secondMessage: false, shown: '' },
+  { name: 'a replayed frame', onFrame: (f, i) => (i === 2 ? [f, f] : [f]), secondMessage: false, shown: 'first secret line\n' },
+  { name: 'a dropped frame', onFrame: (f, i) => (i === 2 ? [] : [f]), secondMessage: true, shown: '' },
+  { name: 'reordered frames', onFrame: (() => { let held: Buffer | undefined; return (f: Buffer, i: number) => (i === 2 ? ((held = f), []) : i === 3 ? [f, held!] : [f]); })(), secondMessage: true, shown: '' },
+  { name: 'a truncated frame', onFrame: (f, i) => (i === 2 ? [f.subarray(0, f.length - 3)] : [f]), secondMessage: false, shown: '' },
 ];
 
 test('tampering in transit (flip, replay, drop, reorder, truncate): the server prints nothing of it, reports it, and keeps serving', async (t) => {
@@ -171,7 +218,7 @@ test('tampering in transit (flip, replay, drop, reorder, truncate): the server p
     const proxy = await startRecordingProxy({
       port,
       transform: frameTransform('up', HELLO_BYTES, (frame, index) => {
-        if (index === 1) sawFirst();
+        if (index === 2) sawFirst();
         return attack.onFrame(frame, index);
       }),
     });
@@ -215,10 +262,14 @@ test('--passphrase-env on both sides: the same passphrase chats', async (t) => {
   assert.equal((await server.waitForExit()).code, 0);
 });
 
-/** Frames of one direction: 0 is the handshake message, then one frame per chat message, then the END. */
+/**
+ * Frames of one direction: 0 is the handshake message, then (client -> server only) the key
+ * confirmation, then one frame per chat message, then the END.
+ */
+const FIRST_CHAT_FRAME = { server: 2, client: 1 } as const;
 const DROP_AT_END: { name: string; side: 'server' | 'client'; from: number }[] = [
-  { name: "the last message and the END dropped, then a clean close: the server reports it", side: 'server', from: 2 },
-  { name: 'only the END dropped, then a clean close: the server reports it', side: 'server', from: 3 },
+  { name: "the last message and the END dropped, then a clean close: the server reports it", side: 'server', from: 3 },
+  { name: 'only the END dropped, then a clean close: the server reports it', side: 'server', from: 4 },
   { name: "the last message and the END dropped, then a clean close: the client reports it (exit 1)", side: 'client', from: 2 },
 ];
 
@@ -231,7 +282,7 @@ for (const attack of DROP_AT_END) {
     const proxy = await startRecordingProxy({
       port,
       transform: frameTransform(attack.side === 'server' ? 'up' : 'down', HELLO_BYTES, (frame, index) => {
-        if (index === 1) sawFirst();
+        if (index === FIRST_CHAT_FRAME[attack.side]) sawFirst();
         return index >= attack.from ? [] : [frame];
       }),
     });
@@ -254,7 +305,7 @@ for (const attack of DROP_AT_END) {
       assert.match(c.stderr(), /connection dropped: connection truncated: it was closed before the peer's authenticated end of chat/);
       assert.equal((await server.waitForExit()).code, 0, server.stderr());
     }
-    const shown = attack.from === 3 ? 'first line, delivered\nlast line, cut off by the attacker\n' : 'first line, delivered\n';
+    const shown = attack.from === FIRST_CHAT_FRAME[attack.side] + 2 ? 'first line, delivered\nlast line, cut off by the attacker\n' : 'first line, delivered\n';
     assert.equal(receiver.stdout().toString(), shown);
     // Without the attacker the same exchange ends cleanly (the END frame crossed the proxy here).
     if (attack.side === 'server') {

@@ -2,25 +2,52 @@
  * Every back-end `openDevice` offers behaves the same through the session API: the same results on
  * NIST SP 800-38A / RFC 4231 / GCM vectors, the same writeIv values, and the same CryptoError codes
  * (cryptodev-semantics.ts) for the same bad requests. The `host` device is the reference.
+ *
+ * vhost-user runs three ways: QEMU's session messages in both layouts (our front-end serves the
+ * control queue, our back-end sees only data queues), our controlq extension, and QEMU's contract
+ * against an independent back-end (independent-backend/: Python, written from the specs, AES-CBC
+ * only, like QEMU 7.2's vhost-user device). Over session messages only cipher sessions exist (QEMU's
+ * contract has no hash, MAC or AEAD sessions): there the suite checks that those fail with ENOTSUP,
+ * and the independent back-end's other ciphers too.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openDevice } from '../../src/transport/open-device.js';
-import { CryptoError, type CryptoDevice } from '../../src/driver/api.js';
+import { connectVhostUserDevice } from '../../src/transport/vhost-user/connect.js';
+import type { VhostUserSessionMode } from '../../src/transport/vhost-user/frontend-transport.js';
+import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/driver/api.js';
 import { startServer } from './vhost-user-fixture.js';
+import { startIndependentBackend } from './independent-backend/start.js';
 import { hex } from '../fixtures/bytes.js';
 
-/** Each back-end: how to get its spec (vhost-user: our back-end on a fresh socket in this process) and clean up. */
-const BACKENDS: readonly { name: string; start(): { spec: string; stop(): Promise<void> } }[] = [
-  { name: 'host', start: () => ({ spec: 'host', stop: async () => undefined }) },
-  { name: 'virtio', start: () => ({ spec: 'virtio', stop: async () => undefined }) },
-  {
-    name: 'vhost-user',
-    start: () => {
-      const srv = startServer();
-      return { spec: `vhost-user:${srv.path}`, stop: () => srv.stop() };
-    },
-  },
+/** What a back-end can do beyond AES-CBC: every service, or only cipher sessions (QEMU's session messages). */
+type Capabilities = 'all' | 'ciphers' | 'aes-cbc';
+
+interface Backend {
+  readonly name: string;
+  readonly capabilities: Capabilities;
+  start(): Promise<{ open(): Promise<CryptoDevice>; stop(): Promise<void> }>;
+}
+
+const ours = (sessions: VhostUserSessionMode): Backend['start'] => async () => {
+  const srv = startServer();
+  return { open: () => connectVhostUserDevice(srv.path, { sessions }), stop: () => srv.stop() };
+};
+
+const independent = (layout: 632 | 1072, sessions: VhostUserSessionMode): Backend['start'] => async () => {
+  const b = await startIndependentBackend(layout);
+  return { open: () => connectVhostUserDevice(b.path, { sessions }), stop: () => b.stop() };
+};
+
+/** Each back-end: how to open it (vhost-user: a back-end on a fresh socket) and clean up. */
+const BACKENDS: readonly Backend[] = [
+  { name: 'host', capabilities: 'all', start: async () => ({ open: () => openDevice('host'), stop: async () => undefined }) },
+  { name: 'virtio', capabilities: 'all', start: async () => ({ open: () => openDevice('virtio'), stop: async () => undefined }) },
+  { name: 'vhost-user controlq extension', capabilities: 'all', start: ours('controlq') },
+  { name: 'vhost-user session messages qemu-7.1', capabilities: 'ciphers', start: ours('qemu-7.1') },
+  { name: 'vhost-user session messages qemu-8.1', capabilities: 'ciphers', start: ours('qemu-8.1') },
+  { name: 'independent back-end, 632-byte sessions', capabilities: 'aes-cbc', start: independent(632, 'qemu-7.1') },
+  { name: 'independent back-end, 1072-byte sessions', capabilities: 'aes-cbc', start: independent(1072, 'qemu-8.1') },
 ];
 
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -33,10 +60,10 @@ const CBC256_CT = 'f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702
 const CTR128_KEY = hex('2b7e151628aed2a6abf7158809cf4f3c');
 const CTR128_CT = '874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee';
 
-async function withDevice(backend: (typeof BACKENDS)[number], fn: (d: CryptoDevice) => Promise<void>): Promise<void> {
-  const { spec, stop } = backend.start();
+async function withDevice(backend: Backend, fn: (d: CryptoDevice) => Promise<void>): Promise<void> {
+  const { open, stop } = await backend.start();
   try {
-    const device = await openDevice(spec);
+    const device = await open();
     try {
       await fn(device);
     } finally {
@@ -45,6 +72,15 @@ async function withDevice(backend: (typeof BACKENDS)[number], fn: (d: CryptoDevi
   } finally {
     await stop();
   }
+}
+
+/** NIST SP 800-38A F.5.1 (CTR-AES128.Encrypt) in two requests, the counter carried by writeIv. */
+async function ctrVectors(h: CryptoHandle): Promise<void> {
+  const ctr = await h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key: CTR128_KEY });
+  const c1 = await h.crypt(ctr, { op: 'encrypt', src: PLAIN.subarray(0, 48), iv: hex('f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff'), writeIv: true });
+  assert.equal(toHex(c1.iv!), 'f0f1f2f3f4f5f6f7f8f9fafbfcfdff02');
+  const c2 = await h.crypt(ctr, { op: 'encrypt', src: PLAIN.subarray(48), iv: c1.iv });
+  assert.equal(toHex(Buffer.concat([c1.dst, c2.dst])), CTR128_CT);
 }
 
 for (const backend of BACKENDS) {
@@ -65,11 +101,20 @@ for (const backend of BACKENDS) {
       const dec = await h.crypt(cbc, { op: 'decrypt', src: hex(CBC256_CT), iv: hex('000102030405060708090a0b0c0d0e0f'), writeIv: true });
       assert.equal(toHex(dec.dst), toHex(PLAIN));
       assert.equal(toHex(dec.iv!), CBC256_CT.slice(-32));
-      const ctr = await h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key: CTR128_KEY });
-      const c1 = await h.crypt(ctr, { op: 'encrypt', src: PLAIN.subarray(0, 48), iv: hex('f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff'), writeIv: true });
-      assert.equal(toHex(c1.iv!), 'f0f1f2f3f4f5f6f7f8f9fafbfcfdff02');
-      const c2 = await h.crypt(ctr, { op: 'encrypt', src: PLAIN.subarray(48), iv: c1.iv });
-      assert.equal(toHex(Buffer.concat([c1.dst, c2.dst])), CTR128_CT);
+      if (backend.capabilities === 'aes-cbc') {
+        // QEMU 7.2's vhost-user device has nothing but AES-CBC either: any other session is refused.
+        await assert.rejects(h.createSession({ kind: 'cipher', cipher: 'aes-ctr', key: CTR128_KEY }), isCode('ENOTSUP'));
+      } else {
+        await ctrVectors(h);
+      }
+      if (backend.capabilities !== 'all') {
+        // QEMU's session messages carry cipher and chaining sessions only.
+        await assert.rejects(h.createSession({ kind: 'mac', hash: 'sha512', key: hex('0b'.repeat(20)) }), isCode('ENOTSUP'));
+        await assert.rejects(h.createSession({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(16) }), isCode('ENOTSUP'));
+        await assert.rejects(h.createSession({ kind: 'hash', hash: 'sha256' }), isCode('ENOTSUP'));
+        await h.close();
+        return;
+      }
       const mac = await h.createSession({ kind: 'mac', hash: 'sha512', key: hex('0b'.repeat(20)) });
       assert.equal(
         toHex(await h.digest(mac, Buffer.from('Hi There'))),
@@ -101,6 +146,16 @@ for (const backend of BACKENDS) {
         // Over the device's max_size (virtio: its config space); host's limit (4 GiB) is too big to allocate here.
         // (The driver refuses by length before copying: the zero-filled source is never touched.)
         await assert.rejects(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(Number(device.info.maxSize) + 16), iv: new Uint8Array(16) }), isCode('ENOSPC'));
+      }
+      if (backend.capabilities !== 'all') {
+        // No AEAD or hash sessions over QEMU's session messages; the rest behaves the same.
+        await assert.rejects(a.createSession({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(32) }), isCode('ENOTSUP'));
+        await a.closeSession(cbc);
+        await assert.rejects(a.crypt(cbc, { op: 'encrypt', src: new Uint8Array(16), iv: new Uint8Array(16) }), isCode('ENOENT'));
+        await a.close();
+        await assert.rejects(a.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(16) }), isCode('EBADF'));
+        await assert.rejects(b.createSession({ kind: 'hash', hash: 'sha256' }), isCode('ENOTSUP'));
+        return;
       }
       const gcm = await a.createSession({ kind: 'aead', aead: 'aes-gcm', key: new Uint8Array(32) });
       const e = await a.aead(gcm, { op: 'encrypt', src: Buffer.from('attack at dawn'), iv: new Uint8Array(12), aad: Buffer.from('hdr') });

@@ -66,13 +66,23 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
       device.stderr(),
       /connection 1: <- SET_FEATURES flags 0x9 size 8 fds 0\n.*connection 1: <- SET_MEM_TABLE flags 0x9 size 40 fds 1\n.*connection 1: <- SET_VRING_NUM flags 0x9 size 8 fds 0\n/,
     );
-    const dgst = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.from('abc') });
+    // Sessions went as QEMU sends them (messages 26/27, QEMU 7.2's 632-byte layout), not on a control queue.
+    assert.match(device.stderr(), /connection 1: <- CREATE_CRYPTO_SESSION flags 0x1 size 632 fds 0\n/);
+    assert.match(device.stderr(), /connection 1: <- CLOSE_CRYPTO_SESSION flags 0x1 size 8 fds 0\n/);
+    // ... and only the data queues are vrings of the back-end (QEMU never sends it the control queue).
+    const dataQueues = Number(/\((\d+) data queues?/.exec(device.stdout().toString())?.[1]);
+    assert.equal(device.stderr().match(/connection 1: <- SET_VRING_KICK /g)?.length, dataQueues);
+    // Hash sessions do not exist in QEMU's session messages: a clear error, unless the controlq extension is asked for.
+    const plainDgst = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.from('abc') });
+    assert.equal(plainDgst.code, 1, plainDgst.stderr);
+    assert.match(plainDgst.stderr, /ENOTSUP: create sha256 session: not supported by the device/);
+    const dgst = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.from('abc'), env: { ...process.env, VCRYPTO_VHOST_USER_SESSIONS: 'controlq' } });
     assert.equal(dgst.code, 0, dgst.stderr);
     assert.match(dgst.stdout.toString(), /^ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad {2}-\n$/);
 
     const fork = await runCli(['test-fork-crypto', '--device', spec, '--children', '3']);
     assert.equal(fork.code, 0, fork.stdout.toString() + fork.stderr);
-    await device.waitForStderr(/connection 5: front-end disconnected/);
+    await device.waitForStderr(/connection 6: front-end disconnected/);
 
     // dgst hashes a 256 MiB file in one request (sparse: all zeros, read without touching the disk).
     const big = join(dir, 'big.bin');

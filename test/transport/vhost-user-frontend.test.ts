@@ -16,9 +16,9 @@ import { hex } from '../fixtures/bytes.js';
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const PLAIN = hex('6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51 30c81c46a35ce411e5fbc1191a0a52ef f69f2445df4f9b17ad2b417be66c3710');
 
-test('--device vhost-user:PATH: cipher, hash, HMAC, AEAD across processes, on published vectors', async () => {
+test('vhost-user with the controlq extension: cipher, hash, HMAC, AEAD across processes, on published vectors', async () => {
   const srv = startServer();
-  const device = await openDevice(`vhost-user:${srv.path}`);
+  const device = await connectVhostUserDevice(srv.path, { sessions: 'controlq' });
   try {
     assert.equal(device.info.spec, `vhost-user:${srv.path}`);
     assert.match(device.info.description, /vhost-user/);
@@ -89,9 +89,9 @@ test('the back-end going away fails pending and later requests instead of hangin
   const device = await connectVhostUserDevice(srv.path);
   try {
     const h = await device.open();
-    const s = await h.createSession({ kind: 'hash', hash: 'sha256' });
+    const s = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(16) });
     await srv.server.close();
-    await assert.rejects(h.digest(s, new Uint8Array(1 << 16)), CryptoError);
+    await assert.rejects(h.crypt(s, { op: 'encrypt', src: new Uint8Array(1 << 16), iv: new Uint8Array(16) }), CryptoError);
   } finally {
     await device.close();
     await srv.stop();
@@ -104,7 +104,7 @@ test('connecting to a path nobody serves is an EIO CryptoError naming the path',
 
 test('the same CryptoError codes as the host device for the same bad requests', async () => {
   const srv = startServer();
-  const devices = { host: await openDevice('host'), vhost: await openDevice(`vhost-user:${srv.path}`) };
+  const devices = { host: await openDevice('host'), vhost: await connectVhostUserDevice(srv.path, { sessions: 'controlq' }) };
   const code = async (p: Promise<unknown>): Promise<string> => {
     try {
       await p;
@@ -140,5 +140,32 @@ test('the same CryptoError codes as the host device for the same bad requests', 
     await devices.host.close();
     await devices.vhost.close();
     await srv.stop();
+  }
+});
+
+test("QEMU's session messages (both layouts) carry AES-CBC + HMAC-SHA256 chaining sessions: NIST SP 800-38A F.2.1 and the MAC the host device computes", async () => {
+  const macKey = hex('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f');
+  const key = hex('2b7e151628aed2a6abf7158809cf4f3c');
+  const iv = hex('000102030405060708090a0b0c0d0e0f');
+  const host = await openDevice('host');
+  const hh = await host.open();
+  const reference = await hh.chain(await hh.createSession({ kind: 'chain', cipher: 'aes-cbc', key, hash: 'sha256', macKey, order: 'cipher-then-hash', op: 'encrypt' }), { src: PLAIN, iv });
+  await host.close();
+  for (const sessions of ['qemu-7.1', 'qemu-8.1'] as const) {
+    const srv = startServer();
+    const device = await connectVhostUserDevice(srv.path, { sessions });
+    try {
+      const h = await device.open();
+      const enc = await h.createSession({ kind: 'chain', cipher: 'aes-cbc', key, hash: 'sha256', macKey, order: 'cipher-then-hash', op: 'encrypt' });
+      const r = await h.chain(enc, { src: PLAIN, iv });
+      assert.equal(toHex(r.dst), '7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b273bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7');
+      assert.equal(toHex(r.mac!), toHex(reference.mac!));
+      const dec = await h.createSession({ kind: 'chain', cipher: 'aes-cbc', key, hash: 'sha256', macKey, order: 'hash-then-cipher', op: 'decrypt' });
+      assert.equal(toHex((await h.chain(dec, { src: r.dst, iv, mac: r.mac! })).dst), toHex(PLAIN));
+      await h.close();
+    } finally {
+      await device.close();
+      await srv.stop();
+    }
   }
 });

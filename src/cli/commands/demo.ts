@@ -65,7 +65,10 @@ export async function startDemoDevice(forced: string | undefined, entry: string 
     if (entry === undefined) throw new Error('cannot find the vcrypto entry point');
     child = spawn(process.execPath, [entry, 'device', '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     await waitForListening(child, 10_000);
-    const device = await openDevice(`vhost-user:${socketPath}`);
+    // Our own back-end: the controlq extension, so the chat's SHA-256, HMAC and AES-GCM sessions work
+    // too (QEMU's session messages carry cipher sessions only).
+    const { connectVhostUserDevice } = await import('../../transport/vhost-user/connect.js');
+    const device = await connectVhostUserDevice(socketPath, { sessions: 'controlq' });
     return {
       device,
       story: [
@@ -257,8 +260,9 @@ async function chatTour(device: CryptoDevice): Promise<boolean> {
     const clientOut = new PassThrough().on('data', (b: Buffer) => ((clientSaw += b.toString()), waiter.poke()));
     const client = runChatClient({ host: '127.0.0.1', port: t.port, channel, log: log('crypto-client'), input: clientIn, output: clientOut, lingerMs: 1000 });
     client.catch(() => {});
-    await waiter.until('the handshake', () => logCount(/\[crypto-client\] channel:/) > 0);
-    rows.push({ dir: 'client->server', typed: '(handshake: hello, -> psk, e)', wire: takeWire('client->server', 0) });
+    // The server has its channel once the client's key confirmation is in: all handshake bytes crossed.
+    await waiter.until('the handshake', () => logCount(/\[crypto-client\] channel:/) > 0 && logCount(/\[crypto-server\] channel:/) > 0);
+    rows.push({ dir: 'client->server', typed: '(handshake: hello, -> psk, e; key confirmation)', wire: takeWire('client->server', 0) });
     rows.push({ dir: 'server->client', typed: '(handshake: hello, <- e, ee)', wire: takeWire('server->client', 0) });
     for (const m of exchange) {
       seen = t.chunks.length;
@@ -306,7 +310,7 @@ async function chatTour(device: CryptoDevice): Promise<boolean> {
     const in2 = new PassThrough();
     const client2 = runChatClient({ host: '127.0.0.1', port: t.port, channel, log: log('crypto-client'), input: in2, output: new PassThrough().resume(), lingerMs: 1000 });
     client2.catch(() => {});
-    await waiter.until('the second handshake', () => logCount(/\[crypto-client\] channel:/) > 1);
+    await waiter.until('the second handshake', () => logCount(/\[crypto-client\] channel:/) > 1 && logCount(/\[crypto-server\] channel:/) > 1);
     t.flipNextUp = true;
     in2.write(tampered);
     await waiter.until('the server to drop the tampered message', () => logCount(/dropped:/) > drops);

@@ -39,7 +39,7 @@ export type RpcResponse = { id: number; ok: true; value: unknown } | { id: numbe
 
 export const RPC_METHODS: readonly RpcMethod[] = ['open', 'closeHandle', 'createSession', 'closeSession', 'crypt', 'aead', 'digest', 'chain'];
 
-export const CRYPTO_ERROR_CODES: readonly CryptoErrorCode[] = ['EINVAL', 'ENOENT', 'EBADMSG', 'ENOSPC', 'ENOTSUP', 'EIO', 'EBADF'];
+export const CRYPTO_ERROR_CODES: readonly CryptoErrorCode[] = ['EINVAL', 'ENOENT', 'EBADMSG', 'ENOSPC', 'ENOTSUP', 'EIO', 'EBADF', 'ETIMEDOUT'];
 
 /** The ArrayBuffers of `views` that can be transferred without losing other data (whole, unshared, distinct). */
 export function transferables(views: readonly (Uint8Array | undefined)[]): ArrayBuffer[] {

@@ -4,9 +4,18 @@
  * SET_MEM_TABLE / SET_VRING_*, and whose kicks and interrupts are eventfds.
  *
  * - Status is kept locally (vhost-user has no status register without F_STATUS). At DRIVER_OK the
- *   transport sends SET_FEATURES, SET_MEM_TABLE and, per queue (the controlq included: our back-end
- *   serves it, QEMU never sends it), SET_VRING_NUM/BASE/ADDR/CALL/KICK. With REPLY_ACK every one of
- *   them asks for an ack, so a refusal fails DRIVER_OK instead of a later request.
+ *   transport sends SET_FEATURES, SET_MEM_TABLE and, per queue the back-end serves,
+ *   SET_VRING_NUM/BASE/ADDR/CALL/KICK. With REPLY_ACK every one of them asks for an ack, so a refusal
+ *   fails DRIVER_OK instead of a later request.
+ * - Sessions (`sessions` option), by default as QEMU does it (the contract every vhost-user crypto
+ *   back-end implements, e.g. DPDK's vhost_crypto): the back-end needs
+ *   VHOST_USER_PROTOCOL_F_CRYPTO_SESSION and sees only the data queues; this transport serves the
+ *   control queue itself and turns its requests into VHOST_USER_CREATE_CRYPTO_SESSION /
+ *   CLOSE_CRYPTO_SESSION (frontend-sessions.ts), in QEMU 7.1-8.0's 632-byte layout ('qemu-7.1',
+ *   the default: QEMU 7.2's) or 8.1+'s 1072-byte one ('qemu-8.1'); nothing in the protocol tells
+ *   which one a back-end expects. Like QEMU, only cipher and chaining sessions exist that way.
+ *   'controlq' is our extension, for `vcrypto device` only: the control queue is a vring of the
+ *   back-end like the data queues, and every session kind (hash, MAC, AEAD) works.
  * - readConfig(): vhost-user gives no config space here (we never negotiate F_CONFIG, which crashes
  *   QEMU 7.2.0-7.2.2), so the transport synthesizes the one our back-end's device model has: the
  *   configSpace() of a VirtioCryptoDevice with max_dataqueues = GET_QUEUE_NUM. DEVIATION: against a
@@ -31,6 +40,8 @@ import {
 } from '../../spec/vhost-user.js';
 import { VIRTIO_CONFIG_S_DRIVER_OK } from '../../spec/virtio.js';
 import {
+  encodeCryptoSession,
+  decodeCryptoSessionReply,
   encodeMessage,
   encodeU64,
   decodeU64,
@@ -45,6 +56,14 @@ import { createMemfd, mapShared, type Mapping } from '../../sys/memfd.js';
 import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, pollAsync, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
 import { VhostUserChannel } from './channel.js';
 import { requestName } from './message-table.js';
+import { sessionActionFor, statusForSessionReply } from './frontend-sessions.js';
+import { GuestMemory } from '../../memory/guest-memory.js';
+import { DeviceQueue } from '../../virtqueue/device-queue.js';
+import { checkRingAlignment, ringSizes } from '../../virtqueue/layout.js';
+import type { DescriptorChain } from '../../virtqueue/chain.js';
+import { VIRTIO_RING_F_EVENT_IDX } from '../../spec/virtio.js';
+import { VIRTIO_CRYPTO_CTRL_OPCODE, VIRTIO_CRYPTO_STATUS } from '../../spec/virtio-crypto.js';
+import { CREATE_SESSION_INPUT_SIZE, encodeCreateSessionInput } from '../../wire/virtio-crypto.js';
 
 /** Guest-physical address of our memory (deliberately unlike its user address: translation is tested). */
 export const FRONTEND_GUEST_PHYS_BASE = 0x4000_0000n;
@@ -62,10 +81,23 @@ const WANTED_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F.REPLY_ACK)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F.CRYPTO_SESSION));
 
+/**
+ * How sessions are created (see the file comment): QEMU's contract with the 632-byte (QEMU 7.1-8.0)
+ * or 1072-byte (8.1+) CREATE_CRYPTO_SESSION payload, or our control-queue extension.
+ */
+export type VhostUserSessionMode = 'qemu-7.1' | 'qemu-8.1' | 'controlq';
+export const VHOST_USER_SESSION_MODES: readonly VhostUserSessionMode[] = ['qemu-7.1', 'qemu-8.1', 'controlq'];
+export const DEFAULT_VHOST_USER_SESSION_MODE: VhostUserSessionMode = 'qemu-7.1';
+
 export interface FrontendTransportOptions {
   /** Guest memory bytes (rings + request buffers). Default DEFAULT_FRONTEND_MEMORY_BYTES. */
   readonly memoryBytes?: number;
+  /** How sessions are created; default 'qemu-7.1' (QEMU's contract, QEMU 7.2's layout). */
+  readonly sessions?: VhostUserSessionMode;
 }
+
+/** The most a control request's readable part holds: the 72-byte request and both keys. */
+const MAX_CONTROL_REQUEST = 72 + 64 + 512;
 
 export class VhostUserFrontendTransport implements VirtioTransport {
   readonly description: string;
@@ -81,6 +113,11 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   readonly #kickFds = new Map<number, number>();
   readonly #callFds = new Map<number, number>();
   readonly #wakeFd: number;
+  readonly #sessions: VhostUserSessionMode;
+  /** Message mode: the control queue, served here (QEMU's role). */
+  #controlQueue: DeviceQueue | undefined;
+  #controlServing = false;
+  #controlAgain = false;
   #driverFeatures = 0n;
   #status = 0;
   #started = false;
@@ -103,8 +140,10 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     protocolFeatures: bigint;
     dataQueues: number;
     channel: VhostUserChannel;
+    sessions: VhostUserSessionMode;
   }) {
     this.description = `vhost-user:${init.path}`;
+    this.#sessions = init.sessions;
     this.#socket = init.socket;
     this.#channel = init.channel;
     this.#memfd = init.memfd;
@@ -119,6 +158,8 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   /** Connects, negotiates protocol features, SET_OWNER. Throws with the back-end's failure named. */
   static async connect(path: string, opts: FrontendTransportOptions = {}): Promise<VhostUserFrontendTransport> {
     const memoryBytes = opts.memoryBytes ?? DEFAULT_FRONTEND_MEMORY_BYTES;
+    const sessions = opts.sessions ?? DEFAULT_VHOST_USER_SESSION_MODE;
+    if (!VHOST_USER_SESSION_MODES.includes(sessions)) throw new Error(`unknown session mode '${String(sessions)}' (${VHOST_USER_SESSION_MODES.join(', ')})`);
     const socket = connectUnix(path);
     let memfd = -1;
     let mapping: Mapping | undefined;
@@ -140,6 +181,12 @@ export class VhostUserFrontendTransport implements VirtioTransport {
           dataQueues = Number(n);
         }
       }
+      if (sessions !== 'controlq' && (protocolFeatures & (1n << BigInt(VHOST_USER_PROTOCOL_F.CRYPTO_SESSION))) === 0n) {
+        throw new Error(
+          'the back-end does not offer VHOST_USER_PROTOCOL_F_CRYPTO_SESSION, so sessions cannot be created ' +
+            "(a 'vcrypto device' back-end can serve the control queue instead: VCRYPTO_VHOST_USER_SESSIONS=controlq)",
+        );
+      }
       channel.writeSync(encodeMessage(VHOST_USER.SET_OWNER, VHOST_USER_VERSION));
       memfd = createMemfd('vcrypto-guest', memoryBytes);
       mapping = mapShared(memfd, memoryBytes);
@@ -152,6 +199,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
         protocolFeatures,
         dataQueues,
         channel,
+        sessions,
       });
     } catch (err) {
       mapping?.unmap();
@@ -163,6 +211,11 @@ export class VhostUserFrontendTransport implements VirtioTransport {
 
   get dataQueues(): number {
     return this.#dataQueues;
+  }
+
+  /** How this transport creates sessions. */
+  get sessionMode(): VhostUserSessionMode {
+    return this.#sessions;
   }
 
   async getDeviceFeatures(): Promise<bigint> {
@@ -206,6 +259,11 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   }
 
   notify(index: number): void {
+    if (index === this.#dataQueues && this.#sessions !== 'controlq') {
+      // The control queue is ours to serve (QEMU's role); not inside the driver's flush.
+      queueMicrotask(() => void this.#serveControl());
+      return;
+    }
     const fd = this.#kickFds.get(index);
     if (fd !== undefined) signalEventFd(fd);
   }
@@ -269,15 +327,24 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     return (this.#protocolFeatures & (1n << BigInt(VHOST_USER_PROTOCOL_F.REPLY_ACK))) !== 0n;
   }
 
-  /** Sends one request (+fds); with REPLY_ACK (or a reply of its own) awaits and returns the reply. */
-  #send(request: number, payload: Uint8Array | undefined, fds: readonly number[] = [], ownReply = false): Promise<Uint8Array | null> {
+  /**
+   * Sends one request (+fds) and, by `reply`: 'ack' awaits the REPLY_ACK when negotiated, 'own'
+   * awaits and returns the request's own reply, 'none' expects nothing (CLOSE_CRYPTO_SESSION, as QEMU).
+   * `secret`: the payload holds key material; the encoded message is zeroed once written.
+   */
+  #send(request: number, payload: Uint8Array | undefined, fds: readonly number[] = [], reply: 'ack' | 'own' | 'none' = 'ack', secret = false): Promise<Uint8Array | null> {
     const run = async (): Promise<Uint8Array | null> => {
-      const ack = !ownReply && this.#replyAck;
-      this.#channel.writeSync(encodeMessage(request, VHOST_USER_VERSION | (ack ? VHOST_USER_NEED_REPLY_MASK : 0), payload), fds);
-      if (!ack && !ownReply) return null;
-      const reply = await readReply(this.#channel, request);
-      if (ack && decodeU64(reply) !== 0n) throw new Error(`${requestName(request)} refused by the back-end`);
-      return reply;
+      const ack = reply === 'ack' && this.#replyAck;
+      const message = encodeMessage(request, VHOST_USER_VERSION | (ack ? VHOST_USER_NEED_REPLY_MASK : 0), payload);
+      try {
+        this.#channel.writeSync(message, fds);
+      } finally {
+        if (secret) message.fill(0);
+      }
+      if (!ack && reply !== 'own') return null;
+      const answer = await readReply(this.#channel, request);
+      if (ack && decodeU64(answer) !== 0n) throw new Error(`${requestName(request)} refused by the back-end`);
+      return answer;
     };
     const p = this.#exchange.then(run, run);
     this.#exchange = p.catch(() => undefined);
@@ -298,6 +365,10 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     // Ring addresses are OUR virtual addresses (vhost-user.rst: user addresses without an IOMMU).
     const toUser = (gpa: bigint) => this.#mapping.address + (gpa - FRONTEND_GUEST_PHYS_BASE);
     for (const [index, q] of [...this.#queues.entries()].sort((a, b) => a[0] - b[0])) {
+      if (index === this.#dataQueues && this.#sessions !== 'controlq') {
+        this.#controlQueue = this.#localQueue(q);
+        continue;
+      }
       let call = this.#callFds.get(index);
       if (call === undefined) this.#callFds.set(index, (call = createEventFd()));
       let kick = this.#kickFds.get(index);
@@ -324,12 +395,133 @@ export class VhostUserFrontendTransport implements VirtioTransport {
 
   /** Device reset: stop every ring (GET_VRING_BASE); the back-end forgets them until restarted. */
   async #stopRings(): Promise<void> {
+    this.#controlQueue = undefined;
     if (!this.#started) return;
     this.#started = false;
     for (const index of [...this.#kickFds.keys()].sort((a, b) => a - b)) {
-      const reply = await this.#send(VHOST_USER.GET_VRING_BASE, encodeVringState({ index, num: 0 }), [], true);
+      const reply = await this.#send(VHOST_USER.GET_VRING_BASE, encodeVringState({ index, num: 0 }), [], 'own');
       if (reply === null || decodeVringState(reply).index !== index) throw new Error(`GET_VRING_BASE ${index}: bad reply`);
     }
+  }
+
+  /** The control queue as a device-side queue over our own memory (message mode). */
+  #localQueue(q: QueueAddresses): DeviceQueue {
+    const memory = new GuestMemory([{ guestPhysAddr: FRONTEND_GUEST_PHYS_BASE, bytes: this.memory.bytes }]);
+    checkRingAlignment(q.descAddr, q.availAddr, q.usedAddr);
+    const sizes = ringSizes(q.size);
+    return new DeviceQueue({
+      size: q.size,
+      desc: memory.view(q.descAddr, sizes.descBytes),
+      avail: memory.view(q.availAddr, sizes.availBytes),
+      used: memory.view(q.usedAddr, sizes.usedBytes),
+      memory,
+      eventIdx: (this.#driverFeatures & (1n << BigInt(VIRTIO_RING_F_EVENT_IDX))) !== 0n,
+      maxChainBytes: MAX_CONTROL_REQUEST + 4096,
+    });
+  }
+
+  /**
+   * Serves the control queue (message mode): each request becomes a session message, one at a time
+   * (vhost-user is strictly request/reply), in ring order; then the driver is interrupted.
+   */
+  async #serveControl(): Promise<void> {
+    if (this.#controlServing) {
+      this.#controlAgain = true;
+      return;
+    }
+    this.#controlServing = true;
+    try {
+      do {
+        this.#controlAgain = false;
+        const q = this.#controlQueue;
+        if (q === undefined || this.#closed || this.#failed) return;
+        let served = 0;
+        for (;;) {
+          for (;;) {
+            const popped = q.popChain();
+            if (popped === null) break;
+            const len = popped.ok ? await this.#controlRequest(popped.chain) : 0;
+            if (this.#controlQueue !== q) return; // reset meanwhile
+            q.addUsed(popped.ok ? popped.chain.head : popped.head, len);
+            served++;
+          }
+          // §2.7.10: re-enable notifications, then re-check, or a request can slip by without a kick.
+          if (!q.enableNotifications()) break;
+        }
+        if (served > 0) {
+          q.publishUsed();
+          this.#interrupt?.(this.#dataQueues);
+        }
+      } while (this.#controlAgain);
+    } catch (err) {
+      // A broken control ring (only our own driver writes it) or a failed exchange with the back-end.
+      this.#failed = true;
+      this.#failure?.(err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      this.#controlServing = false;
+    }
+  }
+
+  /** One control request: returns the bytes written (used.len). */
+  async #controlRequest(chain: DescriptorChain): Promise<number> {
+    const req = new Uint8Array(Math.min(chain.readableLength, MAX_CONTROL_REQUEST));
+    let at = 0;
+    for (const b of chain.readable) {
+      if (at >= req.length) break;
+      const n = Math.min(b.length, req.length - at);
+      req.set(b.subarray(0, n), at);
+      at += n;
+    }
+    const action = sessionActionFor(req);
+    req.fill(0); // it held the keys
+    const out = new Uint8Array(CREATE_SESSION_INPUT_SIZE);
+    let outLen: number;
+    switch (action.kind) {
+      case 'answer':
+        if (action.create) {
+          encodeCreateSessionInput({ sessionId: 0n, status: action.status }, out);
+          outLen = CREATE_SESSION_INPUT_SIZE;
+        } else {
+          out[0] = action.status;
+          outLen = 1;
+        }
+        break;
+      case 'close':
+        // vhost-user.rst / QEMU: no reply; the guest is told OK once the message is written.
+        await this.#send(VHOST_USER.CLOSE_CRYPTO_SESSION, encodeU64(action.sessionId), [], 'none');
+        out[0] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_OK;
+        outLen = 1;
+        break;
+      case 'create': {
+        const layout = this.#sessions === 'qemu-8.1' ? 'qemu-8.1' : 'qemu-7.1';
+        const payload = encodeCryptoSession(layout, action.sym, VIRTIO_CRYPTO_CTRL_OPCODE.VIRTIO_CRYPTO_CIPHER_CREATE_SESSION);
+        action.sym.key.fill(0);
+        action.sym.authKey.fill(0);
+        let reply: Uint8Array | null;
+        try {
+          reply = await this.#send(VHOST_USER.CREATE_CRYPTO_SESSION, payload, [], 'own', true);
+        } finally {
+          payload.fill(0);
+        }
+        // The reply has the request's size (QEMU checks it); its session_id: >= 0 the id, < 0 a failure.
+        let sessionId = -BigInt(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR);
+        if (reply !== null && reply.length === payload.length) sessionId = decodeCryptoSessionReply(reply);
+        reply?.fill(0); // a back-end may echo the request, keys included
+        const status = statusForSessionReply(sessionId);
+        encodeCreateSessionInput({ sessionId: status === VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_OK ? sessionId : 0n, status }, out);
+        outLen = CREATE_SESSION_INPUT_SIZE;
+        break;
+      }
+    }
+    // The answer goes to the first writable bytes (§5.9.7.2.1), whatever the buffers' split.
+    let written = 0;
+    for (const b of chain.writable) {
+      if (written >= outLen) break;
+      const n = Math.min(b.length, outLen - written);
+      b.set(out.subarray(written, written + n));
+      written += n;
+    }
+    return written;
   }
 
   async #interruptLoop(): Promise<void> {
