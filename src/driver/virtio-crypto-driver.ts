@@ -97,11 +97,6 @@ export interface VirtioCryptoDriverOptions {
   /** Data queues to use (capped by max_dataqueues). Default: all the device offers, up to 31. */
   dataQueues?: number;
   /**
-   * Called with true when the first request becomes outstanding and false when none is left: the
-   * transport keeps the process alive meanwhile (an idle device must not).
-   */
-  onBusyChange?: (busy: boolean) => void;
-  /**
    * Deadline for the device to complete a request once it is on a queue, in ms; 0 = none. Default:
    * VCRYPTO_REQUEST_TIMEOUT_MS from the environment if set, else DEFAULT_REQUEST_TIMEOUT_MS.
    */
@@ -143,7 +138,6 @@ export class VirtioCryptoDriver implements CryptoDevice {
   readonly #queues: DriverQueue<Request>[];
   readonly #dataQueues: number;
   readonly #arena: BufferArena;
-  readonly #onBusy: ((busy: boolean) => void) | undefined;
   readonly #timeoutMs: number;
   #watchdog: ReturnType<typeof setInterval> | undefined;
   /** A request timed out: the device is not answering (close() does not wait for its reset). */
@@ -167,7 +161,6 @@ export class VirtioCryptoDriver implements CryptoDevice {
     queues: DriverQueue<Request>[];
     dataQueues: number;
     arena: BufferArena;
-    onBusy: ((busy: boolean) => void) | undefined;
     timeoutMs: number;
   }) {
     this.#transport = init.transport;
@@ -180,7 +173,6 @@ export class VirtioCryptoDriver implements CryptoDevice {
     this.#queues = init.queues;
     this.#dataQueues = init.dataQueues;
     this.#arena = init.arena;
-    this.#onBusy = init.onBusy;
     this.#timeoutMs = init.timeoutMs;
   }
 
@@ -263,7 +255,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       maxCipherKeyLen: config.maxCipherKeyLen,
       maxAuthKeyLen: config.maxAuthKeyLen,
     });
-    const driver = new VirtioCryptoDriver({ transport: t, info, config, features, queues, dataQueues, arena, onBusy: opts.onBusyChange, timeoutMs });
+    const driver = new VirtioCryptoDriver({ transport: t, info, config, features, queues, dataQueues, arena, timeoutMs });
     t.onInterrupt((index) => {
       if (index === controlIndex) driver.#onInterrupt(dataQueues);
       else if (index < dataQueues) driver.#onInterrupt(index); // a queue we did not set up has nothing for us
@@ -500,7 +492,9 @@ export class VirtioCryptoDriver implements CryptoDevice {
       clearInterval(this.#watchdog);
       this.#watchdog = undefined;
     }
-    this.#onBusy?.(busy);
+    // The transport waits for completions (and holds the process) only while work is in flight.
+    if (busy) this.#transport.hold?.();
+    else this.#transport.release?.();
   }
 
   /** The watchdog (runs only while busy): fails the device once its oldest request is past the deadline. */

@@ -55,6 +55,13 @@ export interface VirtioTransport {
   /** The device hit a fatal error (NEEDS_RESET, lost connection): fail everything pending. */
   onFailure(handler: (error: Error) => void): void;
   /**
+   * Work is in flight (the first request became outstanding) / none is left: the transport waits for
+   * completions and keeps the process alive only in between, so an idle device lets it exit. Called
+   * by the driver on every busy transition; optional for transports with nothing to hold.
+   */
+  hold?(): void;
+  release?(): void;
+  /**
    * True while the transport polls the used rings itself (requests in flight): the driver then leaves
    * used-buffer notifications disabled after draining a queue. When polling stops, the transport
    * calls the interrupt handler of every queue once more, and the driver re-enables notifications and

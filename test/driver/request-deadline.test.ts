@@ -70,6 +70,16 @@ class StoppableTransport implements VirtioTransport {
     });
   onFailure = (h: (e: Error) => void) => this.inner.onFailure(h);
   close = () => this.inner.close();
+  /** The driver's busy transitions (hold = true, release = false), passed on to the inner transport. */
+  readonly busyLog: boolean[] = [];
+  hold = () => {
+    this.busyLog.push(true);
+    this.inner.hold();
+  };
+  release = () => {
+    this.busyLog.push(false);
+    this.inner.release();
+  };
 }
 
 const KEY = NIST_CBC.key;
@@ -95,7 +105,6 @@ test('embedded device whose worker stops serving: pending requests fail with ETI
   const device = await VirtioCryptoDriver.create(transport, {
     spec: 'virtio',
     requestTimeoutMs: TIMEOUT,
-    onBusyChange: (busy) => (busy ? inner.hold() : inner.release()),
   });
   const h = await device.open();
   const s = await cbcSession(h);
@@ -129,7 +138,7 @@ test('embedded device whose worker stops serving: pending requests fail with ETI
 
 test('no false alarm: a slow but working device (longer than the deadline in total, each request quick) is not failed', async () => {
   const inner = await InProcessTransport.create({ maxDataQueues: 1 });
-  const device = await VirtioCryptoDriver.create(inner, { spec: 'virtio', requestTimeoutMs: 2000, onBusyChange: (b) => (b ? inner.hold() : inner.release()) });
+  const device = await VirtioCryptoDriver.create(inner, { spec: 'virtio', requestTimeoutMs: 2000 });
   try {
     const h = await device.open();
     const s = await cbcSession(h);
@@ -224,15 +233,10 @@ test('vcrypto enc --device vhost-user:S with the back-end stopped mid-stream exi
 test('closing a handle with a request in flight on a stopped device: the request fails EBADF, close() returns, the device is failed and the transport released', async () => {
   const inner = await InProcessTransport.create({ maxDataQueues: 1 });
   const transport = new StoppableTransport(inner);
-  const busy: boolean[] = [];
+  const busy = transport.busyLog;
   const device = await VirtioCryptoDriver.create(transport, {
     spec: 'virtio',
     requestTimeoutMs: 300,
-    onBusyChange: (b) => {
-      busy.push(b);
-      if (b) inner.hold();
-      else inner.release();
-    },
   });
   const h = await device.open();
   const s = await cbcSession(h);

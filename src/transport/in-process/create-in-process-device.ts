@@ -60,7 +60,6 @@ export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): 
     return await VirtioCryptoDriver.create(transport, {
       spec: 'virtio',
       queueSize,
-      onBusyChange: (busy) => (busy ? transport.hold() : transport.release()),
     });
   } catch (err) {
     await transport.close();

@@ -13,6 +13,7 @@
  */
 import { once } from 'node:events';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { statusTransition } from '../device-status.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import { VIRTIO_STATUS } from '../../spec/virtio.js';
 import type { DeviceWorkerData, FromDevice, ToDevice } from './messages.js';
@@ -188,32 +189,24 @@ export class InProcessTransport implements VirtioTransport {
 
   async setStatus(status: number): Promise<void> {
     this.#live();
-    if (status === 0) {
-      // §2.1 / §4.1.4.3: writing 0 resets the device.
+    // §3.1.1 step 5-6: the device accepts only features it offered.
+    const t = statusTransition(this.#status, status, () => (this.#driverFeatures & ~this.#deviceFeatures) === 0n);
+    if (t.reset) {
       this.#status = 0;
       this.#driverFeatures = 0n;
       this.#queues.fill(null);
       await this.#request({ type: 'reset', id: 0 });
       return;
     }
-    const previous = this.#status;
-    let next = status & 0xff;
-    if ((next & VIRTIO_STATUS.FEATURES_OK) !== 0 && (previous & VIRTIO_STATUS.FEATURES_OK) === 0) {
-      // §3.1.1 step 5-6: the device clears FEATURES_OK if it cannot accept the driver's subset.
-      if ((this.#driverFeatures & ~this.#deviceFeatures) !== 0n) next &= ~VIRTIO_STATUS.FEATURES_OK;
-    }
-    if ((next & VIRTIO_STATUS.DRIVER_OK) !== 0 && (previous & VIRTIO_STATUS.DRIVER_OK) === 0) {
-      if ((next & VIRTIO_STATUS.FEATURES_OK) === 0) {
-        throw new Error('DRIVER_OK without FEATURES_OK (VIRTIO 1.2 §3.1.1)');
-      }
+    if (t.activate) {
       this.#startInterruptLoop();
       const error = await this.#request({ type: 'activate', id: 0, features: this.#driverFeatures, queues: [...this.#queues] });
       if (error !== null) {
-        this.#status = next | VIRTIO_STATUS.DEVICE_NEEDS_RESET;
+        this.#status = t.next | VIRTIO_STATUS.DEVICE_NEEDS_RESET;
         throw new Error(`device refused DRIVER_OK: ${error}`);
       }
     }
-    this.#status = next;
+    this.#status = t.next;
   }
 
   async readConfig(): Promise<Uint8Array> {

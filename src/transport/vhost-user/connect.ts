@@ -48,7 +48,6 @@ export async function connectVhostUserDevice(path: string, opts: VhostUserDevice
       spec: `vhost-user:${path}`,
       queueSize: opts.queueSize ?? 256,
       ...(opts.requestTimeoutMs !== undefined && { requestTimeoutMs: opts.requestTimeoutMs }),
-      onBusyChange: (busy) => (busy ? transport.hold() : transport.release()),
     });
   } catch (err) {
     await transport.close();

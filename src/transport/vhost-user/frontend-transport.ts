@@ -29,6 +29,7 @@
  * Ownership: the transport owns the socket, the memfd and its mapping, and every eventfd it created;
  * close() releases them (the back-end has its own duplicates).
  */
+import { statusTransition } from '../device-status.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
 import {
@@ -38,7 +39,6 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_USER_PROTOCOL_F,
 } from '../../spec/vhost-user.js';
-import { VIRTIO_CONFIG_S_DRIVER_OK } from '../../spec/virtio.js';
 import {
   encodeCryptoSession,
   decodeCryptoSessionReply,
@@ -232,16 +232,15 @@ export class VhostUserFrontendTransport implements VirtioTransport {
 
   async setStatus(status: number): Promise<void> {
     this.#checkOpen();
-    if (status === 0) {
+    const t = statusTransition(this.#status, status, () => (this.#driverFeatures & ~this.#deviceFeatures) === 0n);
+    if (t.reset) {
       await this.#stopRings();
       this.#status = 0;
       this.#queues.clear();
       return;
     }
-    if ((status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && (this.#status & VIRTIO_CONFIG_S_DRIVER_OK) === 0) {
-      await this.#start();
-    }
-    this.#status = status;
+    if (t.activate) await this.#start();
+    this.#status = t.next;
   }
 
   async readConfig(): Promise<Uint8Array> {

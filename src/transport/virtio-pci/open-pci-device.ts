@@ -42,7 +42,6 @@ export async function openPciDevice(bdf?: string, opts: PciDeviceOptions = {}): 
     return await VirtioCryptoDriver.create(transport, {
       spec: `pci:${address}`,
       queueSize: opts.queueSize ?? 256,
-      onBusyChange: (busy) => (busy ? transport.hold() : transport.release()),
     });
   } catch (err) {
     await transport.close();

@@ -21,6 +21,7 @@
  * - close(): device reset (status 0), interrupts off, DMA unmapped, fds closed.
  */
 import { performance } from 'node:perf_hooks';
+import { statusTransition } from '../device-status.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import {
   PCI_CFG,
@@ -164,6 +165,8 @@ export class VirtioPciTransport implements VirtioTransport {
   }
 
   async setStatus(status: number): Promise<void> {
+    // The device holds the register and decides FEATURES_OK; the driver's writes obey the same rules.
+    statusTransition(this.#common.r8(C.device_status), status, () => true);
     this.#common.w8(C.device_status, status);
     if (status !== 0) return;
     // §4.1.4.3.2: wait for the reset to complete before re-initializing.
