@@ -8,9 +8,9 @@
  * One boot per back-end runs guest/… checks written to the --share folder:
  *  - the driver service `vcrypto driver --pci` started at boot (the guest's /dev/cryptodevN);
  *  - test-crypto and test-fork-crypto (8 guest processes) through `--device socket:/run/vcrypto.sock`;
- *  - enc/dec/dgst in the guest against `openssl` on the host (files through --share);
- *  - the encrypted chat: a guest crypto-server (crypto through the guest's device) and a host
- *    crypto-client over --forward;
+ *  - enc/dec in the guest against `openssl` on the host (files through --share); dgst refused with
+ *    ENOTSUP (QEMU's device offers the guest AES-CBC only);
+ *  - the encrypted chat between a guest crypto-server and a host crypto-client over --forward;
  *  - a PCI address that is not virtio-crypto, and `--device pci` while the service holds the device
  *    (busy), each a clear error; then, with the service stopped, test-crypto --device pci directly.
  * The guest's stdout and stderr arrive apart (no kernel lines mixed in).
@@ -47,26 +47,36 @@ function freePort(): Promise<number> {
   });
 }
 
-const GUEST_SCRIPT = `
+const COMMON_CHECKS = `
 D="--device socket:/run/vcrypto.sock"
 echo "== driver"; cat /tmp/driver.log
 echo "== test-crypto"; vcrypto test-crypto $D; echo "rc=$?"
 echo "== test-fork-crypto"; vcrypto test-fork-crypto --children 8 $D; echo "rc=$?"
 echo "== enc"; vcrypto enc --cipher aes-128-cbc --key ${KEY} --iv ${IV} $D < /share/plain.bin > /share/guest.enc; echo "rc=$?"
 echo "== dec"; vcrypto dec --cipher aes-128-cbc --key ${KEY} --iv ${IV} $D < /share/guest.enc > /share/guest.dec; echo "rc=$?"
-echo "== dgst"; vcrypto dgst --digest sha256 $D /share/plain.bin; echo "rc=$?"
+echo "== dgst"; vcrypto dgst --digest sha256 $D /share/plain.bin 2>&1; echo "rc=$?"
+`;
+
+/**
+ * The encrypted chat across the VM boundary over --forward. QEMU's virtio-crypto device offers the
+ * guest AES-CBC only (builtin implements nothing else; for a vhost-user back-end QEMU 7.2 forwards
+ * only AES-CBC sessions), so the chat's SHA-256/HMAC/AES-GCM cannot run on the guest's PCI device
+ * (dgst shows the driver refusing SHA-256); the guest's server runs its crypto on our embedded
+ * virtio device inside the guest process.
+ */
+const CHAT_CHECKS = `
 echo "== chat"
-mkfifo /tmp/chat.in
-( echo "hello from the guest"; sleep 60 ) > /tmp/chat.in &
-feeder=$!
-vcrypto crypto-server --host 0.0.0.0 --port 35001 --psk-file /share/chat.key $D < /tmp/chat.in > /tmp/chat.out 2> /tmp/chat.err &
+( echo "hello from the guest"; while [ ! -e /tmp/chat.done ]; do sleep 0.2; done ) | vcrypto crypto-server --host 0.0.0.0 --port 35001 --psk-file /share/chat.key --device virtio > /tmp/chat.out 2> /tmp/chat.err &
 server=$!
-i=0; while ! grep -q listening /tmp/chat.err && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+i=0; while ! grep -q listening /tmp/chat.err 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 echo "== chat-ready"
 i=0; while ! grep -q "hello from the host" /tmp/chat.out && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done
-kill $feeder; wait $server; echo "chat-server rc=$?"
+touch /tmp/chat.done; wait $server; echo "chat-server rc=$?"
 echo "chat-out: $(cat /tmp/chat.out)"
 echo "chat-err: $(tr '\\n' '|' < /tmp/chat.err)"
+`;
+
+const TAIL_CHECKS = `
 echo "== not-crypto"; vcrypto test-crypto --device pci:00:00.0 2>&1; echo "rc=$?"
 echo "== busy"; vcrypto test-crypto --device pci 2>&1; echo "rc=$?"
 kill $(cat /run/vcrypto-driver.pid); i=0; while kill -0 $(cat /run/vcrypto-driver.pid) 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
@@ -84,12 +94,12 @@ function section(stdout: string, name: string): string[] {
 }
 
 for (const backend of ['builtin', 'ours'] as const) {
-  test(`our driver in the guest (${backend} device): service, lab programs, enc/dec/dgst vs openssl, chat over --forward`, { timeout: (GUEST_TIMEOUT_S + 120) * 1000 }, async () => {
+  test(`our driver in the guest (${backend} device): service, lab programs, enc/dec vs openssl, ENOTSUP for what the device lacks, chat over --forward (ours)`, { timeout: (GUEST_TIMEOUT_S + 120) * 1000 }, async () => {
     const share = mkdtempSync(join(tmpdir(), `vcrypto-guest-${backend}-`));
     dirs.push(share);
     const plain = randomBytes(100_000 + 7);
     writeFileSync(join(share, 'plain.bin'), plain);
-    writeFileSync(join(share, 'checks.sh'), GUEST_SCRIPT);
+    writeFileSync(join(share, 'checks.sh'), COMMON_CHECKS + (backend === 'ours' ? CHAT_CHECKS : '') + TAIL_CHECKS);
     const psk = randomBytes(32).toString('hex');
     writeFileSync(join(share, 'chat.key'), `${psk}\n`, { mode: 0o600 });
     const hostPort = await freePort();
@@ -145,13 +155,17 @@ for (const backend of ['builtin', 'ours'] as const) {
     assert.ok(section(stdout, 'enc').includes('rc=0') && section(stdout, 'dec').includes('rc=0'), `enc/dec${context}`);
     assert.ok(readFileSync(join(share, 'guest.enc')).equals(expectEnc), `guest enc = openssl enc${context}`);
     assert.ok(readFileSync(join(share, 'guest.dec')).equals(plain), `guest dec = plaintext${context}`);
-    const sha = execFileSync('openssl', ['dgst', '-sha256', '-r'], { input: plain }).toString().split(' ')[0]!;
-    assert.ok(section(stdout, 'dgst').some((l) => l.includes(sha)) && section(stdout, 'dgst').includes('rc=0'), `dgst = openssl dgst (${sha})${context}`);
-    // The encrypted chat across the VM boundary, both ways.
-    await chatDone;
-    assert.equal(chatCode, 0, `host chat client exit${context}`);
-    assert.match(chatOut, /hello from the guest/);
-    assert.ok(section(stdout, 'chat').some((l) => l.startsWith('chat-out:') && l.includes('hello from the host')), `guest server got the host's message${context}`);
+    // QEMU's device offers the guest AES-CBC only (see CHAT_CHECKS): the driver refuses SHA-256 from
+    // the device's config, before sending anything.
+    const dgst = section(stdout, 'dgst');
+    assert.ok(dgst.some((l) => /ENOTSUP: the device does not offer sha256/.test(l)) && dgst.includes('rc=1'), `dgst: ENOTSUP${context}`);
+    if (backend === 'ours') {
+      // The encrypted chat across the VM boundary, both ways.
+      await chatDone;
+      assert.equal(chatCode, 0, `host chat client exit${context}`);
+      assert.match(chatOut, /hello from the guest/);
+      assert.ok(section(stdout, 'chat-ready').some((l) => l.startsWith('chat-out:') && l.includes('hello from the host')), `guest server got the host's message${context}`);
+    }
     // Bad addresses and a busy device are clear errors.
     const notCrypto = section(stdout, 'not-crypto');
     assert.ok(notCrypto.some((l) => /is not a virtio-crypto device/.test(l)) && notCrypto.includes('rc=1'), `not-crypto${context}`);
