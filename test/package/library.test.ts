@@ -58,15 +58,15 @@ test('npm pack ships dist with declarations, LICENSE and guest sources, no sourc
   writeFileSync(
     join(app, 'types.ts'),
     [
-      "import { openDevice, CryptoError, createHostDevice, createInProcessDevice, connectVhostUserDevice, listenVhostUserBackend, parseDeviceSpec, DEFAULT_DEVICE_SPEC } from 'virtio-cryptodev';",
+      "import { openDevice, CryptoError, createHostDevice, createInProcessDevice, connectVhostUserDevice, listenVhostUserBackend, openPciDevice, connectSocketDevice, listenDriverService, parseDeviceSpec, DEFAULT_DEVICE_SPEC } from 'virtio-cryptodev';",
       "import type { CryptoDevice, CryptoHandle, Session, SessionOptions, DeviceInfo, CryptoErrorCode, CryptRequest, AeadRequest, ChainRequest } from 'virtio-cryptodev';",
       "export const spec: string = DEFAULT_DEVICE_SPEC;",
-      "export const kind: 'host' | 'virtio' | 'vhost-user' = parseDeviceSpec('host').kind;",
+      "export const kind: 'host' | 'virtio' | 'vhost-user' | 'pci' | 'socket' = parseDeviceSpec('host').kind;",
       "export const code = (e: unknown): CryptoErrorCode | undefined => (e instanceof CryptoError ? e.code : undefined);",
       "export const opts: SessionOptions = { kind: 'cipher', cipher: 'aes-cbc', key: new Uint8Array(16) };",
       "export const req: CryptRequest = { op: 'encrypt', src: new Uint8Array(16), iv: new Uint8Array(16) };",
       "export type Unused = [CryptoDevice, CryptoHandle, Session, DeviceInfo, AeadRequest, ChainRequest];",
-      'export const fns = [openDevice, createHostDevice, createInProcessDevice, connectVhostUserDevice, listenVhostUserBackend];',
+      'export const fns = [openDevice, createHostDevice, createInProcessDevice, connectVhostUserDevice, listenVhostUserBackend, openPciDevice, connectSocketDevice, listenDriverService];',
     ].join('\n'),
   );
   execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], { cwd: app, stdio: 'pipe' });
