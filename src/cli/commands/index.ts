@@ -4,6 +4,7 @@
  */
 import type { Command } from '../command.js';
 import { deviceCommand } from './device.js';
+import { driverCommand } from './driver.js';
 import { vmCommand } from './vm.js';
 import { clientCommand } from './client.js';
 import { serverCommand } from './server.js';
@@ -33,4 +34,5 @@ export const commands: readonly Command[] = [
   dgstCommand,
   benchCommand,
   deviceCommand,
+  driverCommand,
 ];

@@ -3,8 +3,9 @@
  * device, each with its own handle, sessions and verification.
  *  - host / virtio (the device lives in this process): N worker threads; the main thread owns the device
  *    and serves each worker over its own MessagePort (transport/message-port/).
- *  - vhost-user:PATH (the device is another process): N child processes, each running
- *    `vcrypto test-crypto --device vhost-user:PATH` with its own connection.
+ *  - vhost-user:PATH or socket:PATH (the device is another process): N child processes, each running
+ *    `vcrypto test-crypto --device SPEC` with its own connection (socket: its own sessions in the
+ *    driver service, freed if the child dies).
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -91,14 +92,15 @@ export const testForkCryptoCommand: Command = {
     'creating its own session, and encrypting/decrypting/verifying 16384 random bytes. Each line is',
     'prefixed by "[child K]". Exit 0 only if every child succeeded.',
     'host/virtio: worker threads using the device owned by the main thread (over MessagePorts);',
-    'vhost-user:PATH: N child processes, each with its own connection to the device.',
+    'vhost-user:PATH, socket:PATH: N child processes, each with its own connection to the device.',
     '',
     'Options:',
     DEVICE_OPTION_HELP,
     '  --children N     concurrent users (default 2: the lab forked once)',
     `  --key-bits BITS  AES key size (default ${LAB_DEFAULT_KEY_BITS})`,
     '  --mode MODE      threads: workers sharing this process\'s device; processes: one `vcrypto test-crypto`',
-    '                   per child, each opening the device itself (default: processes for vhost-user, else threads)',
+    '                   per child, each opening the device itself (default: processes for vhost-user and',
+    '                   socket, else threads)',
   ].join('\n'),
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
@@ -116,7 +118,8 @@ export const testForkCryptoCommand: Command = {
     if (values.mode !== undefined && values.mode !== 'threads' && values.mode !== 'processes') {
       throw new UsageError(`invalid --mode '${values.mode}': expected threads or processes`);
     }
-    const mode = values.mode ?? (parseDeviceSpec(spec).kind === 'vhost-user' ? 'processes' : 'threads');
+    const kind = parseDeviceSpec(spec).kind;
+    const mode = values.mode ?? (kind === 'vhost-user' || kind === 'socket' ? 'processes' : 'threads');
     if (mode === 'processes') {
       results = await Promise.all(indices.map((i) => runProcessChild(spec, i, keyBits, print)));
     } else {

@@ -1,13 +1,13 @@
 /**
- * `connectDevice(port, info)`: a `CryptoDevice` proxy whose calls travel over a MessagePort to
- * `serveDevice` (protocol.ts). Used by worker threads (test-fork-crypto): each worker opens its OWN
- * handle on the one device the main thread owns.
+ * `connectDevice(port, info)`: a `CryptoDevice` proxy whose calls travel over an RpcPort to
+ * `serveDevice` (protocol.ts). Used by worker threads (test-fork-crypto; a MessagePort): each worker
+ * opens its OWN handle on the one device the main thread owns; and by `--device socket:PATH` (a socket
+ * connection to the driver service, transport/socket/connect-socket-device.ts).
  *
  * Every call carries a request id; when the port closes (the server went away) or the proxy is closed,
  * every pending call is rejected with CryptoError('EIO'), and later calls fail with EBADF.
  * Request data is cloned (the caller keeps its buffers); result buffers arrive transferred when possible.
  */
-import type { MessagePort } from 'node:worker_threads';
 import {
   CryptoError,
   type AeadRequest,
@@ -22,7 +22,7 @@ import {
   type Session,
   type SessionOptions,
 } from '../../driver/api.js';
-import { CRYPTO_ERROR_CODES, type RpcRequest, type RpcResponse } from './protocol.js';
+import { CRYPTO_ERROR_CODES, isResponse, type RpcPort, type RpcRequest } from './protocol.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 type Call = DistributiveOmit<RpcRequest, 'id'>;
@@ -32,13 +32,7 @@ interface Pending {
   reject(err: Error): void;
 }
 
-function isResponse(msg: unknown): msg is RpcResponse {
-  if (typeof msg !== 'object' || msg === null) return false;
-  const m = msg as Record<string, unknown>;
-  return typeof m.id === 'number' && typeof m.ok === 'boolean';
-}
-
-export function connectDevice(port: MessagePort, info: DeviceInfo): CryptoDevice {
+export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
   const pending = new Map<number, Pending>();
   let nextId = 1;
   let closed = false;
@@ -74,7 +68,8 @@ export function connectDevice(port: MessagePort, info: DeviceInfo): CryptoDevice
         port.postMessage({ ...c, id });
       } catch (err) {
         pending.delete(id);
-        reject(new CryptoError('EINVAL', `request cannot be sent: ${(err as Error).message}`, { cause: err }));
+        // The port's own verdict (e.g. ENOSPC: over the socket's frame limit) is kept as it is.
+        reject(err instanceof CryptoError ? err : new CryptoError('EINVAL', `request cannot be sent: ${(err as Error).message}`, { cause: err }));
       }
     });
   };
