@@ -8,10 +8,18 @@ import assert from 'node:assert/strict';
 import { openDevice } from '../../src/transport/open-device.js';
 import { CryptoError, type CryptoDevice } from '../../src/driver/api.js';
 import { startServer } from './vhost-user-fixture.js';
+import { createInProcessDevice } from '../../src/transport/in-process/create-in-process-device.js';
+import { serveDeviceOnSocket } from '../../src/transport/socket/serve-device-on-socket.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { hex } from '../fixtures/bytes.js';
 
-/** Each back-end: how to get its spec (vhost-user: our back-end on a fresh socket in this process) and clean up. */
-const BACKENDS: readonly { name: string; start(): { spec: string; stop(): Promise<void> } }[] = [
+/**
+ * Each back-end: how to get its spec (vhost-user: our back-end on a fresh socket in this process;
+ * socket: the driver service in this process, the embedded virtio device behind it) and clean up.
+ */
+const BACKENDS: readonly { name: string; start(): { spec: string; stop(): Promise<void> } | Promise<{ spec: string; stop(): Promise<void> }> }[] = [
   { name: 'host', start: () => ({ spec: 'host', stop: async () => undefined }) },
   { name: 'virtio', start: () => ({ spec: 'virtio', stop: async () => undefined }) },
   {
@@ -19,6 +27,22 @@ const BACKENDS: readonly { name: string; start(): { spec: string; stop(): Promis
     start: () => {
       const srv = startServer();
       return { spec: `vhost-user:${srv.path}`, stop: () => srv.stop() };
+    },
+  },
+  {
+    name: 'socket',
+    start: async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'vcrypto-conf-'));
+      const device = await createInProcessDevice();
+      const service = await serveDeviceOnSocket(device, join(dir, 'svc.sock'));
+      return {
+        spec: `socket:${service.path}`,
+        stop: async () => {
+          await service.close();
+          await device.close();
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
     },
   },
 ];
@@ -34,7 +58,7 @@ const CTR128_KEY = hex('2b7e151628aed2a6abf7158809cf4f3c');
 const CTR128_CT = '874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee';
 
 async function withDevice(backend: (typeof BACKENDS)[number], fn: (d: CryptoDevice) => Promise<void>): Promise<void> {
-  const { spec, stop } = backend.start();
+  const { spec, stop } = await backend.start();
   try {
     const device = await openDevice(spec);
     try {

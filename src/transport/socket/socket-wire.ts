@@ -63,7 +63,10 @@ export class FrameDecoder {
     return this.#buffered;
   }
 
-  /** Appends `chunk`; returns the payloads of the frames it completes, in order. */
+  /**
+   * Appends `chunk`; returns the payloads of the frames it completes, in order (views of the chunks
+   * when a frame arrived in one piece). Takes ownership of `chunk`: bytes copied out of it are wiped.
+   */
   push(chunk: Uint8Array): Uint8Array[] {
     if (this.#failed) throw this.#failed;
     if (chunk.length > 0) {
