@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { lstatSync, mkdtempSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serialize } from 'node:v8';
@@ -20,6 +20,7 @@ import { createInProcessDevice } from '../../src/transport/in-process/create-in-
 import { connectVhostUserDevice } from '../../src/transport/vhost-user/connect.js';
 import { serveDeviceOnSocket, type SocketDeviceService } from '../../src/transport/socket/serve-device-on-socket.js';
 import { connectSocketDevice } from '../../src/transport/socket/connect-socket-device.js';
+import { SocketPort } from '../../src/transport/socket/socket-port.js';
 import { decodePayload, FrameDecoder, MAX_FRAME_PAYLOAD, MAX_SERVICE_DATA } from '../../src/transport/socket/socket-wire.js';
 import { startServer } from './vhost-user-fixture.js';
 import { hex } from '../fixtures/bytes.js';
@@ -336,6 +337,69 @@ test('the socket file: 0600 by default, --mode widens it; a live service is refu
     await assert.rejects(serveDeviceOnSocket(device, file), /exists and is not a socket/);
     assert.equal(existsSync(file), true);
   } finally {
+    await device.close();
+  }
+});
+
+test('flow control: the service stops reading a client with maxUnanswered requests unanswered, and resumes', async () => {
+  const path = socketPath();
+  const received: unknown[] = [];
+  let port: SocketPort | undefined;
+  const server = createServer((s) => {
+    port = new SocketPort(s, { maxUnanswered: 2 });
+    port.on('message', (m) => received.push(m));
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  const client = createConnection({ path });
+  await once(client, 'connect');
+  const frame = (m: unknown) => {
+    const p = serialize(m);
+    const h = Buffer.alloc(4);
+    h.writeUInt32BE(p.length);
+    return Buffer.concat([h, p]);
+  };
+  try {
+    client.write(frame({ id: 1 }));
+    await until('request 1', () => received.length === 1);
+    client.write(frame({ id: 2 }));
+    await until('request 2', () => received.length === 2);
+    client.write(frame({ id: 3 }));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(received.length, 2, 'two unanswered: request 3 is not read');
+    port!.postMessage({ id: 1, ok: true, value: undefined });
+    await until('request 3 after an answer', () => received.length === 3);
+    assert.deepEqual(received, [{ id: 1 }, { id: 2 }, { id: 3 }]);
+  } finally {
+    client.destroy();
+    port?.close();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test('an idle client does not hold its process: a script that never closes the device exits by itself', async () => {
+  const device = createHostDevice();
+  const { path, service } = await startService(device);
+  try {
+    const moduleUrl = new URL('../../src/transport/socket/connect-socket-device.ts', import.meta.url).href;
+    const code = `
+      const { connectSocketDevice } = await import(${JSON.stringify(moduleUrl)});
+      const d = await connectSocketDevice(${JSON.stringify(path)});
+      const h = await d.open();
+      const s = await h.createSession({ kind: 'hash', hash: 'sha384' });
+      process.stdout.write(Buffer.from(await h.digest(s, Buffer.from('abc'))).toString('hex'));
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const [exitCode, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(timer);
+    assert.equal(signal, null, 'exited by itself, not killed by the timeout');
+    assert.equal(exitCode, 0);
+    assert.equal(out, FIPS180_ABC.sha384);
+    await until('the service to see it go', () => service.clientCount === 0);
+  } finally {
+    await service.close();
     await device.close();
   }
 });

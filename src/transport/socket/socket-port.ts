@@ -43,6 +43,7 @@ export class SocketPort extends EventEmitter implements RpcPort {
   #closed = false;
   #closeEmitted = false;
   #paused = false;
+  #corked = false;
 
   constructor(socket: Socket, opts: SocketPortOptions = {}) {
     super();
@@ -74,11 +75,18 @@ export class SocketPort extends EventEmitter implements RpcPort {
     }
     // Service side, the hello answers nothing; client side, every message is a request.
     if (this.#opts.maxUnanswered === undefined || this.#received > this.#sent) this.#sent++;
-    this.#socket.cork();
+    if (!this.#corked) {
+      // Every message posted in this tick (e.g. a batch of completions) leaves in one writev.
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        this.#socket.uncork();
+      });
+    }
     this.#socket.write(frame.header);
     // The serialized copy may hold keys or plaintext: wipe it once the socket is done with it.
     this.#socket.write(frame.payload, () => frame.payload.fill(0));
-    this.#socket.uncork();
     this.#flow();
     this.#updateRef();
   }
