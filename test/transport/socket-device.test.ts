@@ -9,7 +9,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { lstatSync, mkdtempSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -224,9 +224,10 @@ test('malformed input closes only its own connection, with one log line each; an
       ['oversized length, header only', (c) => c.sendRaw(c.header(MAX_FRAME_PAYLOAD + 1)), /exceeds the \d+-byte limit/],
       ['length 0xffffffff', (c) => c.sendRaw(Buffer.from('ffffffff', 'hex')), /exceeds the \d+-byte limit/],
       ['garbage payload', (c) => c.sendRaw(Buffer.concat([c.header(5), Buffer.from('hello')])), /undecodable payload of 5 bytes/],
-      ['v8 payload, bogus method', (c) => c.sendFrame({ id: 1, method: 'bogus' }), /malformed request \(method 'bogus', id 1\)/],
-      ['v8 payload, handle of the wrong type', (c) => c.sendFrame({ id: 2, method: 'digest', handle: 'x', session: 1n, data: new Uint8Array(1) }), /malformed request \(method 'digest', id 2\)/],
+      ['v8 payload, bogus method', (c) => c.sendFrame({ id: 1, method: 'bogus' }), /malformed request \(method "bogus", id 1\)/],
+      ['v8 payload, handle of the wrong type', (c) => c.sendFrame({ id: 2, method: 'digest', handle: 'x', session: 1n, data: new Uint8Array(1) }), /malformed request \(method "digest", id 2\)/],
       ['v8 payload, not an object', (c) => c.sendFrame('junk'), /malformed request \(a string, not an object\)/],
+      ['v8 payload, a method with a newline', (c) => c.sendFrame({ id: 4, method: 'x\nclient 1: forged' }), /malformed request \(method "x\\nclient 1: forged", id 4\)/],
       ['garbage after a valid request', (c) => {
         c.sendFrame({ id: 3, method: 'open' });
         c.sendRaw(Buffer.concat([c.header(3), Buffer.from('ff0fff', 'hex')]));
@@ -330,6 +331,12 @@ test('the socket file: 0600 by default, --mode widens it; a live service is refu
     assert.equal(toHex(await h.digest(await h.createSession({ kind: 'hash', hash: 'sha224' }), Buffer.from('abc'))), FIPS180_ABC.sha224);
     await d.close();
     await svc.close();
+
+    // A directory too long for sockaddr_un (the kernel would truncate the bound path): refused, nothing left.
+    const deep = join(dir, 'd'.repeat(Math.max(1, 100 - dir.length)));
+    mkdirSync(deep);
+    await assert.rejects(serveDeviceOnSocket(device, join(deep, 's.sock')), /is too long for a Unix socket \(at most \d+ bytes\)/);
+    assert.deepEqual(readdirSync(deep), []);
 
     // Not a socket: refused, left alone.
     const file = join(dir, 'plain-file');

@@ -38,7 +38,8 @@ function toRpcError(err: unknown): RpcError {
 function describeMalformed(msg: unknown): string {
   if (typeof msg !== 'object' || msg === null) return `malformed request (a ${msg === null ? 'null' : typeof msg}, not an object)`;
   const m = msg as Record<string, unknown>;
-  const method = typeof m.method === 'string' ? `'${m.method.slice(0, 32)}'` : typeof m.method;
+  // Quoted by JSON.stringify: a peer's string never breaks the log line.
+  const method = typeof m.method === 'string' ? JSON.stringify(m.method.slice(0, 32)) : typeof m.method;
   return `malformed request (method ${method}, id ${typeof m.id === 'number' ? m.id : typeof m.id})`;
 }
 

@@ -18,7 +18,7 @@
  */
 import { chmodSync, lstatSync, mkdtempSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { CryptoDevice, DeviceInfo } from '../../driver/api.js';
 import { serveDevice, type DeviceServer } from '../message-port/serve-device.js';
 import { SocketPort } from './socket-port.js';
@@ -29,6 +29,9 @@ export const DEFAULT_SOCKET_MODE = 0o600;
 
 /** Requests one connection may have unanswered before the service stops reading it. */
 export const MAX_UNANSWERED_PER_CLIENT = 4096;
+
+/** sockaddr_un.sun_path holds 108 bytes on Linux, the last one a NUL. */
+const MAX_SUN_PATH = 107;
 
 /** How long the live-service probe waits for a connection to a pre-existing socket file. */
 const PROBE_TIMEOUT_MS = 2000;
@@ -77,7 +80,12 @@ async function isLive(path: string): Promise<boolean> {
 async function listenPrivately(server: Server, path: string, mode: number): Promise<{ dev: number; ino: number }> {
   // libuv removes the path it bound when the server closes, whoever owns that path by then: binding in
   // a private directory and renaming keeps it from ever removing another service's socket.
-  const dir = mkdtempSync(join(dirname(path), `.${basename(path).slice(0, 16)}.`));
+  const tmpTemplate = join(dirname(path), '.vXXXXXX', 's');
+  if (Buffer.byteLength(tmpTemplate) > MAX_SUN_PATH) {
+    // The kernel would silently truncate it (sockaddr_un.sun_path).
+    throw new Error(`the directory of ${path} is too long for a Unix socket (at most ${MAX_SUN_PATH - (Buffer.byteLength(tmpTemplate) - Buffer.byteLength(dirname(path)))} bytes)`);
+  }
+  const dir = mkdtempSync(join(dirname(path), '.v'));
   const tmp = join(dir, 's');
   try {
     await new Promise<void>((resolve, reject) => {
