@@ -21,7 +21,7 @@ import { connectVhostUserDevice } from '../../src/transport/vhost-user/connect.j
 import { serveDeviceOnSocket, type SocketDeviceService } from '../../src/transport/socket/serve-device-on-socket.js';
 import { connectSocketDevice } from '../../src/transport/socket/connect-socket-device.js';
 import { SocketPort } from '../../src/transport/socket/socket-port.js';
-import { decodePayload, FrameDecoder, MAX_FRAME_PAYLOAD, MAX_SERVICE_DATA } from '../../src/transport/socket/socket-wire.js';
+import { decodePayload, encodeFrame, FrameDecoder, MAX_FRAME_PAYLOAD, MAX_SERVICE_DATA } from '../../src/transport/socket/socket-wire.js';
 import { startServer } from './vhost-user-fixture.js';
 import { hex } from '../fixtures/bytes.js';
 import { CBC_IV, KEYS, NIST, PLAIN_HEX } from '../fixtures/nist-sp800-38a.js';
@@ -203,10 +203,7 @@ async function rawClient(path: string) {
     sock,
     frames,
     isClosed: () => closed,
-    sendFrame: (message: unknown) => {
-      const p = serialize(message);
-      sock.write(Buffer.concat([header(p.length), p]));
-    },
+    sendFrame: (message: unknown) => sock.write(encodeFrame(message)),
     sendRaw: (bytes: Uint8Array) => sock.write(bytes),
     header,
   };
@@ -224,10 +221,22 @@ test('malformed input closes only its own connection, with one log line each; an
       ['oversized length, header only', (c) => c.sendRaw(c.header(MAX_FRAME_PAYLOAD + 1)), /exceeds the \d+-byte limit/],
       ['length 0xffffffff', (c) => c.sendRaw(Buffer.from('ffffffff', 'hex')), /exceeds the \d+-byte limit/],
       ['garbage payload', (c) => c.sendRaw(Buffer.concat([c.header(5), Buffer.from('hello')])), /undecodable payload of 5 bytes/],
-      ['v8 payload, bogus method', (c) => c.sendFrame({ id: 1, method: 'bogus' }), /malformed request \(method "bogus", id 1\)/],
-      ['v8 payload, handle of the wrong type', (c) => c.sendFrame({ id: 2, method: 'digest', handle: 'x', session: 1n, data: new Uint8Array(1) }), /malformed request \(method "digest", id 2\)/],
-      ['v8 payload, not an object', (c) => c.sendFrame('junk'), /malformed request \(a string, not an object\)/],
-      ['v8 payload, a method with a newline', (c) => c.sendFrame({ id: 4, method: 'x\nclient 1: forged' }), /malformed request \(method "x\\nclient 1: forged", id 4\)/],
+      ['a node:v8 serialization', (c) => {
+        const p = serialize({ id: 1, method: 'open' });
+        c.sendRaw(Buffer.concat([c.header(p.length), p]));
+      }, /undecodable payload .*unknown tag 0xff/],
+      ['a payload describing 311 values (built by hand: the encoder refuses it)', (c) => {
+        // { k0..k9: { n0..n29: null } }: tag 09, u16 key count, then (u8 key length, key, value) each.
+        const object = (keys: string[], value: (k: string) => Buffer) =>
+          Buffer.concat([Buffer.from([0x09, 0, keys.length]), ...keys.map((k) => Buffer.concat([Buffer.from([k.length]), Buffer.from(k), value(k)]))]);
+        const names = (p: string, count: number) => Array.from({ length: count }, (_, i) => `${p}${i}`);
+        const p = object(names('k', 10), () => object(names('n', 30), () => Buffer.from([0x01])));
+        c.sendRaw(Buffer.concat([c.header(p.length), p]));
+      }, /more than 256 values/],
+      ['valid payload, bogus method', (c) => c.sendFrame({ id: 1, method: 'bogus' }), /malformed request \(method "bogus", id 1\)/],
+      ['valid payload, handle of the wrong type', (c) => c.sendFrame({ id: 2, method: 'digest', handle: 'x', session: 1n, data: new Uint8Array(1) }), /malformed request \(method "digest", id 2\)/],
+      ['valid payload, not an object', (c) => c.sendFrame('junk'), /malformed request \(a string, not an object\)/],
+      ['valid payload, a method with a newline', (c) => c.sendFrame({ id: 4, method: 'x\nclient 1: forged' }), /malformed request \(method "x\\nclient 1: forged", id 4\)/],
       ['garbage after a valid request', (c) => {
         c.sendFrame({ id: 3, method: 'open' });
         c.sendRaw(Buffer.concat([c.header(3), Buffer.from('ff0fff', 'hex')]));
@@ -359,12 +368,7 @@ test('flow control: the service stops reading a client with maxUnanswered reques
   await new Promise<void>((resolve) => server.listen(path, resolve));
   const client = createConnection({ path });
   await once(client, 'connect');
-  const frame = (m: unknown) => {
-    const p = serialize(m);
-    const h = Buffer.alloc(4);
-    h.writeUInt32BE(p.length);
-    return Buffer.concat([h, p]);
-  };
+  const frame = (m: unknown) => encodeFrame(m);
   try {
     client.write(frame({ id: 1 }));
     await until('request 1', () => received.length === 1);

@@ -1,7 +1,7 @@
 /**
- * The driver service's framing (transport/socket/socket-wire.ts): the length prefix built by hand, the
- * stream parser cut at every byte (start, middle, end, across two frames) and in random pieces, lengths
- * rejected before their payload is buffered, payloads that are not v8 serializations, and the hello.
+ * The driver service's framing (transport/socket/socket-wire.ts): a frame built by hand from the format
+ * in value-codec.ts, the stream parser cut at every byte (start, middle, end, across two frames) and in
+ * random pieces, lengths rejected before their payload is buffered, undecodable payloads, the hello.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,25 +18,34 @@ import {
   serviceHello,
 } from '../../src/transport/socket/socket-wire.js';
 import { HOST_DEVICE_INFO } from '../../src/driver/host-device.js';
+import { ValueTooLargeError } from '../../src/transport/socket/value-codec.js';
 
-const frame = (message: unknown): Uint8Array => {
-  const { header, payload } = encodeFrame(message);
-  return Buffer.concat([header, payload]);
-};
+const frame = (message: unknown): Uint8Array => encodeFrame(message);
 
 const A = { id: 7, method: 'crypt', handle: 1, session: 0x1_0000_0001n, req: { op: 'encrypt', src: new Uint8Array([1, 2, 3]), iv: new Uint8Array(16).fill(9) } };
 const B = { id: 8, ok: true, value: { dst: new Uint8Array(300).map((_, i) => i & 0xff) } };
 
-test('a frame is a big-endian u32 payload length, then v8.serialize(message); bigint and Uint8Array survive', () => {
-  const bytes = frame(A);
-  const payload = serialize(A);
-  assert.deepEqual([...bytes.subarray(0, 4)], [0, 0, (payload.length >> 8) & 0xff, payload.length & 0xff]);
-  assert.deepEqual(Buffer.from(bytes.subarray(4)), payload);
-  const [p] = new FrameDecoder().push(bytes);
-  const back = decodePayload(p!) as typeof A;
+test('a frame is a big-endian u32 payload length, then the value (bytes written by hand from value-codec.ts)', () => {
+  const bytes = frame({ id: 7, ok: true, session: 0x1_0000_0001n, dst: new Uint8Array([0xaa, 0xbb]), why: 'é' });
+  const expected = Buffer.from(
+    [
+      '0000003a', // payload length 58
+      '09 0005', // object, 5 keys
+      '02 6964 04 401c000000000000', // "id": number 7 (f64)
+      '02 6f6b 03', // "ok": true
+      '07 73657373696f6e 05 0000000100000001', // "session": bigint 2^32+1
+      '03 647374 08 00000002 aabb', // "dst": Uint8Array [aa bb]
+      '03 776879 07 00000002 c3a9', // "why": string "é" (UTF-8)
+    ].join('').replace(/\s+/g, ''),
+    'hex',
+  );
+  assert.equal(Buffer.from(bytes).toString('hex'), expected.toString('hex'));
+  const [p] = new FrameDecoder().push(Buffer.from(bytes));
+  const back = decodePayload(p!) as { session: bigint; dst: Uint8Array };
   assert.equal(back.session, 0x1_0000_0001n);
-  assert.ok(back.req.src instanceof Uint8Array);
-  assert.deepEqual(back, A);
+  assert.ok(back.dst instanceof Uint8Array);
+  assert.deepEqual(back, { id: 7, ok: true, session: 0x1_0000_0001n, dst: new Uint8Array([0xaa, 0xbb]), why: 'é' });
+  assert.deepEqual(decodePayload(encodeFrame(A).subarray(4)), A);
 });
 
 test('split anywhere: every cut of two frames (start, middle, end, across both) yields both, in order', () => {
@@ -109,13 +118,14 @@ test('a zero length is a framing error; so is a header split before it', () => {
   assert.throws(() => d.push(Buffer.from('0000', 'hex')), (e: unknown) => e instanceof FrameError && /length 0/.test(e.message));
 });
 
-test('payloads that are not v8 serializations are FrameErrors; property: random bytes decode or throw FrameError, nothing else', () => {
-  for (const bad of ['', 'ff', '00', 'ff0f', 'ff0f6f', 'hello world', 'ff0f5c09'].map((h) => Buffer.from(h, /^[0-9a-f]*$/.test(h) ? 'hex' : 'utf8'))) {
+test('undecodable payloads are FrameErrors (a v8 serialization too); property: random bytes decode or throw FrameError, nothing else', () => {
+  for (const bad of ['', 'ff', '0000', '04', '09', '090001', 'hello world', '0700000005616263'].map((h) => Buffer.from(h, /^[0-9a-f]*$/.test(h) ? 'hex' : 'utf8'))) {
     assert.throws(() => decodePayload(bad), FrameError, bad.toString('hex'));
   }
+  assert.throws(() => decodePayload(serialize({ id: 1, method: 'open' })), /undecodable payload .*unknown tag 0xff/);
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 64 }), fc.boolean(), (bytes, withHeader) => {
-      const input = withHeader ? Buffer.concat([Buffer.from([0xff, 0x0f]), bytes]) : bytes;
+      const input = withHeader ? Buffer.concat([Buffer.from([0x09, 0x00, 0x02]), bytes]) : bytes;
       try {
         decodePayload(input);
       } catch (err) {
@@ -127,7 +137,7 @@ test('payloads that are not v8 serializations are FrameErrors; property: random 
 });
 
 test('encodeFrame refuses a message over the limit', () => {
-  assert.throws(() => encodeFrame({ data: new Uint8Array(100) }, 64), (e: unknown) => e instanceof FrameError && /exceeds the 64-byte frame limit/.test(e.message));
+  assert.throws(() => encodeFrame({ data: new Uint8Array(100) }, 64), (e: unknown) => e instanceof ValueTooLargeError && /message of 113 bytes exceeds the 64-byte frame limit/.test(e.message));
 });
 
 test('the hello: capped maxSize, and every field type-checked', () => {

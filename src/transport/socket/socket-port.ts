@@ -17,6 +17,7 @@ import type { Socket } from 'node:net';
 import { CryptoError } from '../../driver/api.js';
 import type { RpcPort } from '../message-port/protocol.js';
 import { decodePayload, encodeFrame, FrameDecoder, FrameError, MAX_FRAME_PAYLOAD } from './socket-wire.js';
+import { ValueCodecError, ValueTooLargeError } from './value-codec.js';
 
 export interface SocketPortOptions {
   /** Largest frame payload accepted and sent. Default MAX_FRAME_PAYLOAD. */
@@ -66,11 +67,12 @@ export class SocketPort extends EventEmitter implements RpcPort {
   /** Sends one message. Throws CryptoError('ENOSPC') when it exceeds the frame limit, EBADF when closed. */
   postMessage(message: unknown): void {
     if (this.#closed) throw new CryptoError('EBADF', 'connection is closed');
-    let frame: { header: Buffer; payload: Buffer };
+    let frame: Buffer;
     try {
       frame = encodeFrame(message, this.#decoder.maxPayload);
     } catch (err) {
-      if (err instanceof FrameError) throw new CryptoError('ENOSPC', err.message, { cause: err });
+      if (err instanceof ValueTooLargeError) throw new CryptoError('ENOSPC', err.message, { cause: err });
+      if (err instanceof ValueCodecError) throw new CryptoError('EINVAL', `cannot send this request: ${err.message}`, { cause: err });
       throw err;
     }
     // Service side, the hello answers nothing; client side, every message is a request.
@@ -84,9 +86,8 @@ export class SocketPort extends EventEmitter implements RpcPort {
         this.#socket.uncork();
       });
     }
-    this.#socket.write(frame.header);
-    // The serialized copy may hold keys or plaintext: wipe it once the socket is done with it.
-    this.#socket.write(frame.payload, () => frame.payload.fill(0));
+    // The encoded copy may hold keys or plaintext: wipe it once the socket is done with it.
+    this.#socket.write(frame, () => frame.fill(0));
     this.#flow();
     this.#updateRef();
   }

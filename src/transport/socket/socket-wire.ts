@@ -2,7 +2,7 @@
  * The driver service's wire format on a Unix stream socket (transport/socket/):
  *
  *   frame   = length (u32, big-endian, 1..MAX_FRAME_PAYLOAD) || payload (length bytes)
- *   payload = node:v8 `serialize(message)` (structured clone: bigint and Uint8Array survive)
+ *   payload = one value of value-codec.ts (the RPC's objects, numbers, bigints, strings, Uint8Arrays)
  *
  * The first frame of a connection goes from the service to the client: a `ServiceHello` naming the
  * device behind the service and its limits. After it, the client sends RPC requests and the service
@@ -11,8 +11,8 @@
  * `FrameDecoder` is the stream parser: it survives a frame split anywhere, checks each length BEFORE
  * buffering the payload, and copies only frames that arrive in pieces.
  */
-import { deserialize, serialize } from 'node:v8';
 import type { DeviceInfo } from '../../driver/api.js';
+import { decodeValue, encodeValue, ValueCodecError } from './value-codec.js';
 
 /** Bytes of the length prefix. */
 export const FRAME_HEADER_SIZE = 4;
@@ -28,23 +28,23 @@ export class FrameError extends Error {
   override readonly name = 'FrameError';
 }
 
-/** Encodes one message as a frame (header and payload separately: no copy of the payload). */
-export function encodeFrame(message: unknown, maxPayload = MAX_FRAME_PAYLOAD): { header: Buffer; payload: Buffer } {
-  const payload = serialize(message);
-  if (payload.length > maxPayload) {
-    throw new FrameError(`message of ${payload.length} bytes exceeds the ${maxPayload}-byte frame limit`);
-  }
-  const header = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
-  header.writeUInt32BE(payload.length, 0);
-  return { header, payload };
+/**
+ * Encodes one message as a whole frame (header and payload in one Buffer).
+ * Throws ValueCodecError (ValueTooLargeError: over `maxPayload`, checked before allocating).
+ */
+export function encodeFrame(message: unknown, maxPayload = MAX_FRAME_PAYLOAD): Buffer {
+  const frame = encodeValue(message, { prefix: FRAME_HEADER_SIZE, maxBytes: maxPayload });
+  frame.writeUInt32BE(frame.length - FRAME_HEADER_SIZE, 0);
+  return frame;
 }
 
-/** Decodes one payload; a FrameError when it is not a v8 serialization. */
+/** Decodes one payload; a FrameError when it is not a valid encoding. Uint8Arrays are views of it. */
 export function decodePayload(payload: Uint8Array): unknown {
   try {
-    return deserialize(payload);
+    return decodeValue(payload);
   } catch (err) {
-    throw new FrameError(`undecodable payload of ${payload.length} bytes (${err instanceof Error ? err.message : String(err)})`);
+    if (!(err instanceof ValueCodecError)) throw err;
+    throw new FrameError(`undecodable payload of ${payload.length} bytes (${err.message})`);
   }
 }
 
