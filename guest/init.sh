@@ -111,12 +111,12 @@ if [ -n "$pci" ] && [ "$driver" = 1 ]; then
     vcrypto driver --pci --socket /run/vcrypto.sock > /tmp/driver.log 2>&1 &
     echo $! > /run/vcrypto-driver.pid
     i=0
-    while ! grep -q '^driver: serving' /tmp/driver.log && [ $i -lt 600 ]; do
+    while ! grep -q '^vcrypto driver: serving' /tmp/driver.log && [ $i -lt 600 ]; do
       if ! kill -0 $! 2>/dev/null; then break; fi
       sleep 0.1
       i=$((i + 1))
     done
-    grep -q '^driver: serving' /tmp/driver.log || { say "vcrypto driver did not start:"; cat /tmp/driver.log; }
+    grep -q '^vcrypto driver: serving' /tmp/driver.log || { say "vcrypto driver did not start:"; cat /tmp/driver.log; }
   else
     say "no Node in the guest (vcrypto.node): the driver service was not started"
   fi

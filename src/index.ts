@@ -18,7 +18,7 @@ import type { InProcessDeviceOptions } from './transport/in-process/create-in-pr
 import type { VhostUserDeviceOptions } from './transport/vhost-user/connect.js';
 import type { BackendServerOptions, VhostUserBackendServer } from './transport/vhost-user/backend-server.js';
 import type { PciDeviceOptions } from './transport/virtio-pci/open-pci-device.js';
-import type { DriverService, DriverServiceOptions } from './transport/socket/driver-service.js';
+import type { SocketDeviceService, SocketServiceOptions } from './transport/socket/serve-device-on-socket.js';
 
 export { CryptoError } from './driver/api.js';
 export type {
@@ -40,7 +40,7 @@ export type {
 } from './driver/api.js';
 export { openDevice, parseDeviceSpec, DEFAULT_DEVICE_SPEC, type DeviceSpec } from './transport/open-device.js';
 export { createHostDevice } from './driver/host-device.js';
-export type { InProcessDeviceOptions, VhostUserDeviceOptions, BackendServerOptions, VhostUserBackendServer, PciDeviceOptions, DriverService, DriverServiceOptions };
+export type { InProcessDeviceOptions, VhostUserDeviceOptions, BackendServerOptions, VhostUserBackendServer, PciDeviceOptions, SocketDeviceService, SocketServiceOptions };
 
 /** `--device virtio`: our driver + the virtio-crypto device on worker threads of this process. */
 export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): Promise<CryptoDevice> {
@@ -78,6 +78,6 @@ export async function connectSocketDevice(path: string): Promise<CryptoDevice> {
  * Serves `device` to local processes on the Unix socket `path` (what `vcrypto driver` runs): each
  * connection owns its sessions, which are destroyed when it goes away.
  */
-export async function listenDriverService(device: CryptoDevice, path: string, opts: DriverServiceOptions = {}): Promise<DriverService> {
-  return (await import('./transport/socket/driver-service.js')).DriverService.listen(device, path, opts);
+export async function listenDriverService(device: CryptoDevice, path: string, opts: SocketServiceOptions = {}): Promise<SocketDeviceService> {
+  return (await import('./transport/socket/serve-device-on-socket.js')).serveDeviceOnSocket(device, path, opts);
 }

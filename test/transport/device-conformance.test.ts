@@ -19,6 +19,11 @@ import { CryptoError, type CryptoDevice, type CryptoHandle } from '../../src/dri
 import { startServer } from './vhost-user-fixture.js';
 import { startIndependentBackend } from './independent-backend/start.js';
 import { hex } from '../fixtures/bytes.js';
+import { createInProcessDevice } from '../../src/transport/in-process/create-in-process-device.js';
+import { serveDeviceOnSocket } from '../../src/transport/socket/serve-device-on-socket.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** What a back-end can do beyond AES-CBC: every service, or only cipher sessions (QEMU's session messages). */
 type Capabilities = 'all' | 'ciphers' | 'aes-cbc';
@@ -48,6 +53,24 @@ const BACKENDS: readonly Backend[] = [
   { name: 'vhost-user session messages qemu-8.1', capabilities: 'ciphers', start: ours('qemu-8.1') },
   { name: 'independent back-end, 632-byte sessions', capabilities: 'aes-cbc', start: independent(632, 'qemu-7.1') },
   { name: 'independent back-end, 1072-byte sessions', capabilities: 'aes-cbc', start: independent(1072, 'qemu-8.1') },
+  {
+    // The driver service in this process, the embedded virtio device behind it.
+    name: 'socket (driver service)',
+    capabilities: 'all',
+    start: async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'vcrypto-conf-'));
+      const device = await createInProcessDevice();
+      const service = await serveDeviceOnSocket(device, join(dir, 'svc.sock'));
+      return {
+        open: () => openDevice(`socket:${service.path}`),
+        stop: async () => {
+          await service.close();
+          await device.close();
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    },
+  },
 ];
 
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');

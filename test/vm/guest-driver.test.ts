@@ -144,7 +144,7 @@ for (const backend of ['builtin', 'ours'] as const) {
     assert.equal(code, 0, `vcrypto vm exit ${code}${context}`);
 
     // The driver service came up on the PCI device (VFIO for builtin, uio for ours).
-    assert.ok(section(stdout, 'driver').some((l) => l.startsWith('driver: serving') && l.includes(backend === 'builtin' ? 'vfio' : 'uio')), `driver service${context}`);
+    assert.ok(section(stdout, 'driver').some((l) => l.startsWith('vcrypto driver: serving') && l.includes(backend === 'builtin' ? 'vfio' : 'uio')), `driver service${context}`);
     // The lab's programs through the service.
     const tc = section(stdout, 'test-crypto');
     assert.ok(tc.includes('Doing Verification of data... Success') && tc.includes('rc=0'), `test-crypto${context}`);

@@ -4,6 +4,7 @@
  */
 import type { Command } from '../command.js';
 import { deviceCommand } from './device.js';
+import { driverCommand } from './driver.js';
 import { vmCommand } from './vm.js';
 import { clientCommand } from './client.js';
 import { serverCommand } from './server.js';
@@ -17,7 +18,6 @@ import { encCommand } from './enc.js';
 import { decCommand } from './dec.js';
 import { dgstCommand } from './dgst.js';
 import { benchCommand } from './bench.js';
-import { driverCommand } from './driver.js';
 
 export const commands: readonly Command[] = [
   serverCommand,

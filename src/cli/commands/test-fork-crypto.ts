@@ -3,8 +3,9 @@
  * device, each with its own handle, sessions and verification.
  *  - host / virtio (the device lives in this process): N worker threads; the main thread owns the device
  *    and serves each worker over its own MessagePort (transport/message-port/).
- *  - vhost-user:PATH (the device is another process): N child processes, each running
- *    `vcrypto test-crypto --device vhost-user:PATH` with its own connection.
+ *  - vhost-user:PATH or socket:PATH (the device is another process): N child processes, each running
+ *    `vcrypto test-crypto --device SPEC` with its own connection (socket: its own sessions in the
+ *    driver service, freed if the child dies).
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';

@@ -1,7 +1,8 @@
 /**
- * `connectDevice(port, info)`: a `CryptoDevice` proxy whose calls travel over a MessagePort to
- * `serveDevice` (protocol.ts). Used by worker threads (test-fork-crypto): each worker opens its OWN
- * handle on the one device the main thread owns.
+ * `connectDevice(port, info)`: a `CryptoDevice` proxy whose calls travel over an RpcPort to
+ * `serveDevice` (protocol.ts). Used by worker threads (test-fork-crypto; a MessagePort): each worker
+ * opens its OWN handle on the one device the main thread owns; and by `--device socket:PATH` (a socket
+ * connection to the driver service, transport/socket/connect-socket-device.ts).
  *
  * Every call carries a request id; when the port closes (the server went away) or the proxy is closed,
  * every pending call is rejected with CryptoError('EIO'), and later calls fail with EBADF.
@@ -21,7 +22,7 @@ import {
   type Session,
   type SessionOptions,
 } from '../../driver/api.js';
-import { CRYPTO_ERROR_CODES, type RpcPort, type RpcRequest, type RpcResponse } from './protocol.js';
+import { CRYPTO_ERROR_CODES, isResponse, type RpcPort, type RpcRequest } from './protocol.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 type Call = DistributiveOmit<RpcRequest, 'id'>;
@@ -29,12 +30,6 @@ type Call = DistributiveOmit<RpcRequest, 'id'>;
 interface Pending {
   resolve(value: unknown): void;
   reject(err: Error): void;
-}
-
-function isResponse(msg: unknown): msg is RpcResponse {
-  if (typeof msg !== 'object' || msg === null) return false;
-  const m = msg as Record<string, unknown>;
-  return typeof m.id === 'number' && typeof m.ok === 'boolean';
 }
 
 export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
@@ -73,7 +68,8 @@ export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
         port.postMessage({ ...c, id });
       } catch (err) {
         pending.delete(id);
-        reject(new CryptoError('EINVAL', `request cannot be sent: ${(err as Error).message}`, { cause: err }));
+        // The port's own verdict (e.g. ENOSPC: over the socket's frame limit) is kept as it is.
+        reject(err instanceof CryptoError ? err : new CryptoError('EINVAL', `request cannot be sent: ${(err as Error).message}`, { cause: err }));
       }
     });
   };
@@ -91,6 +87,12 @@ export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
       if (!session || typeof session.id !== 'bigint') throw new CryptoError('ENOENT', 'not a session');
       return session.id;
     }
+    /** DeviceInfo.maxSize is what the far side takes (a driver service caps it to a frame): refuse more here. */
+    private fits(data: Uint8Array | undefined): void {
+      if (data instanceof Uint8Array && BigInt(data.length) > info.maxSize) {
+        throw new CryptoError('ENOSPC', `request of ${data.length} bytes exceeds the device's limit of ${info.maxSize} bytes`);
+      }
+    }
 
     async createSession(opts: SessionOptions): Promise<Session> {
       const v = (await call({ method: 'createSession', handle: this.live(), opts })) as { id: bigint; kind: SessionOptions['kind'] };
@@ -100,15 +102,19 @@ export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
       await call({ method: 'closeSession', handle: this.live(), session: this.sid(session) });
     }
     async crypt(session: Session, req: CryptRequest): Promise<CryptResult> {
+      this.fits(req?.src);
       return (await call({ method: 'crypt', handle: this.live(), session: this.sid(session), req })) as CryptResult;
     }
     async aead(session: Session, req: AeadRequest): Promise<AeadResult> {
+      this.fits(req?.src);
       return (await call({ method: 'aead', handle: this.live(), session: this.sid(session), req })) as AeadResult;
     }
     async digest(session: Session, data: Uint8Array): Promise<Uint8Array> {
+      this.fits(data);
       return (await call({ method: 'digest', handle: this.live(), session: this.sid(session), data })) as Uint8Array;
     }
     async chain(session: Session, req: ChainRequest): Promise<ChainResult> {
+      this.fits(req?.src);
       return (await call({ method: 'chain', handle: this.live(), session: this.sid(session), req })) as ChainResult;
     }
     async close(): Promise<void> {

@@ -1,14 +1,18 @@
 /**
- * `serveDevice(device, port)`: answers the RPC of protocol.ts on one MessagePort, against a device that
- * this thread owns. Each `open` over the port is a separate handle on the device (its own sessions);
- * when the port closes (the peer closed it, or its worker exited) every handle opened through it is
+ * `serveDevice(device, port)`: answers the RPC of protocol.ts on one RpcPort (a worker thread's
+ * MessagePort, or one client connection of the driver service, transport/socket/), against a device
+ * that this thread owns. The one implementation of request validation and dispatch for both.
+ * Each `open` over the port is a separate handle on the device (its own sessions); when the port
+ * closes (the peer closed it, its worker exited, its process died) every handle opened through it is
  * closed, which frees their sessions and zeroes their keys.
  *
- * The peer is not trusted to be well-formed: a malformed message gets an EINVAL response (or is dropped
- * when it has no id), never an exception out of the message handler.
+ * The peer is not trusted to be well-formed, and never gets an exception out of the message handler.
+ * A malformed message (protocol.ts `isRequest` fails) gets an EINVAL response (or is dropped when it
+ * has no id) — or, with `onMalformed` (the socket service: another process broke the protocol), is
+ * reported through it once and the port is closed: that peer only, the others go on.
  */
 import { CryptoError, type CryptoDevice, type CryptoHandle, type Session } from '../../driver/api.js';
-import { CRYPTO_ERROR_CODES, RPC_METHODS, transferables, type RpcError, type RpcPort, type RpcRequest, type RpcResponse } from './protocol.js';
+import { CRYPTO_ERROR_CODES, isRequest, transferables, type RpcError, type RpcPort, type RpcRequest, type RpcResponse } from './protocol.js';
 
 interface ServedHandle {
   handle: CryptoHandle;
@@ -22,20 +26,6 @@ export interface DeviceServer {
   readonly closed: Promise<void>;
 }
 
-/** A well-formed request (the fields the dispatcher relies on have the right types). */
-export function isRequest(msg: unknown): msg is RpcRequest {
-  if (typeof msg !== 'object' || msg === null) return false;
-  const m = msg as Record<string, unknown>;
-  if (typeof m.id !== 'number' || !Number.isSafeInteger(m.id)) return false;
-  if (typeof m.method !== 'string' || !(RPC_METHODS as readonly string[]).includes(m.method)) return false;
-  if (m.method !== 'open' && (typeof m.handle !== 'number' || !Number.isSafeInteger(m.handle))) return false;
-  if (['closeSession', 'crypt', 'aead', 'digest', 'chain'].includes(m.method) && typeof m.session !== 'bigint') return false;
-  if (['crypt', 'aead', 'chain'].includes(m.method) && (typeof m.req !== 'object' || m.req === null)) return false;
-  if (m.method === 'createSession' && (typeof m.opts !== 'object' || m.opts === null)) return false;
-  if (m.method === 'digest' && !(m.data instanceof Uint8Array)) return false;
-  return true;
-}
-
 function toRpcError(err: unknown): RpcError {
   if (err instanceof CryptoError && CRYPTO_ERROR_CODES.includes(err.code)) {
     const prefix = `${err.code}: `;
@@ -44,7 +34,24 @@ function toRpcError(err: unknown): RpcError {
   return { code: 'EIO', message: err instanceof Error ? err.message : String(err) };
 }
 
-export function serveDevice(device: CryptoDevice, port: RpcPort): DeviceServer {
+/** One short line about a message that failed `isRequest` (never its data: it may hold keys). */
+function describeMalformed(msg: unknown): string {
+  if (typeof msg !== 'object' || msg === null) return `malformed request (a ${msg === null ? 'null' : typeof msg}, not an object)`;
+  const m = msg as Record<string, unknown>;
+  // Quoted by JSON.stringify: a peer's string never breaks the log line.
+  const method = typeof m.method === 'string' ? JSON.stringify(m.method.slice(0, 32)) : typeof m.method;
+  return `malformed request (method ${method}, id ${typeof m.id === 'number' ? m.id : typeof m.id})`;
+}
+
+export interface ServeDeviceOptions {
+  /**
+   * Treat a malformed message as a protocol violation: called once with what was wrong, then the port
+   * is closed (with every handle opened through it). Without it, malformed messages get EINVAL answers.
+   */
+  onMalformed?: (what: string) => void;
+}
+
+export function serveDevice(device: CryptoDevice, port: RpcPort, opts: ServeDeviceOptions = {}): DeviceServer {
   const handles = new Map<number, ServedHandle>();
   let nextHandle = 1;
   let stopped = false;
@@ -134,7 +141,13 @@ export function serveDevice(device: CryptoDevice, port: RpcPort): DeviceServer {
   }
 
   const onMessage = (msg: unknown): void => {
+    if (stopped) return;
     if (!isRequest(msg)) {
+      if (opts.onMalformed) {
+        opts.onMalformed(describeMalformed(msg));
+        void shutdown();
+        return;
+      }
       const id = (msg as { id?: unknown } | null)?.id;
       if (typeof id === 'number') reply({ id, ok: false, error: { code: 'EINVAL', message: 'malformed request' } });
       return;

@@ -1,67 +1,58 @@
 /**
- * `--device socket:PATH`: the session API of a driver service (`vcrypto driver --socket PATH`) in
- * this process. The service owns the device; this connection owns its handles and sessions, which the
- * service closes if this process goes away. While no call is outstanding the socket does not keep the
- * process alive (as an idle device does not).
+ * `--device socket:PATH`: a connection to the driver service (`vcrypto driver --socket PATH`,
+ * serve-device-on-socket.ts). The session API is the `connectDevice` proxy of
+ * transport/message-port/ over a `SocketPort`: handles and sessions live in the service, owned by this
+ * connection, and are freed by the service when the connection closes (or this process dies).
+ *
+ * The service speaks first (its hello: the device behind it and its limits); a peer that does not
+ * (e.g. a vhost-user back-end's socket) fails the connect after `helloTimeoutMs`.
+ * Pending calls fail with EIO when the service goes away. The process may exit while the device is
+ * idle (the socket is ref'ed only while requests are in flight).
  */
-import { connect } from 'node:net';
-import { CryptoError, type CryptoDevice } from '../../driver/api.js';
+import { createConnection, type Socket } from 'node:net';
+import { CryptoError, type CryptoDevice, type DeviceInfo } from '../../driver/api.js';
 import { connectDevice } from '../message-port/connect-device.js';
-import { SERVICE_NAME, SERVICE_VERSION, type ServiceHello } from './driver-service.js';
 import { SocketPort } from './socket-port.js';
+import { isServiceHello } from './socket-wire.js';
 
-const HELLO_TIMEOUT_MS = 10_000;
-
-function isHello(m: unknown): m is ServiceHello {
-  if (typeof m !== 'object' || m === null) return false;
-  const h = m as Record<string, unknown>;
-  const info = h.info as Record<string, unknown> | undefined;
-  return h.service === SERVICE_NAME && h.version === SERVICE_VERSION && typeof info === 'object' && info !== null && typeof info.description === 'string' && typeof info.maxSize === 'bigint';
+export interface SocketDeviceOptions {
+  /** How long to wait for the service's hello (default 5000 ms). */
+  helloTimeoutMs?: number;
 }
 
-export async function connectSocketDevice(path: string): Promise<CryptoDevice> {
-  const socket = connect(path);
-  const port = new SocketPort(socket);
-  const hello = await new Promise<ServiceHello>((resolve, reject) => {
-    const timer = setTimeout(() => fail(`no answer from the driver service within ${HELLO_TIMEOUT_MS / 1000} s`), HELLO_TIMEOUT_MS);
-    let settled = false;
-    const fail = (why: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(new CryptoError('EIO', `socket:${path}: ${why}`));
-      port.close();
-    };
-    socket.once('error', (err: NodeJS.ErrnoException) =>
-      fail(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? `no driver service (${err.code}): start 'vcrypto driver --socket ${path}'` : err.message),
-    );
-    port.once('close', () => fail('the driver service closed the connection'));
-    port.on('message', function first(m: unknown) {
-      port.off('message', first);
-      clearTimeout(timer);
-      if (!isHello(m)) return fail('not a vcrypto driver service (unexpected greeting)');
-      settled = true;
-      resolve(m);
+export async function connectSocketDevice(path: string, opts: SocketDeviceOptions = {}): Promise<CryptoDevice> {
+  const spec = `socket:${path}`;
+  const socket = await new Promise<Socket>((resolve, reject) => {
+    const s = createConnection({ path });
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
     });
+    s.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new CryptoError('EIO', `${spec}: cannot connect (${err.code ?? err.message}); is \`vcrypto driver --socket ${path}\` running?`, { cause: err })),
+    );
   });
-  socket.removeAllListeners('error');
-  socket.on('error', () => undefined);
-  port.removeAllListeners('close');
-  // Keep the process alive only while calls are outstanding.
-  let outstanding = 0;
-  socket.unref();
-  const post = port.postMessage.bind(port);
-  port.postMessage = (message: unknown) => {
-    post(message);
-    if (outstanding++ === 0) socket.ref();
-  };
-  port.on('message', () => {
-    if (outstanding > 0 && --outstanding === 0) socket.unref();
+  let protocolError: string | undefined;
+  const port = new SocketPort(socket, { refWhileBusy: true, onProtocolError: (err) => (protocolError = err.message) });
+  const timeoutMs = opts.helloTimeoutMs ?? 5000;
+  const info = await new Promise<DeviceInfo>((resolve, reject) => {
+    const fail = (why: string) => {
+      clearTimeout(timer);
+      port.off('message', onHello);
+      port.close();
+      reject(new CryptoError('EIO', `${spec}: ${why}`));
+    };
+    const onHello = (msg: unknown) => {
+      if (!isServiceHello(msg)) return fail('not a vcrypto driver service (unexpected first message)');
+      clearTimeout(timer);
+      port.off('message', onHello);
+      port.off('close', onClose);
+      resolve({ ...msg.info, spec, description: `driver service ${path} → ${msg.info.description}` });
+    };
+    const onClose = () => fail(`the service closed the connection${protocolError ? ` (${protocolError})` : ''}`);
+    const timer = setTimeout(() => fail(`no hello from the service within ${timeoutMs} ms (not a vcrypto driver service?)`), timeoutMs);
+    port.on('message', onHello);
+    port.once('close', onClose);
   });
-  const behind = hello.info;
-  return connectDevice(port, {
-    ...behind,
-    spec: `socket:${path}`,
-    description: `driver service ${path} -> ${behind.description}`,
-  });
+  return connectDevice(port, Object.freeze(info));
 }

@@ -6,7 +6,8 @@
  */
 import { CryptoError, type CryptoDevice } from '../../driver/api.js';
 import { VirtioCryptoDriver } from '../../driver/virtio-crypto-driver.js';
-import { findVirtioCryptoFunctions, normalizeBdf, openPciFunction, type PciFunction } from './pci-function.js';
+import { normalizePciAddress } from '../open-device.js';
+import { findVirtioCryptoFunctions, openPciFunction, type PciFunction } from './pci-function.js';
 import { VirtioPciTransport, type PciTransportOptions } from './virtio-pci-transport.js';
 
 export interface PciDeviceOptions extends PciTransportOptions {
@@ -21,8 +22,8 @@ export async function openPciDevice(bdf?: string, opts: PciDeviceOptions = {}): 
     if (found.length === 0) throw new CryptoError('ENOENT', 'pci: no virtio-crypto PCI device (vendor 0x1af4, device 0x1054) in /sys/bus/pci/devices');
     address = found[0]!;
   } else {
-    const normal = normalizeBdf(bdf);
-    if (normal === null) throw new CryptoError('EINVAL', `pci: '${bdf}' is not a PCI address (DDDD:BB:DD.F or BB:DD.F)`);
+    const normal = normalizePciAddress(bdf);
+    if (normal === undefined) throw new CryptoError('EINVAL', `pci: '${bdf}' is not a PCI address (DDDD:BB:DD.F or BB:DD.F)`);
     address = normal;
   }
   let fn: PciFunction;

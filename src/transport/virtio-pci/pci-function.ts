@@ -60,13 +60,6 @@ const SYSFS_PCI = '/sys/bus/pci/devices';
 /** IOVA of the driver's memory under VFIO: above 4 GiB, clear of the x86 MSI window (0xfee00000). */
 export const VFIO_DMA_IOVA = 0x1_0000_0000n;
 
-/** DDDD:BB:DD.F, or BB:DD.F (domain 0000). Returns the canonical lower-case form, or null. */
-export function normalizeBdf(text: string): string | null {
-  const m = /^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$/.exec(text);
-  if (m === null) return null;
-  return `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
-}
-
 function readHexFile(path: string): number {
   return Number.parseInt(readFileSync(path, 'utf8').trim(), 16);
 }
