@@ -5,15 +5,22 @@
 import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
 import { VIRTIO_CRYPTO_STATUS } from '../../spec/virtio-crypto.js';
 import type { CryptoSessionRequest } from '../../wire/vhost-user.js';
+import type { DeviceStats } from '../../device/device-stats.js';
 import type { BackendDeviceModel } from './backend-connection.js';
 
 export interface BackendDeviceOptions {
   readonly dataQueues: number;
   readonly maxSessions: number;
+  /** Where the device counts (default: a private block). */
+  readonly stats?: DeviceStats;
 }
 
 export function createBackendDevice(opts: BackendDeviceOptions): BackendDeviceModel {
-  const device = new VirtioCryptoDevice({ maxDataQueues: opts.dataQueues, maxSessions: opts.maxSessions });
+  const device = new VirtioCryptoDevice({
+    maxDataQueues: opts.dataQueues,
+    maxSessions: opts.maxSessions,
+    ...(opts.stats !== undefined ? { stats: opts.stats } : {}),
+  });
   return {
     processControl: (chain) => device.processControl(chain),
     processData: (chain) => device.processData(chain),
@@ -26,5 +33,6 @@ export function createBackendDevice(opts: BackendDeviceOptions): BackendDeviceMo
       device.destroySession(id);
     },
     reset: () => device.reset(),
+    stats: device.stats,
   };
 }
