@@ -49,8 +49,8 @@ export const STAT_DEFINITIONS = [
   { name: 'sessions-open', type: 'gauge', help: 'sessions currently open' },
   { name: 'sessions-created', type: 'counter', help: 'sessions created' },
   { name: 'sessions-destroyed', type: 'counter', help: 'sessions destroyed (by request, reset or disconnect)' },
-  { name: 'throttled-requests', type: 'counter', help: 'requests that waited for the --throttle-ops/--throttle-bps token bucket' },
-  { name: 'throttled-seconds', type: 'counter', help: 'time the data path waited for the token bucket' },
+  { name: 'throttle-waits', type: 'counter', help: 'times the data queues waited for the --throttle-ops/--throttle-bps token bucket' },
+  { name: 'throttle-wait-seconds', type: 'counter', help: 'time the data queues waited for the token bucket, in seconds' },
 ] as const satisfies readonly StatDefinition[];
 
 export type StatName = (typeof STAT_DEFINITIONS)[number]['name'];
@@ -148,6 +148,15 @@ export class DeviceStats implements ServeCounters {
   snapshot(): StatsSnapshot {
     return snapshotOf(this.values);
   }
+}
+
+/** The *-bytes counters (the source bytes of every data request): the bps throttle's cost. */
+const BYTE_STATS = STAT_DEFINITIONS.flatMap((d, i) => (d.name.endsWith('-bytes') ? [i] : []));
+
+export function sourceBytes(values: Float64Array): number {
+  let n = 0;
+  for (const i of BYTE_STATS) n += values[i]!;
+  return n;
 }
 
 export function snapshotOf(values: ArrayLike<number>): StatsSnapshot {

@@ -59,6 +59,12 @@ export interface QueueServerOptions {
   readonly stats: ServeCounters;
   /** Default DEFAULT_PUBLISH_EVERY. */
   readonly publishEvery?: number;
+  /**
+   * QoS: asked before each chain is popped; false = the next request must wait (it stays in the
+   * ring, `throttled` is set, and serve()/drain() return leaving notifications disabled: the caller
+   * comes back when its limit allows). Never drops or fails a request.
+   */
+  readonly admit?: () => boolean;
 }
 
 /** Serves one DeviceQueue. Not thread-safe: one serving thread per queue. */
@@ -69,6 +75,9 @@ export class QueueServer {
   readonly #breakOnMalformed: boolean;
   readonly #stats: ServeCounters;
   readonly #publishEvery: number;
+  readonly #admit: (() => boolean) | undefined;
+  /** The last drain stopped because admit() said wait, with requests still in the ring. */
+  throttled = false;
   /** Notifications are disabled and have not been re-enabled yet (after drain(), before serve()). */
   quiet = false;
 
@@ -79,6 +88,7 @@ export class QueueServer {
     this.#breakOnMalformed = opts.malformedChain === MALFORMED_CHAIN.BREAK_QUEUE;
     this.#stats = opts.stats;
     this.#publishEvery = opts.publishEvery ?? DEFAULT_PUBLISH_EVERY;
+    this.#admit = opts.admit;
     if (!Number.isInteger(this.#publishEvery) || this.#publishEvery < 1) throw new RangeError(`publishEvery must be >= 1, got ${this.#publishEvery}`);
   }
 
@@ -90,6 +100,7 @@ export class QueueServer {
     let served = 0;
     for (;;) {
       served += this.drain();
+      if (this.throttled) return served; // stays quiet: no kicks while we could not serve them anyway
       this.quiet = false;
       if (!this.queue.enableNotifications()) return served;
     }
@@ -108,7 +119,13 @@ export class QueueServer {
     let served = 0;
     let sincePublish = 0;
     let failure: VirtqueueError | null = null;
+    const admit = this.#admit;
+    this.throttled = false;
     for (;;) {
+      if (admit !== undefined && !admit()) {
+        this.throttled = q.hasAvailable();
+        break;
+      }
       let popped;
       try {
         popped = q.popChain();

@@ -55,7 +55,7 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
     // Our front-end's DRIVER_OK sequence, every message asking for REPLY_ACK (memory table: one memfd).
     assert.match(
       device.stderr(),
-      /connection 1: <- SET_FEATURES flags 0x9 size 8 fds 0\n.*connection 1: <- SET_MEM_TABLE flags 0x9 size 40 fds 1\n.*connection 1: <- SET_VRING_NUM flags 0x9 size 8 fds 0\n/,
+      /\[conn 1 pid \d+\] <- SET_FEATURES flags 0x9 size 8 fds 0\n.*\[conn 1 pid \d+\] <- SET_MEM_TABLE flags 0x9 size 40 fds 1\n.*\[conn 1 pid \d+\] <- SET_VRING_NUM flags 0x9 size 8 fds 0 vring 0\n/,
     );
     const dgst = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.from('abc') });
     assert.equal(dgst.code, 0, dgst.stderr);
@@ -63,7 +63,7 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
 
     const fork = await runCli(['test-fork-crypto', '--device', spec, '--children', '3']);
     assert.equal(fork.code, 0, fork.stdout.toString() + fork.stderr);
-    await device.waitForStderr(/connection 5: front-end disconnected/);
+    await device.waitForStderr(/\[conn 5 pid \d+\] front-end disconnected/);
 
     // A front-end still connected when SIGTERM arrives: its connection is stopped and closed.
     const idle = RawFrontEnd.connect(sock);

@@ -46,19 +46,21 @@ import {
   encodeMessage,
   encodeCryptoSessionReply,
   CryptoSessionParamError,
+  cryptoSessionLayout,
   type VhostUserHeader,
   type CryptoSessionRequest,
 } from '../../wire/vhost-user.js';
 import type { DescriptorChain } from '../../virtqueue/chain.js';
 import { DEVICE_RING_FEATURES, featureBit } from '../../virtqueue/ring-features.js';
-import { DeviceStats, STAT } from '../../device/device-stats.js';
+import { DeviceStats, STAT, sourceBytes } from '../../device/device-stats.js';
 import { closeFds, drainEventFd, PollSet, POLLIN } from '../../sys/fd.js';
 import { yieldCpu } from '../../sys/sched.js';
-import { VhostUserProtocolError, checkMessage, needsReply, requestName } from './message-table.js';
+import { MESSAGE_TABLE, VhostUserProtocolError, checkMessage, needsReply, requestName } from './message-table.js';
 import { ConnectionClosed, type VhostUserChannel, type VhostUserMessage } from './channel.js';
 import { BackendMemoryTable } from './backend-memory-table.js';
 import { BackendVrings } from './backend-vrings.js';
 import { AdaptivePolling, DEFAULT_POLL_MICROS } from './backend-polling.js';
+import { ConnectionThrottle } from './backend-throttle.js';
 
 export { DEFAULT_POLL_MICROS };
 
@@ -81,9 +83,14 @@ export interface BackendDeviceModel {
 export interface BackendConnectionOptions {
   /** Data queues served (vrings 0..N-1); vring N is the control queue. */
   readonly dataQueues: number;
-  readonly log: (line: string) => void;
-  /** Log every message received. */
+  /** Debug detail (verbose mode): the message and structured fields. */
+  readonly log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Log every message received (vring index, session payload layout and op_code). */
   readonly verbose?: boolean;
+  /** QoS (backend-throttle.ts): requests per second on the data queues; 0 or absent: unlimited. */
+  readonly throttleOps?: number;
+  /** QoS: source bytes per second on the data queues; 0 or absent: unlimited. */
+  readonly throttleBps?: number;
   /**
    * Upper bound of the adaptive polling window after a completion, in microseconds (0: never poll,
    * always sleep in poll(2) until the next kick). Default DEFAULT_POLL_MICROS.
@@ -113,6 +120,7 @@ export class VhostUserBackendConnection {
   readonly #memoryTable = new BackendMemoryTable();
   readonly #vrings: BackendVrings;
   readonly #polling: AdaptivePolling;
+  readonly #throttle: ConnectionThrottle | null;
   #features = 0n;
   #protocolFeatures = 0n;
   #closed = false;
@@ -127,12 +135,25 @@ export class VhostUserBackendConnection {
     this.#opts = opts;
     this.stats = device.stats ?? new DeviceStats(new ArrayBuffer(DeviceStats.byteLength()));
     this.#polling = new AdaptivePolling(opts.pollMicros ?? DEFAULT_POLL_MICROS, { now: () => performance.now(), yieldCpu });
+    const throttle = opts.throttleOps || opts.throttleBps ? new ConnectionThrottle({ ops: opts.throttleOps ?? 0, bps: opts.throttleBps ?? 0 }, () => performance.now()) : null;
+    this.#throttle = throttle;
+    const values = this.stats.values;
     this.#vrings = new BackendVrings({
       count: opts.dataQueues + 1,
       processControl: (chain) => device.processControl(chain),
-      processData: (chain) => device.processData(chain),
+      processData:
+        throttle === null
+          ? (chain) => device.processData(chain)
+          : (chain) => {
+              // Charge the request's source bytes, as the device counted them (src_data_len).
+              const before = sourceBytes(values);
+              const used = device.processData(chain);
+              throttle.take(sourceBytes(values) - before);
+              return used;
+            },
       eventIdx: () => this.#eventIdx,
       stats: this.stats,
+      ...(throttle !== null ? { admit: () => throttle.ready() } : {}),
     });
   }
 
@@ -178,6 +199,8 @@ export class VhostUserBackendConnection {
       if (n > 0) polling.noteCompletion();
       return n;
     };
+    const throttle = this.#throttle;
+    let waitingSince = -1;
     let stale = true;
     for (;;) {
       if (stale) {
@@ -196,7 +219,17 @@ export class VhostUserBackendConnection {
         pollSet.set(polls);
         stale = false;
       }
-      pollSet.wait(-1);
+      // QoS: a ring stopped by the token bucket is served again when the bucket allows (the kick
+      // and socket fds still wake us before that).
+      let timeout = -1;
+      if (throttle !== null && this.#anyThrottled(started)) {
+        timeout = Math.max(1, Math.ceil(throttle.waitMs()));
+        if (waitingSince < 0) {
+          waitingSince = performance.now();
+          stats[STAT['throttle-waits']]! += 1;
+        }
+      }
+      pollSet.wait(timeout);
       if (pollSet.revents(1) !== 0) return 'stopped';
       let served = 0;
       for (let k = 0; k < started.length; k++) {
@@ -217,8 +250,13 @@ export class VhostUserBackendConnection {
       }
       // Rings served above still have notifications disabled: poll them for a short while (the
       // guest's next request needs no kick), then re-enable and re-check (§2.7.10) before sleeping.
-      if (served > 0) polling.episode(findWork, servePolled);
+      // (Not while throttled: the polled requests would have to wait anyway.)
+      if (served > 0 && (throttle === null || !this.#anyThrottled(started))) polling.episode(findWork, servePolled);
       for (let k = 0; k < started.length; k++) if (vrings.isQuiet(started[k]!)) vrings.serve(started[k]!);
+      if (waitingSince >= 0 && !this.#anyThrottled(started)) {
+        stats[STAT['throttle-wait-seconds']]! += (performance.now() - waitingSince) / 1000;
+        waitingSince = -1;
+      }
       if (pollSet.revents(0) !== 0) {
         let msg: VhostUserMessage;
         try {
@@ -233,12 +271,15 @@ export class VhostUserBackendConnection {
     }
   }
 
+  #anyThrottled(rings: readonly number[]): boolean {
+    for (let k = 0; k < rings.length; k++) if (this.#vrings.isThrottled(rings[k]!)) return true;
+    return false;
+  }
+
   /** Applies the dispatch table, then the handler. Takes ownership of `msg.fds`. */
   handle(msg: VhostUserMessage): void {
     const { header, payload, fds } = msg;
-    if (this.#opts.verbose) {
-      this.#opts.log(`<- ${requestName(header.request)} flags 0x${header.flags.toString(16)} size ${header.size} fds ${fds.length}`);
-    }
+    if (this.#opts.verbose) this.#logMessage(header, payload, fds.length);
     let spec;
     try {
       spec = checkMessage(header, payload, fds.length, this.#vrings.count);
@@ -264,6 +305,35 @@ export class VhostUserBackendConnection {
     if (spec.reply === 'none' && needsReply(header) && this.#hasProtocolFeature(VHOST_USER_PROTOCOL_F.REPLY_ACK)) {
       this.#reply(header, encodeU64(ok ? 0n : 1n));
     }
+  }
+
+  /**
+   * --verbose: the request, its flags, size and fds, the vring it addresses, and for
+   * CREATE_CRYPTO_SESSION the payload layout (QEMU 7.1-8.0: 632 bytes; 8.1+: 1072 bytes with an
+   * op_code) and op_code. Read before validation, so only what the bytes present say.
+   */
+  #logMessage(header: VhostUserHeader, payload: Uint8Array, fdCount: number): void {
+    const name = requestName(header.request);
+    const fields: Record<string, unknown> = { request: name, flags: header.flags, size: header.size, fds: fdCount };
+    let detail = '';
+    const spec = MESSAGE_TABLE.get(header.request);
+    const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    if (spec !== undefined && spec.vringIndex !== 'none' && payload.length >= 4) {
+      const vring = spec.vringIndex === 'file' ? dv.getUint8(0) : dv.getUint32(0, true);
+      fields.vring = vring;
+      detail += ` vring ${vring}`;
+    }
+    if (header.request === VHOST_USER.CREATE_CRYPTO_SESSION) {
+      const layout = cryptoSessionLayout(payload.length);
+      fields.sessionLayout = layout ?? 'unknown';
+      detail += ` session layout ${layout === 'qemu-7.1' ? 'QEMU 7.1-8.0 (632 bytes)' : layout === 'qemu-8.1' ? 'QEMU 8.1+ (1072 bytes)' : `unknown (${payload.length} bytes)`}`;
+      if (layout === 'qemu-8.1') {
+        const opCode = dv.getUint32(0, true);
+        fields.opCode = opCode;
+        detail += ` op_code 0x${opCode.toString(16).padStart(4, '0')}`;
+      }
+    }
+    this.#opts.log(`<- ${name} flags 0x${header.flags.toString(16)} size ${header.size} fds ${fdCount}${detail}`, fields);
   }
 
   #hasProtocolFeature(bit: number): boolean {

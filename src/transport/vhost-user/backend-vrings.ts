@@ -45,6 +45,8 @@ export interface BackendVringsOptions {
   /** Is VIRTIO_RING_F_EVENT_IDX in effect (asked when a ring starts)? */
   readonly eventIdx: () => boolean;
   readonly stats: DeviceStats;
+  /** QoS for the data rings (see QueueServerOptions.admit); the control ring is never throttled. */
+  readonly admit?: () => boolean;
 }
 
 function fdKind(fd: number): string {
@@ -91,6 +93,11 @@ export class BackendVrings {
   hasAvailable(index: number): boolean {
     const s = this.#vrings[index]!.server;
     return s !== null && s.queue.hasAvailable();
+  }
+
+  /** Stopped by the QoS limit with requests waiting in the ring. */
+  isThrottled(index: number): boolean {
+    return this.#vrings[index]!.server?.throttled ?? false;
   }
 
   /** Served with notifications left disabled (drain()): serve() must follow. */
@@ -204,8 +211,10 @@ export class BackendVrings {
       throw new VhostUserProtocolError(`vring ${index}: ${(err as Error).message}`);
     }
     const o = this.#opts;
+    const control = index === o.count - 1;
     return new QueueServer(queue, {
-      process: index === o.count - 1 ? o.processControl : o.processData,
+      process: control ? o.processControl : o.processData,
+      ...(!control && o.admit !== undefined ? { admit: o.admit } : {}),
       notify: () => {
         if (v.callFd >= 0) signalEventFd(v.callFd);
       },
