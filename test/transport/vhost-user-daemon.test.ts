@@ -193,3 +193,29 @@ test('--metrics-listen: Prometheus text at GET /metrics, per connection (pid fro
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('QoS: --throttle-ops 500 gives 450-550 ops/s at depth 64; --throttle-bps 10000000 gives 9-11 MB/s with 16 KiB requests', async (t) => {
+  interface Row {
+    opsPerSec: number;
+    mbPerSec: number;
+  }
+  const cases: [string, string, number, (r: Row) => boolean][] = [
+    ['--throttle-ops', '500', 64, (r) => r.opsPerSec >= 450 && r.opsPerSec <= 550],
+    ['--throttle-bps', '10000000', 16384, (r) => r.mbPerSec >= 9 && r.mbPerSec <= 11],
+  ];
+  for (const [flag, value, size, check] of cases) {
+    const { dir, sock } = tempSocket();
+    try {
+      const device = spawnCli(['device', '--socket', sock, flag, value], { t, stdin: 'ignore' });
+      await device.waitForStdout('listening on');
+      const bench = await runCli(['bench', '--device', `vhost-user:${sock}`, '--sizes', String(size), '--depth', '64', '--seconds', '2', '--json']);
+      assert.equal(bench.code, 0, bench.stderr);
+      const row = (JSON.parse(bench.stdout.toString()) as { results: Row[] }).results[0]!;
+      assert.ok(check(row), `${flag} ${value}: ${JSON.stringify(row)}`);
+      device.child.kill('SIGTERM');
+      assert.equal((await device.waitForExit()).code, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
