@@ -184,6 +184,15 @@ test('--metrics-listen: Prometheus text at GET /metrics, per connection (pid fro
     assert.equal(value('vcrypto_connections'), 1);
     assert.match(text, new RegExp(`^vcrypto_connection_requests_total\\{connection="\\d+",pid="${process.pid}"\\} 0$`, 'm'));
     assert.match(text, /^# TYPE vcrypto_sym_encrypt_ops_total counter$/m);
+    // vcrypto stats: the same numbers as a table.
+    const table = await runCli(['stats', '--metrics', url]);
+    assert.equal(table.code, 0, table.stderr);
+    const lines = table.stdout.toString().split('\n');
+    assert.match(lines[0]!, new RegExp(`^statistic +device +conn \\d+ pid ${process.pid}$`));
+    assert.match(table.stdout.toString(), /^hash-ops +2 +0$/m);
+    assert.match(table.stdout.toString(), /^hash-bytes +1003 +0$/m);
+    assert.equal((await runCli(['stats', '--metrics', url.replace('/metrics', '/nothing')])).code, 1);
+    assert.equal((await runCli(['stats', '--metrics', 'not a url'])).code, 2);
     assert.equal((await fetch(url.replace('/metrics', '/'))).status, 404);
     assert.equal((await fetch(url, { method: 'POST', body: 'x' })).status, 405);
     fe.close();

@@ -17,6 +17,7 @@ import { encCommand } from './enc.js';
 import { decCommand } from './dec.js';
 import { dgstCommand } from './dgst.js';
 import { benchCommand } from './bench.js';
+import { statsCommand } from './stats.js';
 
 export const commands: readonly Command[] = [
   serverCommand,
@@ -33,4 +34,5 @@ export const commands: readonly Command[] = [
   dgstCommand,
   benchCommand,
   deviceCommand,
+  statsCommand,
 ];

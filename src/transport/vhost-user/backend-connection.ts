@@ -194,9 +194,11 @@ export class VhostUserBackendConnection {
       return -1;
     };
     const servePolled = (index: number): number => {
-      stats[STAT['polled-requests']]! += 1;
       const n = vrings.drain(index);
-      if (n > 0) polling.noteCompletion();
+      if (n > 0) {
+        stats[STAT['polled-requests']]! += n;
+        polling.noteCompletion();
+      }
       return n;
     };
     const throttle = this.#throttle;
