@@ -160,7 +160,8 @@ export const benchCommand: Command = {
     '  --sizes LIST     request sizes in bytes, multiples of 16 (default 64,1024,16384,65536)',
     '  --depth LIST     requests in flight (default 1,64)',
     '  --seconds S      seconds per measurement (default 1; fractions allowed)',
-    '  --json           print {"results":[{device,op,size,depth,opsPerSec,mbPerSec}]} only',
+    '  --json           print {"results":[{device,op,size,depth,opsPerSec,mbPerSec}],"deviceStats":{...}} only',
+    '                   (deviceStats: the embedded device\'s counters, see vcrypto stats)',
   ].join('\n'),
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
@@ -183,6 +184,8 @@ export const benchCommand: Command = {
     const rawLoops = new Map(withRaw ? sizes.map((size) => [size, new RawLoop(size)] as const) : []);
     const rawTotals = new Map(sizes.map((size) => [size, { ops: 0, seconds: 0 } as Tally]));
     const rows = new Map<string, Row[]>();
+    /** The embedded device's statistics after its rows (device-stats.ts names), for --json. */
+    const deviceStats: Record<string, unknown> = {};
     try {
       for (const spec of devices) {
         if (spec === 'raw') continue;
@@ -211,6 +214,7 @@ export const benchCommand: Command = {
         } catch (err) {
           throw asCliError(err);
         } finally {
+          if (spec === 'virtio') deviceStats[spec] = (await import('../../transport/in-process/create-in-process-device.js')).embeddedDeviceStatistics(device);
           await device.close();
         }
       }
@@ -229,7 +233,7 @@ export const benchCommand: Command = {
       for (const loop of rawLoops.values()) loop.dispose();
     }
     const ordered = devices.flatMap((spec) => rows.get(spec) ?? []);
-    process.stdout.write(values.json ? JSON.stringify({ results: ordered.map((r) => r.result) }) + '\n' : formatTable(ordered) + '\n');
+    process.stdout.write(values.json ? JSON.stringify({ results: ordered.map((r) => r.result), deviceStats }) + '\n' : formatTable(ordered) + '\n');
     return 0;
   },
 };

@@ -8,6 +8,7 @@ import { VirtioCryptoDriver } from '../../driver/virtio-crypto-driver.js';
 import { availableParallelism } from 'node:os';
 import { InProcessTransport } from './in-process-transport.js';
 import { MAX_DEVICE_THREADS } from './registers.js';
+import type { StatsSnapshot } from '../../device/device-stats.js';
 
 export interface InProcessDeviceOptions {
   /** Data queues (max_dataqueues). Default 2. */
@@ -30,6 +31,18 @@ export interface InProcessDeviceOptions {
   maxSize?: bigint;
 }
 
+/** The transport behind each embedded device this module made (for embeddedDeviceStatistics). */
+const transports = new WeakMap<CryptoDevice, InProcessTransport>();
+
+/**
+ * The statistics of an embedded device (`--device virtio`): requests and bytes per operation,
+ * errors per status, sessions, malformed chains, interrupts (device-stats.ts), summed over its
+ * threads; undefined for any other device. Read live from shared memory.
+ */
+export function embeddedDeviceStatistics(device: CryptoDevice): StatsSnapshot | undefined {
+  return transports.get(device)?.statistics();
+}
+
 const DEFAULT_MAX_SIZE = 2n * 1024n * 1024n + 128n;
 
 /** Two data queues: on two or more CPUs, two device threads encrypt in parallel. */
@@ -47,11 +60,13 @@ export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): 
     maxSize: opts.maxSize ?? DEFAULT_MAX_SIZE,
   });
   try {
-    return await VirtioCryptoDriver.create(transport, {
+    const device = await VirtioCryptoDriver.create(transport, {
       spec: 'virtio',
       queueSize,
       onBusyChange: (busy) => (busy ? transport.hold() : transport.release()),
     });
+    transports.set(device, transport);
+    return device;
   } catch (err) {
     await transport.close();
     throw err;
