@@ -100,6 +100,12 @@ export interface VirtioCryptoDeviceOptions {
    * session statistics (the owner counts them once).
    */
   sessionCopies?: boolean;
+  /**
+   * The first session id handed out (default 1). A vhost-user back-end starts each connection at a
+   * random id, so that a session id a guest kept from before a back-end restart (QEMU reconnects
+   * and the guest driver still holds its ids) is INVSESS, never another, newer session.
+   */
+  firstSessionId?: bigint;
 }
 
 export interface SessionObserver {
@@ -232,7 +238,7 @@ export class VirtioCryptoDevice {
     if (!Number.isSafeInteger(maxSize) || maxSize < 1) throw new RangeError(`maxSize must be a positive integer, got ${maxSize}`);
     this.maxDataQueues = q;
     this.maxSize = maxSize;
-    this.#sessions = new SessionTable<EngineSession>(opts.maxSessions ?? DEFAULT_MAX_SESSIONS);
+    this.#sessions = new SessionTable<EngineSession>(opts.maxSessions ?? DEFAULT_MAX_SESSIONS, opts.firstSessionId ?? 1n);
     this.#observer = opts.sessionObserver;
     this.#sessionCopies = opts.sessionCopies ?? false;
     this.stats = opts.stats ?? new DeviceStats(new ArrayBuffer(DeviceStats.byteLength()));

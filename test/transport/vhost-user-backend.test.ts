@@ -187,7 +187,13 @@ test('several connections are independent devices; stopping the server closes th
     assert.deepEqual(await a.call(VHOST_USER.GET_QUEUE_NUM), u64(2n));
     const sa = new DataView((await a.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
     const sb = new DataView((await b.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
-    assert.equal(sa, sb, 'each connection has its own session table');
+    // Each connection has its own session table: a's ids go on from a's own counter whatever b
+    // created meanwhile. Each starts at a random id, so ids of two connections (or of one guest
+    // across a back-end restart) do not collide.
+    const sa2 = new DataView((await a.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
+    assert.equal(sa2, sa + 1n, 'each connection has its own session table');
+    assert.notEqual(sa, sb, 'random first ids per connection');
+    assert.ok(sa >= 1n && sb >= 1n);
     // QEMU 8.1+ layout (1072 bytes): op_code @0, the same sym fields @8.., session_id @1064.
     const s81 = new Uint8Array(1072);
     s81.set(session72(2).subarray(8, 632), 8);
