@@ -262,3 +262,22 @@ test('SET_VRING_ENABLE 0 holds a started ring, 1 serves what queued up meanwhile
     await srv.stop();
   }
 });
+
+test('--verbose: each message with the vring it addresses; sessions with their payload layout and op_code', async () => {
+  const srv = startServer({ verbose: true });
+  const fe = RawFrontEnd.connect(srv.path);
+  try {
+    fe.send(VHOST_USER.SET_VRING_NUM, u32pair(0, 64));
+    await fe.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1));
+    const s81 = new Uint8Array(1072);
+    s81.set(session72(1).subarray(8, 632), 8);
+    s81[0] = 0x02; // op_code VIRTIO_CRYPTO_CIPHER_CREATE_SESSION
+    await fe.call(VHOST_USER.CREATE_CRYPTO_SESSION, s81);
+    await srv.waitForLog(/^connection 1: <- SET_VRING_NUM flags 0x1 size 8 fds 0 vring 0$/);
+    await srv.waitForLog(/^connection 1: <- CREATE_CRYPTO_SESSION flags 0x1 size 632 fds 0 session layout QEMU 7\.1-8\.0 \(632 bytes\)$/);
+    await srv.waitForLog(/^connection 1: <- CREATE_CRYPTO_SESSION flags 0x1 size 1072 fds 0 session layout QEMU 8\.1\+ \(1072 bytes\) op_code 0x0002$/);
+  } finally {
+    fe.close();
+    await srv.stop();
+  }
+});

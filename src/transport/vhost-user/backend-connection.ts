@@ -34,6 +34,8 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_USER_PROTOCOL_F,
   VHOST_USER_REPLY_FLAGS,
+  VHOST_USER_CRYPTO_SESSION_SIZE_V71,
+  VHOST_USER_CRYPTO_SESSION_SIZE_V81,
 } from '../../spec/vhost-user.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from '../../spec/virtio.js';
 import {
@@ -328,7 +330,13 @@ export class VhostUserBackendConnection {
     if (header.request === VHOST_USER.CREATE_CRYPTO_SESSION) {
       const layout = cryptoSessionLayout(payload.length);
       fields.sessionLayout = layout ?? 'unknown';
-      detail += ` session layout ${layout === 'qemu-7.1' ? 'QEMU 7.1-8.0 (632 bytes)' : layout === 'qemu-8.1' ? 'QEMU 8.1+ (1072 bytes)' : `unknown (${payload.length} bytes)`}`;
+      const described =
+        layout === 'qemu-7.1'
+          ? `QEMU 7.1-8.0 (${VHOST_USER_CRYPTO_SESSION_SIZE_V71} bytes)`
+          : layout === 'qemu-8.1'
+            ? `QEMU 8.1+ (${VHOST_USER_CRYPTO_SESSION_SIZE_V81} bytes)`
+            : `unknown (${payload.length} bytes)`;
+      detail += ` session layout ${described}`;
       if (layout === 'qemu-8.1') {
         const opCode = dv.getUint32(0, true);
         fields.opCode = opCode;
@@ -438,7 +446,8 @@ export class VhostUserBackendConnection {
         request.sym.authKey.fill(0);
       }
     }
-    const layout = payload.length === 632 ? 'qemu-7.1' : 'qemu-8.1';
+    // The table admitted only the two sizes (message-table.ts): the reply uses the request's layout.
+    const layout = cryptoSessionLayout(payload.length) ?? 'qemu-8.1';
     const opCode = request !== undefined && request.layout === 'qemu-8.1' ? request.opCode : 0;
     this.#reply(header, encodeCryptoSessionReply(layout, id, opCode));
     return id >= 0n;
