@@ -38,7 +38,7 @@ Options:
   --queues N               data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)
   --max-sessions N         session table bound per connection (default ${DEFAULT_MAX_SESSIONS})
   --max-connections N      connections served at once; more are refused with one log line
-                           (default ${DEFAULT_MAX_CONNECTIONS}; each costs a worker thread, ~10 MB)
+                           (default ${DEFAULT_MAX_CONNECTIONS}; each costs a worker thread, ~12 MB)
   --throttle-ops N         per connection: at most N requests per second (token bucket; requests
                            over the limit wait, they are never dropped; 0 = unlimited, the default)
   --throttle-bps N         per connection: at most N source bytes per second (same rules)

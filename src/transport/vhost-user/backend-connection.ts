@@ -22,7 +22,9 @@
  * Files: this one is the protocol handler (dispatch of each message) and the serve loop;
  * backend-memory-table.ts maps and checks SET_MEM_TABLE, backend-vrings.ts owns the vrings (and
  * serves them with the one queue-serving routine, src/virtqueue/serve-queue.ts), backend-polling.ts
- * decides the adaptive polling (pure, with an injected clock).
+ * decides the adaptive polling (pure, with an injected clock), backend-throttle.ts holds the QoS
+ * token buckets (--throttle-ops/--throttle-bps: a data ring over the limit is left quiet, its
+ * requests waiting in the ring, and poll(2) gets a timeout for when the bucket allows more).
  *
  * Untrusted input: every message passes the dispatch table (message-table.ts) before its handler;
  * handlers validate values (sizes, overflow, addresses inside the memory table, fd types). Any

@@ -21,6 +21,9 @@ export interface ConnectionWorkerData {
   readonly throttleBps?: number;
 }
 
+/** server -> pooled worker: serve this connection (the worker serves one at a time). */
+export type ToConnectionWorker = { readonly type: 'serve'; readonly data: ConnectionWorkerData };
+
 export type FromConnectionWorker =
   /** One event; the server adds the connection id and the front-end's pid. */
   | { readonly type: 'log'; readonly fields: LogFields }
