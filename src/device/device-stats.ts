@@ -97,12 +97,17 @@ export class DeviceStats implements ServeCounters {
   readonly values: Float64Array;
 
   /** `buffer`: where the counters live (default: a fresh SharedArrayBuffer), STAT_COUNT float64s from `offset`. */
-  constructor(buffer: SharedArrayBuffer | ArrayBuffer = new SharedArrayBuffer(STAT_COUNT * 8), offset = 0) {
+  constructor(buffer: SharedArrayBuffer | ArrayBuffer = new SharedArrayBuffer(DeviceStats.byteLength()), offset = 0) {
     this.values = new Float64Array(buffer, offset, STAT_COUNT);
   }
 
+  /**
+   * Bytes one block takes in a shared buffer: rounded up to 256 so that the blocks of two threads
+   * never share a cache line (or an adjacent-line prefetch pair): no false sharing between the
+   * threads of the embedded device.
+   */
   static byteLength(): number {
-    return STAT_COUNT * 8;
+    return Math.ceil((STAT_COUNT * 8) / 256) * 256;
   }
 
   // ServeCounters (the queue-serving routine's own counters).
