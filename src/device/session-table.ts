@@ -19,8 +19,11 @@ export class SessionTable<T extends Wipeable> {
   /** Ids start at 1 (0 stays free, as in DPDK; QEMU accepts any id >= 0). */
   #nextId = 1n;
 
-  constructor(readonly maxSessions: number = DEFAULT_MAX_SESSIONS) {
+  /** `firstId`: the first id handed out (1..2^63-1; default 1). */
+  constructor(readonly maxSessions: number = DEFAULT_MAX_SESSIONS, firstId = 1n) {
     if (!Number.isInteger(maxSessions) || maxSessions < 1) throw new RangeError(`maxSessions must be a positive integer, got ${maxSessions}`);
+    if (firstId < 1n || firstId > MAX_ID) throw new RangeError(`firstId must be 1..2^63-1, got ${firstId}`);
+    this.#nextId = firstId;
   }
 
   get size(): number {

@@ -44,6 +44,7 @@ import {
   decodeMacCreateSessionFlf,
   encodeConfig,
 } from '../wire/virtio-crypto.js';
+import { DeviceStats, STAT, STAT_OP } from './device-stats.js';
 import {
   type EngineSession,
   MAX_AUTH_KEY_LEN,
@@ -92,6 +93,23 @@ export interface VirtioCryptoDeviceOptions {
    * transport/in-process/device-worker.ts). Not told of reset(): the owner resets its copies.
    */
   sessionObserver?: SessionObserver;
+  /**
+   * Where this device counts requests per operation, errors per status and sessions (see
+   * device-stats.ts). The queue-serving routine counts chains, malformed chains and interrupts into
+   * the same object. Default: a private one (see `stats`).
+   */
+  stats?: DeviceStats;
+  /**
+   * This instance only holds copies of another instance's sessions (adoptSession): it counts no
+   * session statistics (the owner counts them once).
+   */
+  sessionCopies?: boolean;
+  /**
+   * The first session id handed out (default 1). A vhost-user back-end starts each connection at a
+   * random id, so that a session id a guest kept from before a back-end restart (QEMU reconnects
+   * and the guest driver still holds its ids) is INVSESS, never another, newer session.
+   */
+  firstSessionId?: bigint;
 }
 
 export interface SessionObserver {
@@ -209,6 +227,12 @@ export class VirtioCryptoDevice {
   /** Private copy of the current request's 72-byte header (TOCTOU: parsed from here only). */
   readonly #hdr = new Uint8Array(Math.max(OP_DATA_REQ_SIZE, OP_CTRL_REQ_SIZE));
   readonly #hdv = new DataView(this.#hdr.buffer);
+  /** Statistics (requests per operation, statuses, sessions). */
+  readonly stats: DeviceStats;
+  /** The current data request's operation (STAT_OP) and source bytes, for `stats`. */
+  #statOp: number = STAT_OP.NONE;
+  #statBytes = 0;
+  readonly #sessionCopies: boolean;
 
   constructor(opts: VirtioCryptoDeviceOptions) {
     const q = opts.maxDataQueues;
@@ -218,8 +242,10 @@ export class VirtioCryptoDevice {
     if (!Number.isSafeInteger(maxSize) || maxSize < 1) throw new RangeError(`maxSize must be a positive integer, got ${maxSize}`);
     this.maxDataQueues = q;
     this.maxSize = maxSize;
-    this.#sessions = new SessionTable<EngineSession>(opts.maxSessions ?? DEFAULT_MAX_SESSIONS);
+    this.#sessions = new SessionTable<EngineSession>(opts.maxSessions ?? DEFAULT_MAX_SESSIONS, opts.firstSessionId ?? 1n);
     this.#observer = opts.sessionObserver;
+    this.#sessionCopies = opts.sessionCopies ?? false;
+    this.stats = opts.stats ?? new DeviceStats(new ArrayBuffer(DeviceStats.byteLength()));
   }
 
   /**
@@ -228,6 +254,14 @@ export class VirtioCryptoDevice {
    */
   adoptSession(id: bigint, session: EngineSession): void {
     this.#sessions.put(id, session);
+  }
+
+  /**
+   * Drops a copy installed by adoptSession (keys wiped): the instance that made the session
+   * counted its creation and destruction, so this one counts nothing.
+   */
+  dropSessionCopy(id: bigint): void {
+    this.#sessions.destroy(id);
   }
 
   get sessionCount(): number {
@@ -259,7 +293,17 @@ export class VirtioCryptoDevice {
 
   /** Destroys every session (keys wiped). Called on device reset. */
   reset(): void {
+    const open = this.#sessions.size;
     this.#sessions.reset();
+    this.#countSessions(0, open);
+  }
+
+  #countSessions(created: number, destroyed: number): void {
+    if (this.#sessionCopies) return;
+    const v = this.stats.values;
+    v[STAT['sessions-created']]! += created;
+    v[STAT['sessions-destroyed']]! += destroyed;
+    v[STAT['sessions-open']] = this.#sessions.size;
   }
 
   /** Creates a symmetric session (vhost-user CREATE_CRYPTO_SESSION). Returns id >= 0 or -(status). */
@@ -297,19 +341,25 @@ export class VirtioCryptoDevice {
 
   #destroy(id: bigint): boolean {
     if (!this.#sessions.destroy(id)) return false;
+    this.#countSessions(0, 1);
     this.#observer?.destroyed(id);
     return true;
   }
 
   #install(r: SessionOrStatus): { id: bigint; status: number } {
-    if (typeof r === 'number') return { id: 0n, status: r };
+    if (typeof r === 'number') {
+      this.stats.recordStatus(r);
+      return { id: 0n, status: r };
+    }
     const id = this.#sessions.add(r);
     if (id === null) {
       r.wipe();
+      this.stats.recordStatus(S.VIRTIO_CRYPTO_NOSPC);
       // NOTE: §5.9.7.2.1 mentions NOSPC "only when VIRTIO_CRYPTO_F_REVISION_1" is negotiated; we
       // answer NOSPC for a full table regardless (drivers treat any non-OK create status as failure).
       return { id: 0n, status: S.VIRTIO_CRYPTO_NOSPC };
     }
+    this.#countSessions(1, 0);
     this.#observer?.created(id, r);
     return { id, status: OK };
   }
@@ -344,7 +394,9 @@ export class VirtioCryptoDevice {
         if (wlen < 1) return 0;
         const id = this.#hdv.getBigUint64(C.destroySessionId, true);
         // §5.9.7.2.1 device normative (destroy): OK on success, ERR "if any failure occurs".
-        writeByte(w, 0, this.#destroy(id) ? OK : ERR);
+        const destroyed = this.#destroy(id);
+        if (!destroyed) this.stats.recordStatus(ERR);
+        writeByte(w, 0, destroyed ? OK : ERR);
         return 1;
       }
       case CTRL.VIRTIO_CRYPTO_CIPHER_CREATE_SESSION:
@@ -444,6 +496,7 @@ export class VirtioCryptoDevice {
 
   /** Outcome for a request whose layout is unknown: a session_input if it fits, else one status byte. */
   #ctrlUnknownOutcome(w: readonly Uint8Array[], wlen: number, status: number): number {
+    this.stats.recordStatus(status);
     if (wlen >= CREATE_SESSION_INPUT_SIZE) return this.#writeSessionInput(w, 0n, status);
     if (wlen >= 1) {
       writeByte(w, 0, status);
@@ -464,11 +517,13 @@ export class VirtioCryptoDevice {
     const w = chain.writable;
     const wlen = streamLength(w);
     let status: number;
+    this.#statOp = STAT_OP.NONE;
     try {
       status = this.#data(chain.readable, w, wlen);
     } catch {
       status = ERR; // an engine (OpenSSL) failure: ERR, §5.9.7.5 "any failure not mentioned above"
     }
+    this.stats.recordData(this.#statOp, this.#statBytes, status);
     if (wlen === 0) return 0;
     writeByte(w, wlen - 1, status); // struct virtio_crypto_inhdr: the last writable byte
     return wlen;
@@ -485,16 +540,24 @@ export class VirtioCryptoDevice {
       case DATA.VIRTIO_CRYPTO_CIPHER_ENCRYPT:
       case DATA.VIRTIO_CRYPTO_CIPHER_DECRYPT:
         kind = SessionKind.CIPHER; // or CHAIN
+        this.#statOp = opcode === DATA.VIRTIO_CRYPTO_CIPHER_ENCRYPT ? STAT_OP.SYM_ENCRYPT : STAT_OP.SYM_DECRYPT;
+        this.#statBytes = hv.getUint32(D.srcDataLen, true);
         break;
       case DATA.VIRTIO_CRYPTO_HASH:
         kind = SessionKind.HASH;
+        this.#statOp = STAT_OP.HASH;
+        this.#statBytes = hv.getUint32(D.hashSrcDataLen, true);
         break;
       case DATA.VIRTIO_CRYPTO_MAC:
         kind = SessionKind.MAC;
+        this.#statOp = STAT_OP.MAC;
+        this.#statBytes = hv.getUint32(D.hashSrcDataLen, true);
         break;
       case DATA.VIRTIO_CRYPTO_AEAD_ENCRYPT:
       case DATA.VIRTIO_CRYPTO_AEAD_DECRYPT:
         kind = SessionKind.AEAD;
+        this.#statOp = opcode === DATA.VIRTIO_CRYPTO_AEAD_ENCRYPT ? STAT_OP.AEAD_ENCRYPT : STAT_OP.AEAD_DECRYPT;
+        this.#statBytes = hv.getUint32(D.aeadSrcDataLen, true);
         break;
       default:
         return S.VIRTIO_CRYPTO_NOTSUPP; // akcipher, unknown opcodes

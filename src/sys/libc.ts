@@ -9,6 +9,7 @@
  *  - each function says who owns the file descriptor or mapping it returns or takes.
  */
 import koffi from 'koffi';
+import { getSystemErrorMap } from 'node:util';
 
 const lib = koffi.load('libc.so.6');
 
@@ -31,6 +32,7 @@ export const native = {
   sendmsg: lib.func('long sendmsg(int fd, const void *msg, int flags)'),
   recvmsg: lib.func('long recvmsg(int fd, void *msg, int flags)'),
   shutdown: lib.func('int shutdown(int fd, int how)'),
+  getsockopt: lib.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)'),
   sched_yield: lib.func('int sched_yield(void)'),
   mallopt: lib.func('int mallopt(int param, int value)'),
   open: lib.func('int open(const char *path, int flags, ...)'),
@@ -74,7 +76,10 @@ export class SysError extends Error {
   }
 }
 
+/** ' (EPIPE: broken pipe)' for errno 32: Node's own table (libuv names every errno). */
 function errnoName(errno: number): string {
+  const entry = getSystemErrorMap().get(-errno);
+  if (entry !== undefined) return ` (${entry[0]}: ${entry[1]})`;
   for (const [name, value] of Object.entries(errnoValues)) if (value === errno) return ` (${name})`;
   return '';
 }

@@ -225,6 +225,24 @@ export function connectUnix(path: string): UnixSocket {
   return sock;
 }
 
+/** The peer process of a connected Unix socket, as the kernel recorded it at connect(2) (SO_PEERCRED). */
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+const SO_PEERCRED = 17;
+
+/** getsockopt(SO_PEERCRED): struct ucred { pid_t pid; uid_t uid; gid_t gid; } (socket(7)). Borrows `fd`. */
+export function peerCredentials(fd: number): PeerCredentials {
+  const cred = Buffer.alloc(12);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(12, 0);
+  check('getsockopt(SO_PEERCRED)', native.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) as number);
+  return { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) };
+}
+
 function setNonBlockingSocket(fd: number): void {
   const flags = check('fcntl(F_GETFL)', native.fcntl(fd, 3) as number);
   check('fcntl(F_SETFL)', native.fcntl(fd, 4, 'int', flags | 0o4000) as number);

@@ -376,8 +376,19 @@ for (const device of DEVICES) {
 test('bench --json prints exactly one JSON object of the documented shape', async () => {
   const r = await vcrypto(['bench', '--device', `raw,${DEVICES.join(',')}`, '--sizes', '64,1024', '--depth', '1,4', '--seconds', '0.05', '--json']);
   assert.equal(r.code, 0, r.stderr);
-  const parsed = JSON.parse(r.stdout.toString()) as { results: Record<string, unknown>[] };
-  assert.deepEqual(Object.keys(parsed), ['results']);
+  const parsed = JSON.parse(r.stdout.toString()) as { results: Record<string, unknown>[]; deviceStats: Record<string, Record<string, number>> };
+  assert.deepEqual(Object.keys(parsed), ['results', 'deviceStats']);
+  // The embedded device's own counters: every request an AES-128-CBC encryption of 64 or 1024 bytes.
+  assert.deepEqual(Object.keys(parsed.deviceStats), ['virtio']);
+  const st = parsed.deviceStats.virtio!;
+  const ops = st['sym-encrypt-ops']!;
+  assert.ok(ops > 0);
+  assert.ok(st['sym-encrypt-bytes']! >= 64 * ops && st['sym-encrypt-bytes']! <= 1024 * ops, JSON.stringify(st));
+  assert.equal(st['sym-decrypt-ops'], 0);
+  assert.equal(st['errors-err'], 0);
+  assert.equal(st['malformed-chains'], 0);
+  assert.equal(st['sessions-created'], st['sessions-destroyed']);
+  assert.equal(st.requests, ops + st['sessions-created']! + st['sessions-destroyed']!, 'data requests + control requests');
   const expected = [
     ...[64, 1024].map((size) => ({ device: 'raw', size, depth: 1 })),
     ...DEVICES.flatMap((device) => [64, 1024].flatMap((size) => [1, 4].map((depth) => ({ device, size, depth })))),

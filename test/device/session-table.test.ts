@@ -52,3 +52,12 @@ test('engine sessions drop their key objects on wipe and then refuse to run', ()
   assert.equal(m.authKey, null);
   assert.throws(() => runDigest(m, new Uint8Array(1), null)); // never falls back to an unkeyed hash
 });
+
+test('session table: a first id other than 1 (a vhost-user connection starts at a random one), wrapping below 2^63', () => {
+  const t = new SessionTable<Secret>(4, (1n << 63n) - 2n);
+  assert.equal(t.add(new Secret()), (1n << 63n) - 2n);
+  assert.equal(t.add(new Secret()), (1n << 63n) - 1n);
+  assert.equal(t.add(new Secret()), 1n, 'ids stay valid non-negative int64s: after 2^63-1 comes 1');
+  assert.throws(() => new SessionTable(4, 0n), RangeError);
+  assert.throws(() => new SessionTable(4, 1n << 63n), RangeError);
+});

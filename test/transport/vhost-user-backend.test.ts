@@ -187,7 +187,13 @@ test('several connections are independent devices; stopping the server closes th
     assert.deepEqual(await a.call(VHOST_USER.GET_QUEUE_NUM), u64(2n));
     const sa = new DataView((await a.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
     const sb = new DataView((await b.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
-    assert.equal(sa, sb, 'each connection has its own session table');
+    // Each connection has its own session table: a's ids go on from a's own counter whatever b
+    // created meanwhile. Each starts at a random id, so ids of two connections (or of one guest
+    // across a back-end restart) do not collide.
+    const sa2 = new DataView((await a.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1))).buffer).getBigInt64(0, true);
+    assert.equal(sa2, sa + 1n, 'each connection has its own session table');
+    assert.notEqual(sa, sb, 'random first ids per connection');
+    assert.ok(sa >= 1n && sb >= 1n);
     // QEMU 8.1+ layout (1072 bytes): op_code @0, the same sym fields @8.., session_id @1064.
     const s81 = new Uint8Array(1072);
     s81.set(session72(2).subarray(8, 632), 8);
@@ -253,6 +259,25 @@ test('SET_VRING_ENABLE 0 holds a started ring, 1 serves what queued up meanwhile
     closeFd(kick);
     closeFd(call);
     g.close();
+    await srv.stop();
+  }
+});
+
+test('--verbose: each message with the vring it addresses; sessions with their payload layout and op_code', async () => {
+  const srv = startServer({ verbose: true });
+  const fe = RawFrontEnd.connect(srv.path);
+  try {
+    fe.send(VHOST_USER.SET_VRING_NUM, u32pair(0, 64));
+    await fe.call(VHOST_USER.CREATE_CRYPTO_SESSION, session72(1));
+    const s81 = new Uint8Array(1072);
+    s81.set(session72(1).subarray(8, 632), 8);
+    s81[0] = 0x02; // op_code VIRTIO_CRYPTO_CIPHER_CREATE_SESSION
+    await fe.call(VHOST_USER.CREATE_CRYPTO_SESSION, s81);
+    await srv.waitForLog(/^connection 1: <- SET_VRING_NUM flags 0x1 size 8 fds 0 vring 0$/);
+    await srv.waitForLog(/^connection 1: <- CREATE_CRYPTO_SESSION flags 0x1 size 632 fds 0 session layout QEMU 7\.1-8\.0 \(632 bytes\)$/);
+    await srv.waitForLog(/^connection 1: <- CREATE_CRYPTO_SESSION flags 0x1 size 1072 fds 0 session layout QEMU 8\.1\+ \(1072 bytes\) op_code 0x0002$/);
+  } finally {
+    fe.close();
     await srv.stop();
   }
 });

@@ -64,7 +64,7 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
     // Our front-end's DRIVER_OK sequence, every message asking for REPLY_ACK (memory table: one memfd).
     assert.match(
       device.stderr(),
-      /connection 1: <- SET_FEATURES flags 0x9 size 8 fds 0\n.*connection 1: <- SET_MEM_TABLE flags 0x9 size 40 fds 1\n.*connection 1: <- SET_VRING_NUM flags 0x9 size 8 fds 0\n/,
+      /\[conn 1 pid \d+\] <- SET_FEATURES flags 0x9 size 8 fds 0\n.*\[conn 1 pid \d+\] <- SET_MEM_TABLE flags 0x9 size 40 fds 1\n.*\[conn 1 pid \d+\] <- SET_VRING_NUM flags 0x9 size 8 fds 0 vring 0\n/,
     );
     // Sessions went as QEMU sends them (messages 26/27, QEMU 7.2's 632-byte layout), not on a control queue.
     assert.match(device.stderr(), /connection 1: <- CREATE_CRYPTO_SESSION flags 0x1 size 632 fds 0\n/);
@@ -82,7 +82,7 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
 
     const fork = await runCli(['test-fork-crypto', '--device', spec, '--children', '3']);
     assert.equal(fork.code, 0, fork.stdout.toString() + fork.stderr);
-    await device.waitForStderr(/connection 6: front-end disconnected/);
+    await device.waitForStderr(/\[conn 6 pid \d+\] front-end disconnected/);
 
     // dgst hashes a 256 MiB file in one request (sparse: all zeros, read without touching the disk).
     const big = join(dir, 'big.bin');

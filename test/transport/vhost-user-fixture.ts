@@ -257,7 +257,7 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
-export function startServer(opts: { dataQueues?: number; maxSessions?: number; pollMicros?: number } = {}): ServerUnderTest {
+export function startServer(opts: { dataQueues?: number; maxSessions?: number; pollMicros?: number; verbose?: boolean; maxConnections?: number } = {}): ServerUnderTest {
   const dir = mkdtempSync(join(tmpdir(), 'vcrypto-vu-'));
   const path = join(dir, 'vc.sock');
   const logs: string[] = [];
@@ -268,6 +268,8 @@ export function startServer(opts: { dataQueues?: number; maxSessions?: number; p
     dataQueues: opts.dataQueues ?? 1,
     maxSessions: opts.maxSessions ?? 1024,
     ...(opts.pollMicros !== undefined ? { pollMicros: opts.pollMicros } : {}),
+    ...(opts.verbose !== undefined ? { verbose: opts.verbose } : {}),
+    ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
     onConnectionClosed: (id) => {
       releasedIds.add(id);
       releaseWaiters.get(id)?.();

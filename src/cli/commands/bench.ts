@@ -185,7 +185,8 @@ export const benchCommand: Command = {
       '  --sizes LIST       request sizes in bytes, multiples of 16 (default 64,1024,16384,65536)',
       '  --depth LIST       requests in flight (default 1,64)',
       '  --seconds S        seconds per measurement (default 1; fractions allowed)',
-      '  --json             print {"results":[{device,op,size,depth,opsPerSec,mbPerSec}]} only, at the end',
+      '  --json             print {"results":[{device,op,size,depth,opsPerSec,mbPerSec}],"deviceStats":{...}}',
+      "                     only, at the end (deviceStats: the embedded device's counters, see vcrypto stats)",
     ],
     exitCodes: [[1, 'no device could be opened, or a measurement failed']],
     examples: ['vcrypto bench', 'vcrypto bench --device raw,virtio,vhost-user:./vc.sock --sizes 4096,65536 --depth 64'],
@@ -215,6 +216,8 @@ export const benchCommand: Command = {
     const table = values.json ? null : new StreamingTable(devices, sizes, depths, withRaw, (line) => void process.stdout.write(`${line}\n`));
     table?.header();
     let skipped = 0;
+    /** The embedded device's statistics after its rows (device-stats.ts names), for --json. */
+    const deviceStats: Record<string, unknown> = {};
     try {
       for (const spec of devices) {
         if (spec === 'raw') continue;
@@ -244,6 +247,7 @@ export const benchCommand: Command = {
         } catch (err) {
           throw asCliError(err);
         } finally {
+          if (spec === 'virtio') deviceStats[spec] = (await import('../../transport/in-process/create-in-process-device.js')).embeddedDeviceStatistics(device);
           await device.close();
         }
       }
@@ -264,7 +268,7 @@ export const benchCommand: Command = {
     for (const r of rows.get('raw') ?? []) table?.row(r);
     if (values.json) {
       const ordered = devices.flatMap((spec) => rows.get(spec) ?? []);
-      process.stdout.write(JSON.stringify({ results: ordered.map((r) => r.result) }) + '\n');
+      process.stdout.write(JSON.stringify({ results: ordered.map((r) => r.result), deviceStats }) + '\n');
     }
     const measured = devices.filter((d) => d !== 'raw').length - skipped;
     if (measured === 0 && !withRaw) throw new CliError('no device could be opened');

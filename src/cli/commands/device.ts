@@ -4,7 +4,10 @@
  */
 import { resolve } from 'node:path';
 import { type Command, UsageError, CliError, formatHelp, parseCommandArgs, parsePositiveInt } from '../command.js';
-import { VhostUserBackendServer, DEFAULT_DATA_QUEUES, DEFAULT_MAX_SESSIONS } from '../../transport/vhost-user/backend-server.js';
+import { VhostUserBackendServer, DEFAULT_DATA_QUEUES, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_CONNECTIONS } from '../../transport/vhost-user/backend-server.js';
+import { SocketInUseError } from '../../transport/vhost-user/backend-socket-path.js';
+import { createBackendLogger, isLogLevel, LOG_LEVEL_NAMES } from '../../transport/vhost-user/backend-logger.js';
+import { parseListenAddress, startMetricsServer } from '../../transport/vhost-user/backend-metrics.js';
 import { DEFAULT_POLL_MICROS } from '../../transport/vhost-user/backend-connection.js';
 import { keepFreedMemory } from '../../sys/malloc.js';
 
@@ -18,30 +21,56 @@ export function parsePollMicros(text: string): number {
 }
 
 const help = formatHelp({
-  usage: ['vcrypto device --socket PATH [--queues N] [--max-sessions N] [--poll-us N] [--verbose]', 'vcrypto device --socket PATH --print-qemu-args [--memory SIZE]'],
+  usage: [
+    'vcrypto device --socket PATH [--queues N] [--max-sessions N] [--max-connections N]',
+    '               [--throttle-ops N] [--throttle-bps N] [--poll-us N]',
+    '               [--metrics-listen HOST:PORT] [--log-level LEVEL] [--log-format text|json] [--verbose]',
+    'vcrypto device --socket PATH --print-qemu-args [--memory SIZE]',
+  ],
   description: [
     'Serve the virtio-crypto device as a vhost-user back-end on the Unix socket PATH (QEMU connects as the',
     "client, so start this first). Every connection (a VM, or a 'vcrypto ... --device vhost-user:PATH'",
-    'process) gets its own device instance and worker thread. Log lines go to stderr. SIGINT/SIGTERM stop',
-    'every ring, unmap guest memory, remove the socket file and exit 0.',
+    'process) gets its own device instance and worker thread. A live device already on PATH is never',
+    'taken over (exit 1); a stale socket left by a crashed device is replaced; on exit the socket file is',
+    "removed only if it is still this process's. SIGINT, SIGTERM and SIGHUP stop every ring, unmap guest",
+    'memory and exit 0. Logs go to stderr, one line per event, with a timestamp, a level and the',
+    'connection id and front-end pid.',
   ],
   options: [
-    '  --socket PATH        Unix socket to listen on (a stale socket file is replaced)',
-    `  --queues N           data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)`,
-    `  --max-sessions N     session table bound per connection (default ${DEFAULT_MAX_SESSIONS})`,
-    '  --poll-us N          after a completion, watch the rings for the next request for up to N µs',
-    '                       instead of waiting for a kick (adaptive: only while requests come back faster',
-    `                       than that; default ${DEFAULT_POLL_MICROS}, 0 = never poll, at most ${MAX_POLL_MICROS})`,
-    '  --verbose            log every vhost-user message received (request, flags, size, fds)',
-    '  --print-qemu-args    print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit',
-    '  --memory SIZE        guest memory size for --print-qemu-args (default 512M; must match QEMU -m)',
+    '  --socket PATH          Unix socket to listen on',
+    `  --queues N             data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)`,
+    `  --max-sessions N       session table bound per connection (default ${DEFAULT_MAX_SESSIONS})`,
+    '  --max-connections N    connections served at once; more are refused with one log line',
+    `                         (default ${DEFAULT_MAX_CONNECTIONS}; each costs a worker thread, ~12 MB)`,
+    '  --throttle-ops N       per connection: at most N requests per second (token bucket; requests',
+    '                         over the limit wait, they are never dropped; 0 = unlimited, the default)',
+    '  --throttle-bps N       per connection: at most N source bytes per second (same rules)',
+    '  --poll-us N            after a completion, watch the rings for the next request for up to N µs',
+    '                         instead of waiting for a kick (adaptive: only while requests come back faster',
+    `                         than that; default ${DEFAULT_POLL_MICROS}, 0 = never poll, at most ${MAX_POLL_MICROS})`,
+    '  --metrics-listen ADDR  serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or PORT for',
+    "                         127.0.0.1:PORT); read them with 'vcrypto stats --metrics URL'",
+    `  --log-level LEVEL      ${LOG_LEVEL_NAMES.join(', ')} (default: $VCRYPTO_LOG, else info)`,
+    '  --log-format FORMAT    text (default) or json (one JSON object per line)',
+    '  --verbose              log every vhost-user message (request, flags, size, fds, vring index, and',
+    '                         for sessions the payload layout: QEMU 7.1-8.0 632 bytes or 8.1+ 1072 bytes',
+    '                         with its op_code); implies --log-level debug',
+    '  --print-qemu-args      print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit',
+    '  --memory SIZE          guest memory size for --print-qemu-args (default 512M)',
   ],
-  exitCodes: [[0, 'stopped by SIGINT/SIGTERM'], [1, 'cannot listen on PATH']],
+  exitCodes: [[0, 'stopped by SIGINT, SIGTERM or SIGHUP'], [1, 'cannot listen on PATH (or a live device is already there)']],
   examples: [
-    'vcrypto device --socket ./vc.sock &',
+    'vcrypto device --socket ./vc.sock --metrics-listen 127.0.0.1:9464 &',
     'qemu-system-x86_64 -m 512M -kernel bzImage $(vcrypto device --socket ./vc.sock --print-qemu-args --memory 512M)',
+    'vcrypto stats --metrics http://127.0.0.1:9464/metrics --watch',
   ],
 });
+
+/** Parses a non-negative integer option (0 allowed); anything else is a usage error. */
+export function parseRate(name: string, text: string): number {
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) throw new UsageError(`invalid ${name} '${text}': expected an integer >= 0`);
+  return Number(text);
+}
 
 /** The QEMU 7.2 command-line flags for our back-end (docs/qemu-vhost-user-crypto.md §1; vectors=0: TCG + MSI-X crash). */
 export function qemuArgs(socketPath: string, memory: string, queues: number): string[] {
@@ -63,7 +92,13 @@ export const deviceCommand: Command = {
       socket: { type: 'string' },
       queues: { type: 'string' },
       'max-sessions': { type: 'string' },
+      'max-connections': { type: 'string' },
+      'throttle-ops': { type: 'string' },
+      'throttle-bps': { type: 'string' },
       'poll-us': { type: 'string' },
+      'metrics-listen': { type: 'string' },
+      'log-level': { type: 'string' },
+      'log-format': { type: 'string' },
       'print-qemu-args': { type: 'boolean' },
       memory: { type: 'string' },
       verbose: { type: 'boolean' },
@@ -71,7 +106,28 @@ export const deviceCommand: Command = {
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
     const queues = values.queues === undefined ? DEFAULT_DATA_QUEUES : parsePositiveInt('--queues', values.queues, 255);
     const maxSessions = values['max-sessions'] === undefined ? DEFAULT_MAX_SESSIONS : parsePositiveInt('--max-sessions', values['max-sessions'], 1 << 20);
+    const maxConnections =
+      values['max-connections'] === undefined ? DEFAULT_MAX_CONNECTIONS : parsePositiveInt('--max-connections', values['max-connections'], 4096);
+    const throttleOps = values['throttle-ops'] === undefined ? 0 : parseRate('--throttle-ops', values['throttle-ops']);
+    const throttleBps = values['throttle-bps'] === undefined ? 0 : parseRate('--throttle-bps', values['throttle-bps']);
     const pollMicros = values['poll-us'] === undefined ? DEFAULT_POLL_MICROS : parsePollMicros(values['poll-us']);
+    let metrics: { host: string; port: number } | undefined;
+    if (values['metrics-listen'] !== undefined) {
+      try {
+        metrics = parseListenAddress(values['metrics-listen']);
+      } catch (err) {
+        throw new UsageError(`invalid --metrics-listen: ${(err as Error).message}`);
+      }
+    }
+    const envLevel = process.env.VCRYPTO_LOG;
+    const levelText = values['log-level'] ?? (envLevel !== undefined && envLevel !== '' ? envLevel : 'info');
+    if (!isLogLevel(levelText)) {
+      throw new UsageError(`invalid ${values['log-level'] !== undefined ? '--log-level' : 'VCRYPTO_LOG'} '${levelText}': expected one of ${LOG_LEVEL_NAMES.join(', ')}`);
+    }
+    const verbose = values.verbose ?? false;
+    const level = verbose && (levelText === 'info' || levelText === 'warn' || levelText === 'error' || levelText === 'fatal') ? 'debug' : levelText;
+    const format = values['log-format'] ?? 'text';
+    if (format !== 'text' && format !== 'json') throw new UsageError(`invalid --log-format '${format}': expected text or json`);
     if (values['print-qemu-args']) {
       const memory = values.memory ?? '512M';
       if (!/^\d+[KMGT]?$/.test(memory)) throw new UsageError(`invalid --memory '${memory}': expected e.g. 512M`);
@@ -80,23 +136,63 @@ export const deviceCommand: Command = {
       return 0;
     }
     if (values.memory !== undefined) throw new UsageError('--memory only applies to --print-qemu-args');
-    const log = (line: string) => process.stderr.write(`vcrypto device: ${line}\n`);
+    const { log } = createBackendLogger({ level, format });
+    const info = (msg: string) => log(msg, { level: 'info', msg });
     // This process is a data path: keep freed request buffers mapped (see src/sys/malloc.ts).
-    if (!keepFreedMemory()) log('note: mallopt(M_TRIM_THRESHOLD) refused; request buffers will be re-faulted');
+    if (!keepFreedMemory()) log('', { level: 'warn', msg: 'mallopt(M_TRIM_THRESHOLD) refused; request buffers will be re-faulted' });
     let server: VhostUserBackendServer;
     try {
-      server = VhostUserBackendServer.listen(values.socket, { dataQueues: queues, maxSessions, pollMicros, log, verbose: values.verbose ?? false });
+      server = VhostUserBackendServer.listen(values.socket, {
+        dataQueues: queues,
+        maxSessions,
+        maxConnections,
+        throttleOps,
+        throttleBps,
+        pollMicros,
+        log,
+        verbose,
+      });
     } catch (err) {
+      if (err instanceof SocketInUseError) throw new CliError(err.message);
       throw new CliError(`cannot listen on ${values.socket}: ${(err as Error).message}`);
     }
-    process.stdout.write(`listening on ${values.socket} (${queues} data queue${queues > 1 ? 's' : ''}, max ${maxSessions} sessions per connection)\n`);
-    const signal = await new Promise<NodeJS.Signals>((done) => {
-      process.once('SIGINT', () => done('SIGINT'));
-      process.once('SIGTERM', () => done('SIGTERM'));
+    // Handlers first: a supervisor may signal as soon as it reads the 'listening' line.
+    const stopSignal = new Promise<NodeJS.Signals>((done) => {
+      for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(s, () => done(s));
     });
-    log(`${signal}: stopping ${server.connectionCount} connection(s)`);
-    await server.close();
-    log('stopped; socket removed');
+    if (server.replacedStaleSocket) info(`replaced a stale socket at ${values.socket} (no device was listening on it)`);
+    let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+    if (metrics !== undefined) {
+      try {
+        metricsServer = await startMetricsServer(server, metrics.host, metrics.port);
+      } catch (err) {
+        await server.close();
+        throw new CliError(`cannot serve metrics on ${values['metrics-listen']}: ${(err as Error).message}`);
+      }
+    }
+    const limits = [
+      throttleOps > 0 ? `${throttleOps} ops/s` : '',
+      throttleBps > 0 ? `${throttleBps} B/s` : '',
+    ].filter((x) => x !== '');
+    process.stdout.write(
+      `listening on ${values.socket} (${queues} data queue${queues > 1 ? 's' : ''}, max ${maxSessions} sessions per connection, ` +
+        `max ${maxConnections} connections${limits.length > 0 ? `, throttle ${limits.join(' and ')} per connection` : ''})` +
+        (metricsServer !== undefined ? `; metrics at http://${metrics!.host.includes(':') ? `[${metrics!.host}]` : metrics!.host}:${metricsServer.port}/metrics` : '') +
+        '\n',
+    );
+    const signal = await stopSignal;
+    // A second signal while stopping: stop waiting for it (one log line each was promised).
+    for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, () => undefined);
+    info(`${signal}: stopping ${server.connectionCount} connection(s)`);
+    await metricsServer?.close();
+    const socketFile = await server.close();
+    info(
+      socketFile === 'removed'
+        ? 'stopped; socket removed'
+        : socketFile === 'replaced'
+          ? 'stopped; socket left in place: another process replaced it'
+          : 'stopped; socket was already gone',
+    );
     return 0;
   },
 };

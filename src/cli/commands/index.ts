@@ -18,6 +18,7 @@ import { encCommand } from './enc.js';
 import { decCommand } from './dec.js';
 import { dgstCommand } from './dgst.js';
 import { benchCommand } from './bench.js';
+import { statsCommand } from './stats.js';
 
 export const commands: readonly Command[] = [
   serverCommand,
@@ -35,4 +36,5 @@ export const commands: readonly Command[] = [
   benchCommand,
   deviceCommand,
   driverCommand,
+  statsCommand,
 ];

@@ -8,6 +8,7 @@ import { VirtioCryptoDriver } from '../../driver/virtio-crypto-driver.js';
 import { availableParallelism } from 'node:os';
 import { InProcessTransport } from './in-process-transport.js';
 import { MAX_DEVICE_THREADS } from './registers.js';
+import type { StatsSnapshot } from '../../device/device-stats.js';
 
 export interface InProcessDeviceOptions {
   /** Data queues (max_dataqueues). Default 2. */
@@ -34,6 +35,18 @@ export interface InProcessDeviceOptions {
   maxSize?: bigint;
 }
 
+/** The transport behind each embedded device this module made (for embeddedDeviceStatistics). */
+const transports = new WeakMap<CryptoDevice, InProcessTransport>();
+
+/**
+ * The statistics of an embedded device (`--device virtio`): requests and bytes per operation,
+ * errors per status, sessions, malformed chains, interrupts (device-stats.ts), summed over its
+ * threads; undefined for any other device. Read live from shared memory.
+ */
+export function embeddedDeviceStatistics(device: CryptoDevice): StatsSnapshot | undefined {
+  return transports.get(device)?.statistics();
+}
+
 /** The device's DEFAULT_MAX_SIZE (src/device/virtio-crypto-device.ts; not imported: the device code loads only in the worker). */
 const DEFAULT_MAX_SIZE = 512n * 1024n * 1024n + 128n;
 /** Rings and ordinary requests; a request of up to max_size comes on top. */
@@ -57,10 +70,12 @@ export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): 
     maxSize,
   });
   try {
-    return await VirtioCryptoDriver.create(transport, {
+    const device = await VirtioCryptoDriver.create(transport, {
       spec: 'virtio',
       queueSize,
     });
+    transports.set(device, transport);
+    return device;
   } catch (err) {
     await transport.close();
     throw err;

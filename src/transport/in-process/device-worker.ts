@@ -22,8 +22,11 @@
  */
 import { MessageChannel, Worker, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { GuestMemory } from '../../memory/guest-memory.js';
-import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../spec/virtio.js';
+import { VIRTIO_RING_F_EVENT_IDX } from '../../spec/virtio.js';
 import { DeviceQueue } from '../../virtqueue/device-queue.js';
+import { QueueServer, MALFORMED_CHAIN } from '../../virtqueue/serve-queue.js';
+import { DEVICE_RING_FEATURES, featureBit } from '../../virtqueue/ring-features.js';
+import { DeviceStats, STAT } from '../../device/device-stats.js';
 import { checkRingAlignment, ringSizes } from '../../virtqueue/layout.js';
 import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
 import { copySession, sessionFromCopy } from '../../device/engine.js';
@@ -40,12 +43,12 @@ const myDoorbell = doorbellWord(thread);
 const peerRegs = data.peer === undefined ? null : new Int32Array(data.peer.registers);
 const memory = new GuestMemory([{ guestPhysAddr: data.guestPhysAddr, bytes: new Uint8Array(data.memory) }]);
 
-/** Feature bits this device offers (VIRTIO 1.2 §6). */
-const TRANSPORT_FEATURES =
-  (1n << BigInt(VIRTIO_F_VERSION_1)) | (1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC)) | (1n << BigInt(VIRTIO_RING_F_EVENT_IDX));
-
-/** Completions published per queue before the used index is made visible mid-batch. */
-const PUBLISH_EVERY = 32;
+/**
+ * This thread's statistics: its slice of the transport's shared block (read live by the API), or a
+ * private block.
+ */
+const stats =
+  data.stats === undefined ? new DeviceStats(new ArrayBuffer(DeviceStats.byteLength())) : new DeviceStats(data.stats, thread * DeviceStats.byteLength());
 
 /** How long thread 0 waits for another device thread to start or to answer a message. */
 const PEER_TIMEOUT_MS = 10_000;
@@ -134,6 +137,8 @@ const device = new VirtioCryptoDevice({
   maxDataQueues: data.maxDataQueues,
   maxSessions: data.maxSessions,
   maxSize: Number(data.maxSize),
+  stats,
+  sessionCopies: thread !== 0,
   ...(thread === 0 && data.threads > 1
     ? {
         sessionObserver: {
@@ -153,7 +158,7 @@ const device = new VirtioCryptoDevice({
 // ---------------------------------------------------------------------------------------------
 // Every thread: its queues.
 
-let queues: (DeviceQueue | null)[] = [];
+let queues: (QueueServer | null)[] = [];
 let active = false;
 
 function post(msg: FromDevice): void {
@@ -176,8 +181,8 @@ function fail(message: string): void {
 /** Sets up this thread's queues (the others stay null here). */
 function activate(features: bigint, announced: readonly (QueueAddresses | null)[]): string | null {
   if (announced.length > queueCount) return `${announced.length} queues announced, the device has ${queueCount}`;
-  const eventIdx = (features & (1n << BigInt(VIRTIO_RING_F_EVENT_IDX))) !== 0n;
-  const list: (DeviceQueue | null)[] = [];
+  const eventIdx = (features & featureBit(VIRTIO_RING_F_EVENT_IDX)) !== 0n;
+  const list: (QueueServer | null)[] = [];
   for (const q of announced) {
     if (q === null || (myQueues & (1 << list.length)) === 0) {
       list.push(null);
@@ -187,16 +192,26 @@ function activate(features: bigint, announced: readonly (QueueAddresses | null)[
       // The ring addresses are untrusted: aligned (§2.7 table) and entirely inside guest memory.
       checkRingAlignment(q.descAddr, q.availAddr, q.usedAddr);
       const sizes = ringSizes(q.size);
+      const queue = new DeviceQueue({
+        size: q.size,
+        desc: memory.view(q.descAddr, sizes.descBytes),
+        avail: memory.view(q.availAddr, sizes.availBytes),
+        used: memory.view(q.usedAddr, sizes.usedBytes),
+        memory,
+        eventIdx,
+        // A request is at most max_size of source plus as much destination, plus headers.
+        maxChainBytes: Number(data.maxSize) * 2 + 64 * 1024,
+      });
+      const bit = 1 << list.length;
       list.push(
-        new DeviceQueue({
-          size: q.size,
-          desc: memory.view(q.descAddr, sizes.descBytes),
-          avail: memory.view(q.availAddr, sizes.availBytes),
-          used: memory.view(q.usedAddr, sizes.usedBytes),
-          memory,
-          eventIdx,
-          // A request is at most max_size of source plus as much destination, plus headers.
-          maxChainBytes: Number(data.maxSize) * 2 + 64 * 1024,
+        new QueueServer(queue, {
+          process: list.length === controlIndex ? (chain) => device.processControl(chain) : (chain) => device.processData(chain),
+          // Each notification goes out at once: the driver starts on a batch while we go on.
+          notify: () => raiseInterrupt(regs, bit),
+          // The driver shares this process: a malformed chain is its bug, completed with 0 bytes
+          // (the request fails with EIO there) while the queue goes on.
+          malformedChain: MALFORMED_CHAIN.COMPLETE_EMPTY,
+          stats,
         }),
       );
     } catch (err) {
@@ -262,74 +277,28 @@ function handlePeerMessage(msg: ToPeer): string | null {
       device.adoptSession(msg.id, sessionFromCopy(msg.copy));
       return null;
     case 'drop':
-      device.destroySession(msg.id);
+      device.dropSessionCopy(msg.id);
       return null;
   }
-}
-
-/**
- * Serves queue `index` until it is empty with notifications enabled (VIRTIO 1.2 §2.7.10: re-check the
- * available ring after re-enabling notifications, or a kick can be lost). Returns true if the driver
- * should be interrupted. Never throws: a broken queue marks the device NEEDS_RESET.
- */
-function serveQueue(index: number): boolean {
-  const q = queues[index];
-  if (!q) return false;
-  const isControl = index === controlIndex;
-  let interrupt = false;
-  for (;;) {
-    q.disableNotifications();
-    let sincePublish = 0;
-    for (;;) {
-      let popped;
-      try {
-        popped = q.popChain();
-      } catch {
-        break; // queue-fatal (avail index jump, head out of range): q.broken is set
-      }
-      if (popped === null) break;
-      let used = 0;
-      if (popped.ok) {
-        try {
-          used = isControl ? device.processControl(popped.chain) : device.processData(popped.chain);
-        } catch {
-          used = 0; // the device model reports statuses itself; an exception here is a bug: 0 bytes, go on
-        }
-        q.addUsed(popped.chain.head, used);
-      } else {
-        q.addUsed(popped.head, 0); // malformed chain: complete with 0 bytes written and go on
-      }
-      if (++sincePublish === PUBLISH_EVERY) {
-        sincePublish = 0;
-        q.publishUsed();
-        if (q.needsNotification()) {
-          raiseInterrupt(regs, 1 << index); // let the driver start on this batch while we go on
-        }
-      }
-    }
-    q.publishUsed();
-    if (q.broken) return true;
-    if (q.needsNotification()) interrupt = true;
-    if (!q.enableNotifications()) break; // nothing new arrived while notifications were off
-  }
-  return interrupt;
 }
 
 function serve(kicked: number): void {
   // Every active queue is looked at on a kick of any of them: cheap (one avail.idx read each) and it
   // makes a lost kick harmless. The control queue goes first so a session exists before its data.
-  let mask = 0;
   for (const i of SERVE_ORDER) {
-    if (!queues[i]) continue;
-    if ((kicked & (1 << i)) === 0 && !queues[i]!.hasAvailable()) continue;
-    if (serveQueue(i)) mask |= 1 << i;
-    if (queues[i]!.broken) {
-      if (mask !== 0) raiseInterrupt(regs, mask);
-      fail(`queue ${i} is broken: the device needs a reset`);
+    const server = queues[i];
+    if (!server) continue;
+    if ((kicked & (1 << i)) !== 0) stats.add(STAT.kicks);
+    else if (!server.queue.hasAvailable()) continue;
+    try {
+      server.serve(); // QueueServer: the one serve routine (src/virtqueue/serve-queue.ts)
+    } catch (err) {
+      // Queue-fatal (avail index jump, head out of range): completions so far are published.
+      raiseInterrupt(regs, 1 << i);
+      fail(`queue ${i} is broken: ${(err as Error).message}: the device needs a reset`);
       return;
     }
   }
-  if (mask !== 0) raiseInterrupt(regs, mask);
 }
 
 /** Takes this thread's kick bits and serves its queues; a bug thrown there fails the device. */
@@ -353,7 +322,7 @@ async function runThread0(): Promise<void> {
   }
   post({
     type: 'ready',
-    deviceFeatures: TRANSPORT_FEATURES, // no VIRTIO_CRYPTO_F_* bits: the fixed-size (legacy) request layouts
+    deviceFeatures: DEVICE_RING_FEATURES, // no VIRTIO_CRYPTO_F_* bits: the fixed-size (legacy) request layouts
     config: device.configSpace(),
     queueMaxSizes: Array.from({ length: queueCount }, () => data.queueMaxSize),
   });

@@ -19,6 +19,7 @@ import { VIRTIO_STATUS } from '../../spec/virtio.js';
 import type { DeviceWorkerData, FromDevice, ToDevice } from './messages.js';
 import { MAX_DEVICE_THREADS, MAX_QUEUES, Register, createRegisterBlock, doorbellWord, queueThread, ringDoorbell, wakeDevice } from './registers.js';
 import { deviceWorkerEntry } from './worker-entry.js';
+import { DeviceStats, sumSnapshots, type StatsSnapshot } from '../../device/device-stats.js';
 
 /** `Atomics.waitAsync` (ES2024; Node 20 has it, this project's `lib` is ES2023). */
 type WaitAsync = (
@@ -75,8 +76,11 @@ export class InProcessTransport implements VirtioTransport {
   #closed = false;
   #dead = false;
   #exited: Promise<unknown>;
+  /** One DeviceStats block per device thread (written by the threads, read here). */
+  readonly #stats: readonly DeviceStats[];
 
   private constructor(init: {
+    stats: readonly DeviceStats[];
     regs: Int32Array;
     doorbells: readonly number[];
     worker: Worker;
@@ -86,6 +90,7 @@ export class InProcessTransport implements VirtioTransport {
     exited: Promise<unknown>;
   }) {
     this.#regs = init.regs;
+    this.#stats = init.stats;
     this.#doorbells = init.doorbells;
     this.#worker = init.worker;
     this.#port = init.port;
@@ -108,6 +113,14 @@ export class InProcessTransport implements VirtioTransport {
     this.#worker.unref();
   }
 
+  /**
+   * The device's statistics (device-stats.ts), summed over its threads; read from shared memory,
+   * so this never waits for (or slows) a device thread.
+   */
+  statistics(): StatsSnapshot {
+    return sumSnapshots(this.#stats.map((s) => s.snapshot()));
+  }
+
   /** Starts the device worker and waits until it reports its features and config. */
   static async create(opts: InProcessTransportOptions = {}): Promise<InProcessTransport> {
     const maxDataQueues = opts.maxDataQueues ?? 1;
@@ -123,7 +136,10 @@ export class InProcessTransport implements VirtioTransport {
     const regs = createRegisterBlock();
     const memory = new SharedArrayBuffer(memoryBytes);
     const channel = new MessageChannel();
+    const statsBuffer = new SharedArrayBuffer(deviceThreads * DeviceStats.byteLength());
+    const stats = Array.from({ length: deviceThreads }, (_, k) => new DeviceStats(statsBuffer, k * DeviceStats.byteLength()));
     const workerData: DeviceWorkerData = {
+      stats: statsBuffer,
       registers: regs.buffer as SharedArrayBuffer,
       memory,
       guestPhysAddr: GUEST_PHYS_BASE,
@@ -155,6 +171,7 @@ export class InProcessTransport implements VirtioTransport {
       throw err;
     });
     return new InProcessTransport({
+      stats,
       regs,
       doorbells: Array.from({ length: maxDataQueues + 1 }, (_, i) => doorbellWord(queueThread(i, maxDataQueues, deviceThreads))),
       worker,

@@ -23,6 +23,8 @@ export interface DeviceWorkerData {
   readonly maxSessions: number;
   readonly maxSize: bigint;
   readonly queueMaxSize: number;
+  /** Statistics: `threads` DeviceStats blocks (device-stats.ts), thread k's at k * DeviceStats.byteLength(). */
+  readonly stats?: SharedArrayBuffer;
 }
 
 /** main -> worker */
