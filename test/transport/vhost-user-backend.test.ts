@@ -281,3 +281,22 @@ test('--verbose: each message with the vring it addresses; sessions with their p
     await srv.stop();
   }
 });
+
+test('a front-end that leaves with replies pending is a disconnect (errno named), not an internal error', async (t) => {
+  const srv = startServer();
+  const fe = RawFrontEnd.connect(srv.path);
+  try {
+    // Many requests that each want a reply, then close without reading one: the back-end's reply
+    // writes meet a closed peer (EPIPE or ECONNRESET).
+    for (let i = 0; i < 100; i++) fe.send(VHOST_USER.GET_FEATURES);
+    fe.close();
+    const line = await srv.waitForLog(/^connection 1: (front-end disconnected|closed)/);
+    t.diagnostic(line);
+    assert.doesNotMatch(line, /internal error/);
+    assert.match(line, /^connection 1: front-end disconnected/);
+    if (/replies pending/.test(line)) assert.match(line, /\((EPIPE: broken pipe|ECONNRESET: connection reset by peer)\)/);
+  } finally {
+    fe.close();
+    await srv.stop();
+  }
+});
