@@ -4,26 +4,30 @@
  * each live connection with its front-end's pid), read from its Prometheus endpoint; `--watch`
  * redraws it every interval with per-second rates of the device totals.
  */
-import { type Command, UsageError, CliError, parseCommandArgs } from '../command.js';
+import { type Command, UsageError, CliError, formatHelp, parseCommandArgs } from '../command.js';
 import { STAT_DEFINITIONS } from '../../device/device-stats.js';
 import { metricName } from '../../transport/vhost-user/backend-metrics.js';
 
-const help = `Usage: vcrypto stats --metrics URL [--watch] [--interval S]
-
-Show the statistics of a running 'vcrypto device --metrics-listen HOST:PORT': requests and bytes per
-operation (sym-encrypt-ops, sym-encrypt-bytes, ... as QEMU 8.0 names them; hash, mac, aead), errors
-per virtio-crypto status, sessions, malformed chains, kicks, interrupts, requests found by polling,
-throttle waits. Columns: the device since it started (closed connections included), then each live
-connection (its front-end's pid from SO_PEERCRED).
-
-Options:
-  --metrics URL    the device's metrics endpoint, e.g. http://127.0.0.1:9464/metrics
-  --watch          redraw every interval until interrupted, with per-second rates of the totals
-  --interval S     seconds between redraws with --watch (default 2; fractions allowed)
-
-Example:
-  vcrypto device --socket ./vc.sock --metrics-listen 127.0.0.1:9464 &
-  vcrypto stats --metrics http://127.0.0.1:9464/metrics --watch`;
+const help = formatHelp({
+  usage: ['vcrypto stats --metrics URL [--watch] [--interval S]'],
+  description: [
+    "Show the statistics of a running 'vcrypto device --metrics-listen HOST:PORT': requests and bytes per",
+    'operation (sym-encrypt-ops, sym-encrypt-bytes, ... as QEMU 8.0 names them; hash, mac, aead), errors',
+    'per virtio-crypto status, sessions, malformed chains, kicks, interrupts, requests found by polling,',
+    'throttle waits. Columns: the device since it started (closed connections included), then each live',
+    "connection (its front-end's pid from SO_PEERCRED).",
+  ],
+  options: [
+    "  --metrics URL      the device's metrics endpoint, e.g. http://127.0.0.1:9464/metrics",
+    '  --watch            redraw every interval until interrupted, with per-second rates of the totals',
+    '  --interval S       seconds between redraws with --watch (default 2; fractions allowed)',
+  ],
+  exitCodes: [[1, 'the metrics endpoint could not be read or parsed']],
+  examples: [
+    'vcrypto device --socket ./vc.sock --metrics-listen 127.0.0.1:9464 &',
+    'vcrypto stats --metrics http://127.0.0.1:9464/metrics --watch',
+  ],
+});
 
 /** One sample of Prometheus text exposition: name, labels, value. */
 export interface Sample {
