@@ -76,7 +76,10 @@ export class SocketPort extends EventEmitter implements RpcPort {
     return this.#closed;
   }
 
-  /** Sends one message. Throws CryptoError('ENOSPC') when it exceeds the frame limit, EBADF when closed. */
+  /**
+   * Sends one message. Throws CryptoError: ENOSPC when it exceeds the frame limit, EINVAL when it holds
+   * something the codec cannot carry, EBADF when closed.
+   */
   postMessage(message: unknown): void {
     if (this.#closed) throw new CryptoError('EBADF', 'connection is closed');
     let frame: Buffer;
