@@ -390,6 +390,39 @@ test('flow control: the service stops reading a client with maxUnanswered reques
   }
 });
 
+test('flow control by bytes: a 2000-byte request over a 1000-byte bound pauses reading until answered; a reused id closes', async () => {
+  const path = socketPath();
+  const received: unknown[] = [];
+  const errors: string[] = [];
+  let port: SocketPort | undefined;
+  const server = createServer((s) => {
+    port = new SocketPort(s, { maxUnanswered: 100, maxUnansweredBytes: 1000, onProtocolError: (e) => errors.push(e.message) });
+    port.on('message', (m) => received.push(m));
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  const client = createConnection({ path });
+  client.on('error', () => undefined);
+  client.resume(); // reads (and drops) the answers, so it sees the service's close
+  await once(client, 'connect');
+  try {
+    client.write(encodeFrame({ id: 1, data: new Uint8Array(2000) }));
+    await until('request 1', () => received.length === 1);
+    client.write(encodeFrame({ id: 2 }));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(received.length, 1, '2000 unanswered bytes: request 2 is not read');
+    port!.postMessage({ id: 1, ok: true, value: undefined });
+    await until('request 2 after the answer', () => received.length === 2);
+    client.write(encodeFrame({ id: 2 }));
+    await once(client, 'close');
+    assert.deepEqual(errors, ['request id 2 reused while unanswered']);
+    assert.equal(received.length, 2);
+  } finally {
+    client.destroy();
+    port?.close();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test('an idle client does not hold its process: a script that never closes the device exits by itself', async () => {
   const device = createHostDevice();
   const { path, service } = await startService(device);

@@ -5,9 +5,10 @@
  * `onProtocolError` and closes this socket only.
  *
  * Flow control (service side, `maxUnanswered`): each message received is a request that gets exactly
- * one answer; while `maxUnanswered` are unanswered, or the answers not yet taken by the peer pass
- * `maxWriteBuffer` bytes, the socket is not read. A client that sends without reading stalls itself,
- * not the service's memory.
+ * one answer with the same `id`; while `maxUnanswered` requests or `maxUnansweredBytes` bytes of them
+ * are unanswered, or the answers not yet taken by the peer pass `maxWriteBuffer` bytes, the socket is
+ * not read. A client that floods or sends without reading stalls itself, not the service's memory. An
+ * id reused while its request is unanswered is a protocol error (it would defeat the accounting).
  *
  * `refWhileBusy` (client side): the socket keeps the process alive only while requests are
  * unanswered, like the other devices (an idle, unclosed device does not hold the process).
@@ -24,12 +25,20 @@ export interface SocketPortOptions {
   maxPayload?: number;
   /** Service side: stop reading while this many received messages are unanswered. */
   maxUnanswered?: number;
+  /** Service side: stop reading while the unanswered requests' frames pass this many bytes. Default 128 MiB. */
+  maxUnansweredBytes?: number;
   /** Service side: stop reading while more than this many answer bytes wait for the peer. Default 64 MiB. */
   maxWriteBuffer?: number;
   /** Client side: ref the socket only while messages sent are unanswered. */
   refWhileBusy?: boolean;
   /** Called once when the peer breaks the framing (then the port closes). */
   onProtocolError?: (err: FrameError) => void;
+}
+
+/** The numeric `id` of an RPC message, if it has one. */
+function idOf(message: unknown): number | undefined {
+  const id = typeof message === 'object' && message !== null ? (message as { id?: unknown }).id : undefined;
+  return typeof id === 'number' ? id : undefined;
 }
 
 export class SocketPort extends EventEmitter implements RpcPort {
@@ -45,6 +54,9 @@ export class SocketPort extends EventEmitter implements RpcPort {
   #closeEmitted = false;
   #paused = false;
   #corked = false;
+  /** Service side: frame bytes of each unanswered request, by id, and their sum. */
+  readonly #unansweredSizes = new Map<number, number>();
+  #unansweredBytes = 0;
 
   constructor(socket: Socket, opts: SocketPortOptions = {}) {
     super();
@@ -64,7 +76,10 @@ export class SocketPort extends EventEmitter implements RpcPort {
     return this.#closed;
   }
 
-  /** Sends one message. Throws CryptoError('ENOSPC') when it exceeds the frame limit, EBADF when closed. */
+  /**
+   * Sends one message. Throws CryptoError: ENOSPC when it exceeds the frame limit, EINVAL when it holds
+   * something the codec cannot carry, EBADF when closed.
+   */
   postMessage(message: unknown): void {
     if (this.#closed) throw new CryptoError('EBADF', 'connection is closed');
     let frame: Buffer;
@@ -77,6 +92,12 @@ export class SocketPort extends EventEmitter implements RpcPort {
     }
     // Service side, the hello answers nothing; client side, every message is a request.
     if (this.#opts.maxUnanswered === undefined || this.#received > this.#sent) this.#sent++;
+    const id = idOf(message);
+    const size = id === undefined ? undefined : this.#unansweredSizes.get(id);
+    if (size !== undefined) {
+      this.#unansweredSizes.delete(id!);
+      this.#unansweredBytes -= size;
+    }
     if (!this.#corked) {
       // Every message posted in this tick (e.g. a batch of completions) leaves in one writev.
       this.#corked = true;
@@ -118,6 +139,15 @@ export class SocketPort extends EventEmitter implements RpcPort {
       }
       // Client side, the hello (or anything unasked for) is no answer.
       if (!this.#opts.refWhileBusy || this.#sent > this.#received) this.#received++;
+      const id = this.#opts.maxUnanswered === undefined ? undefined : idOf(message);
+      if (id !== undefined) {
+        if (this.#unansweredSizes.has(id)) {
+          this.#protocolError(new FrameError(`request id ${id} reused while unanswered`));
+          return;
+        }
+        this.#unansweredSizes.set(id, payload.length);
+        this.#unansweredBytes += payload.length;
+      }
       this.emit('message', message);
       if (this.#closed) return;
     }
@@ -136,7 +166,10 @@ export class SocketPort extends EventEmitter implements RpcPort {
     const { maxUnanswered } = this.#opts;
     if (maxUnanswered === undefined || this.#closed) return;
     const unanswered = this.#received - this.#sent;
-    const congested = unanswered >= maxUnanswered || this.#socket.writableLength > (this.#opts.maxWriteBuffer ?? 64 * 1024 * 1024);
+    const congested =
+      unanswered >= maxUnanswered ||
+      this.#unansweredBytes > (this.#opts.maxUnansweredBytes ?? 128 * 1024 * 1024) ||
+      this.#socket.writableLength > (this.#opts.maxWriteBuffer ?? 64 * 1024 * 1024);
     if (congested && !this.#paused) {
       this.#paused = true;
       this.#socket.pause();
