@@ -65,6 +65,8 @@ export interface ImageOptions {
 interface KernelPackage {
   readonly name: string;
   readonly version: string;
+  /** The .deb's size in bytes (apt-cache's Size field), when known. */
+  readonly size?: number;
 }
 
 /** `apt-cache depends linux-image-amd64` -> "linux-image-6.1.0-NN-amd64", and its version. */
@@ -94,7 +96,8 @@ async function findKernelPackage(log: (line: string) => void): Promise<KernelPac
   const { stdout } = await runHost('apt-cache', ['show', '--no-all-versions', name]);
   const version = /^Version:\s*(\S+)/m.exec(stdout)?.[1];
   if (version === undefined) throw new VmError(`apt-cache show ${name}: no Version field`);
-  return { name, version };
+  const size = Number(/^Size:\s*(\d+)/m.exec(stdout)?.[1] ?? Number.NaN);
+  return { name, version, ...(Number.isSafeInteger(size) && { size }) };
 }
 
 async function findStaticBusybox(): Promise<string> {
@@ -189,8 +192,20 @@ async function buildOrReuse(options: ImageOptions): Promise<GuestImage> {
     const debName = `${pkg.name}_${pkg.version.replaceAll(':', '%3a')}_amd64.deb`;
     const deb = join(cacheDir, 'debs', debName);
     if (!existsSync(deb)) {
-      log(`vm: downloading ${pkg.name} ${pkg.version} (apt-get download)`);
+      const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+      log(`vm: downloading ${pkg.name} ${pkg.version}${pkg.size !== undefined ? ` (${mb(pkg.size)})` : ''} with apt-get download, once: later runs use the cache`);
       const dl = await mkdtemp(join(cacheDir, 'debs', 'dl-'));
+      const started = Date.now();
+      // Progress: what has arrived in the download folder so far (apt writes there as it fetches).
+      const progress = setInterval(() => {
+        void (async () => {
+          let got = 0;
+          for (const f of await readdir(dl, { recursive: true }).catch(() => [] as string[])) got += (await stat(join(dl, f)).catch(() => null))?.size ?? 0;
+          const of = pkg.size !== undefined ? ` of ${mb(pkg.size)}` : '';
+          log(`vm: downloading: ${mb(got)}${of} after ${Math.round((Date.now() - started) / 1000)} s`);
+        })();
+      }, 5000);
+      progress.unref();
       try {
         await runHost('apt-get', ['download', '-qq', `${pkg.name}=${pkg.version}`], { cwd: dl }).catch((err: unknown) => {
           throw new DownloadFailed(err);
@@ -198,7 +213,9 @@ async function buildOrReuse(options: ImageOptions): Promise<GuestImage> {
         const got = (await readdir(dl)).find((f) => f.endsWith('.deb'));
         if (got === undefined) throw new VmError(`apt-get download ${pkg.name} produced no .deb`);
         await rename(join(dl, got), deb);
+        log(`vm: downloaded ${pkg.name} in ${Math.round((Date.now() - started) / 1000)} s`);
       } finally {
+        clearInterval(progress);
         await rm(dl, { recursive: true, force: true });
       }
     }

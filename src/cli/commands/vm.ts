@@ -329,6 +329,9 @@ export const vmCommand: Command = {
         return await bench(image, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, deviceArgs, interrupted.signal);
       }
       const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket, deviceArgs };
+      process.stderr.write(
+        `vm: booting the guest (kernel ${image.kernelVersion}, QEMU TCG, ${backendName} device, ${frontend === 'ours' ? `our driver over ${dma}` : "Linux's virtio_crypto"}); under TCG this takes ${frontend === 'ours' ? '15-40' : '5-10'} s\n`,
+      );
       const result = await runGuestSession({
         image,
         backend,
