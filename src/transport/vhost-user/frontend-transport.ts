@@ -20,7 +20,7 @@
  *   QEMU 7.2.0-7.2.2), so the transport synthesizes the one our back-end's device model has: the
  *   configSpace() of a VirtioCryptoDevice with max_dataqueues = GET_QUEUE_NUM. DEVIATION: against a
  *   foreign back-end this config is an assumption, not a reading.
- * - Interrupts: one poll(2) on a koffi async thread waits on every call eventfd, a wake eventfd and
+ * - Interrupts: an InterruptWaiter (../interrupt-waiter.ts): one poll(2) on a koffi async thread waits on every call eventfd, a wake eventfd and
  *   the socket (hang-up = the back-end is gone → onFailure). The wait runs only while the driver has
  *   work in flight (`hold()`/`release()`), so an idle device lets the process exit. koffi runs the
  *   wait on libuv's threadpool (UV_THREADPOOL_SIZE, default 4): each busy device holds one thread.
@@ -30,6 +30,7 @@
  * close() releases them (the back-end has its own duplicates).
  */
 import { statusTransition } from '../device-status.js';
+import { InterruptWaiter } from '../interrupt-waiter.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
 import {
@@ -53,7 +54,7 @@ import {
 } from '../../wire/vhost-user.js';
 import { connectUnix, type UnixSocket } from '../../sys/unix-socket.js';
 import { createMemfd, mapShared, type Mapping } from '../../sys/memfd.js';
-import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, pollAsync, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
+import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
 import { VhostUserChannel } from './channel.js';
 import { requestName } from './message-table.js';
 import { sessionActionFor, statusForSessionReply } from './frontend-sessions.js';
@@ -73,8 +74,6 @@ export const DEFAULT_FRONTEND_MEMORY_BYTES = 64 * 1024 * 1024 + 512 * 1024 * 102
 export const FRONTEND_QUEUE_MAX_SIZE = 1024;
 const REPLY_TIMEOUT_MS = 10_000;
 const POLLRDHUP = 0x2000;
-/** How long the interrupt wait outlives the last request in flight. */
-const IDLE_LINGER_MS = 20;
 
 const WANTED_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F.MQ)) |
@@ -112,7 +111,9 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   readonly #queues = new Map<number, QueueAddresses>();
   readonly #kickFds = new Map<number, number>();
   readonly #callFds = new Map<number, number>();
-  readonly #wakeFd: number;
+  readonly #waiter: InterruptWaiter;
+  /** The call eventfds of the wait in progress (fds() and handle() see the same list). */
+  #waitingOn: [number, number][] = [];
   readonly #sessions: VhostUserSessionMode;
   /** Message mode: the control queue, served here (QEMU's role). */
   #controlQueue: DeviceQueue | undefined;
@@ -124,9 +125,6 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   #interrupt: ((index: number) => void) | undefined;
   #failure: ((error: Error) => void) | undefined;
   #failed = false;
-  #holds = 0;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
-  #loop: Promise<void> | undefined;
   #closed = false;
   /** Serializes socket exchanges (one request/reply at a time, as vhost-user requires). */
   #exchange: Promise<unknown> = Promise.resolve();
@@ -152,7 +150,26 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     this.#protocolFeatures = init.protocolFeatures;
     this.#dataQueues = init.dataQueues;
     this.memory = { guestPhysAddr: FRONTEND_GUEST_PHYS_BASE, bytes: new Uint8Array(init.mapping.buffer) };
-    this.#wakeFd = createEventFd();
+    this.#waiter = new InterruptWaiter({
+      ready: () => this.#started && !this.#failed && !this.#closed,
+      fds: () => {
+        this.#waitingOn = [...this.#callFds.entries()];
+        return [{ fd: this.#socket.fd, events: POLLRDHUP }, ...this.#waitingOn.map(([, fd]) => ({ fd, events: POLLIN }))];
+      },
+      timeoutMs: () => -1,
+      handle: (revents) => {
+        if (((revents[0] ?? 0) & (POLLRDHUP | POLLHUP | POLLERR)) !== 0) {
+          this.#fail(new Error(`${this.description}: the back-end closed the connection`));
+          return;
+        }
+        this.#waitingOn.forEach(([index, fd], k) => {
+          if ((revents[k + 1] ?? 0) === 0) return;
+          drainEventFd(fd);
+          this.#interrupt?.(index);
+        });
+      },
+      onError: (err) => this.#fail(err),
+    });
   }
 
   /** Connects, negotiates protocol features, SET_OWNER. Throws with the back-end's failure named. */
@@ -277,40 +294,24 @@ export class VhostUserFrontendTransport implements VirtioTransport {
 
   /** Keep waiting for interrupts (work is in flight). Nested. */
   hold(): void {
-    this.#holds++;
-    if (this.#idleTimer !== undefined) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = undefined;
-    }
-    if (this.#loop === undefined && this.#started && !this.#closed) this.#loop = this.#interruptLoop();
+    this.#waiter.hold();
   }
 
   /** No work in flight: stop waiting, so an idle process can exit. */
   release(): void {
-    if (this.#holds > 0) this.#holds--;
-    if (this.#holds > 0 || this.#loop === undefined || this.#idleTimer !== undefined) return;
-    // Linger briefly: a synchronous caller (depth 1) submits its next request within microseconds,
-    // and restarting the wait for every request would double its latency.
-    this.#idleTimer = setTimeout(() => {
-      this.#idleTimer = undefined;
-      if (this.#holds === 0) signalEventFd(this.#wakeFd);
-    }, IDLE_LINGER_MS);
-    this.#idleTimer.unref();
+    this.#waiter.release();
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
-    signalEventFd(this.#wakeFd);
-    await this.#loop;
+    await this.#waiter.close();
     await this.#exchange.catch(() => undefined);
     this.#socket.close(); // the back-end sees EOF and releases its side
     closeFds(this.#kickFds.values());
     closeFds(this.#callFds.values());
     this.#kickFds.clear();
     this.#callFds.clear();
-    closeFd(this.#wakeFd);
     this.#mapping.unmap();
     closeFd(this.#memfd);
   }
@@ -389,7 +390,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
       await this.#send(VHOST_USER.SET_VRING_KICK, encodeVringFile(index, false), [kick]);
     }
     this.#started = true;
-    if (this.#holds > 0 && this.#loop === undefined) this.#loop = this.#interruptLoop();
+    this.#waiter.start();
   }
 
   /** Device reset: stop every ring (GET_VRING_BASE); the back-end forgets them until restarted. */
@@ -523,39 +524,10 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     return written;
   }
 
-  async #interruptLoop(): Promise<void> {
-    try {
-      while (!this.#closed && !this.#failed && (this.#holds > 0 || this.#idleTimer !== undefined)) {
-        const calls = [...this.#callFds.entries()];
-        const revents = await pollAsync(
-          [
-            { fd: this.#wakeFd, events: POLLIN },
-            { fd: this.#socket.fd, events: POLLRDHUP },
-            ...calls.map(([, fd]) => ({ fd, events: POLLIN })),
-          ],
-          -1,
-        );
-        if ((revents[0] ?? 0) !== 0) drainEventFd(this.#wakeFd);
-        if (this.#closed) return;
-        if (((revents[1] ?? 0) & (POLLRDHUP | POLLHUP | POLLERR)) !== 0) {
-          this.#failed = true;
-          this.#failure?.(new Error(`${this.description}: the back-end closed the connection`));
-          return;
-        }
-        calls.forEach(([index, fd], k) => {
-          if ((revents[k + 2] ?? 0) === 0) return;
-          drainEventFd(fd);
-          this.#interrupt?.(index);
-        });
-      }
-    } catch (err) {
-      this.#failed = true;
-      this.#failure?.(err instanceof Error ? err : new Error(String(err)));
-    } finally {
-      this.#loop = undefined;
-      // A hold() that raced with the end of the loop restarts it.
-      if (this.#holds > 0 && !this.#closed && !this.#failed && this.#started) this.#loop = this.#interruptLoop();
-    }
+  #fail(error: Error): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#failure?.(error);
   }
 }
 

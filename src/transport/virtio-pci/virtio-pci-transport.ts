@@ -22,6 +22,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { statusTransition } from '../device-status.js';
+import { InterruptWaiter } from '../interrupt-waiter.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import {
   PCI_CFG,
@@ -33,7 +34,7 @@ import {
   VIRTIO_PCI_ISR_CONFIG,
 } from '../../spec/virtio-pci.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../../spec/virtio.js';
-import { createEventFd, signalEventFd, drainEventFd, closeFd, pollAsync, POLLIN } from '../../sys/fd.js';
+import { POLLIN } from '../../sys/fd.js';
 import type { Mapping } from '../../sys/memfd.js';
 import { parseVirtioPciCapabilities, type VirtioPciLayout, type VirtioPciRegion } from './pci-capabilities.js';
 import type { InterruptSource, PciFunction } from './pci-function.js';
@@ -41,7 +42,6 @@ import type { InterruptSource, PciFunction } from './pci-function.js';
 /** Default DMA memory under VFIO (rings + request buffers). */
 export const DEFAULT_PCI_MEMORY_BYTES = 16 * 1024 * 1024;
 const RESET_TIMEOUT_MS = 1000;
-const IDLE_LINGER_MS = 20;
 /** Adaptive polling stops after this long without a completion (then interrupts only). */
 const POLL_WINDOW_MS = 0.5;
 
@@ -105,13 +105,10 @@ export class VirtioPciTransport implements VirtioTransport {
   #polling = false;
   #lastProgress = 0;
   readonly #irq: InterruptSource | null;
-  readonly #wakeFd: number;
+  readonly #waiter: InterruptWaiter;
   #interrupt: ((index: number) => void) | undefined;
   #failure: ((error: Error) => void) | undefined;
   #failed = false;
-  #holds = 0;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
-  #loop: Promise<void> | undefined;
   #closed = false;
 
   private constructor(fn: PciFunction, layout: VirtioPciLayout, bars: Map<number, Mapping>, memory: DriverMemory, irq: InterruptSource | null) {
@@ -124,7 +121,15 @@ export class VirtioPciTransport implements VirtioTransport {
     this.#notify = mmio(layout.notify);
     this.memory = memory;
     this.#irq = irq;
-    this.#wakeFd = createEventFd();
+    // Interrupts wake the wait; without an interrupt source it times out every 1 ms and the used
+    // rings are read anyway (polling while requests are in flight).
+    this.#waiter = new InterruptWaiter({
+      ready: () => !this.#closed && !this.#failed,
+      fds: () => (irq === null ? [] : [{ fd: irq.fd, events: POLLIN }]),
+      timeoutMs: () => (irq === null ? 1 : -1),
+      handle: (revents) => this.#onWake(irq !== null && (revents[0] ?? 0) !== 0),
+      onError: (err) => this.#fail(err),
+    });
     this.description = `pci:${fn.bdf} (${fn.kind}, ${irq === null ? 'polling' : irq.kind === 'msix' ? 'MSI-X' : 'INTx'})`;
   }
 
@@ -241,12 +246,7 @@ export class VirtioPciTransport implements VirtioTransport {
 
   /** Keep waiting for completions (work is in flight). Nested. */
   hold(): void {
-    this.#holds++;
-    if (this.#idleTimer !== undefined) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = undefined;
-    }
-    if (this.#loop === undefined && !this.#closed && !this.#failed) this.#loop = this.#irq === null ? this.#pollLoop() : this.#interruptLoop();
+    this.#waiter.hold();
     this.#startPolling();
   }
 
@@ -274,7 +274,7 @@ export class VirtioPciTransport implements VirtioTransport {
   }
 
   readonly #pollTick = (): void => {
-    if (this.#closed || this.#failed || this.#holds === 0) {
+    if (this.#closed || this.#failed || !this.#waiter.held) {
       this.#stopPolling();
       return;
     }
@@ -296,27 +296,18 @@ export class VirtioPciTransport implements VirtioTransport {
 
   /** No work in flight: stop waiting (after a short linger), so an idle process can exit. */
   release(): void {
-    if (this.#holds > 0) this.#holds--;
-    if (this.#holds > 0 || this.#loop === undefined || this.#idleTimer !== undefined) return;
-    this.#idleTimer = setTimeout(() => {
-      this.#idleTimer = undefined;
-      if (this.#holds === 0) signalEventFd(this.#wakeFd);
-    }, IDLE_LINGER_MS);
-    this.#idleTimer.unref();
+    this.#waiter.release();
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
-    signalEventFd(this.#wakeFd);
-    await this.#loop;
+    await this.#waiter.close();
     try {
       this.#common.w8(C.device_status, 0); // reset: the device stops using our memory
       const deadline = Date.now() + RESET_TIMEOUT_MS;
       while (this.#common.r8(C.device_status) !== 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 1));
     } finally {
-      closeFd(this.#wakeFd);
       this.#fn.close();
     }
   }
@@ -331,44 +322,24 @@ export class VirtioPciTransport implements VirtioTransport {
     for (const index of this.#queues) this.#interrupt?.(index);
   }
 
-  async #interruptLoop(): Promise<void> {
-    const irq = this.#irq!;
-    try {
-      while (!this.#closed && !this.#failed && (this.#holds > 0 || this.#idleTimer !== undefined)) {
-        const revents = await pollAsync([{ fd: this.#wakeFd, events: POLLIN }, { fd: irq.fd, events: POLLIN }], -1);
-        if ((revents[0] ?? 0) !== 0) drainEventFd(this.#wakeFd);
-        if (this.#closed) return;
-        if ((revents[1] ?? 0) === 0) continue;
-        irq.consume();
-        if (irq.kind === 'intx') {
-          // §4.1.4.5: reading the ISR clears it and de-asserts INTx; then the line may be re-enabled.
-          const isr = this.#isr.r8(0);
-          irq.rearm();
-          if ((isr & VIRTIO_PCI_ISR_CONFIG) !== 0) this.#checkNeedsReset();
-        } else {
-          this.#checkNeedsReset();
-        }
-        this.#serviceQueues();
+  /** The wait ended: an interrupt (`fired`) or, without an interrupt source, its 1 ms timeout. */
+  #onWake(fired: boolean): void {
+    if (this.#closed) return;
+    const irq = this.#irq;
+    if (fired && irq !== null) {
+      irq.consume();
+      if (irq.kind === 'intx') {
+        // §4.1.4.5: reading the ISR clears it and de-asserts INTx; then the line may be re-enabled.
+        const isr = this.#isr.r8(0);
+        irq.rearm();
+        if ((isr & VIRTIO_PCI_ISR_CONFIG) !== 0) this.#checkNeedsReset();
+      } else {
+        this.#checkNeedsReset();
       }
-    } catch (err) {
-      this.#fail(err instanceof Error ? err : new Error(String(err)));
-    } finally {
-      this.#loop = undefined;
-      if (this.#holds > 0 && !this.#closed && !this.#failed) this.#loop = this.#interruptLoop();
+    } else if (irq !== null) {
+      return; // woken for another reason (release, close)
     }
-  }
-
-  /** No interrupt source: poll the used rings while requests are in flight (1 ms sleeps when quiet). */
-  async #pollLoop(): Promise<void> {
-    try {
-      while (!this.#closed && !this.#failed && (this.#holds > 0 || this.#idleTimer !== undefined)) {
-        this.#serviceQueues();
-        await new Promise((resolve) => setTimeout(resolve, 1));
-      }
-    } finally {
-      this.#loop = undefined;
-      if (this.#holds > 0 && !this.#closed && !this.#failed) this.#loop = this.#pollLoop();
-    }
+    this.#serviceQueues();
   }
 
   #checkNeedsReset(): void {
