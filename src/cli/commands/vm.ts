@@ -190,6 +190,26 @@ async function bench(image: GuestImage, seconds: number, sizes: string, rounds: 
   return runs.some((r) => r.errors.length > 0) ? 1 : 0;
 }
 
+/**
+ * Runs `fn` with SIGINT/SIGTERM turned into an abort (so QEMU and our device, our children, are
+ * stopped before we exit) and VmErrors turned into one-line CliErrors.
+ */
+async function withInterrupt(fn: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const interrupted = new AbortController();
+  const onSignal = () => interrupted.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await fn(interrupted.signal);
+  } catch (err) {
+    if (err instanceof VmError) throw new CliError(err.hint ? `${err.message}: ${err.hint}` : err.message, 1, { cause: err });
+    throw err;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
 export const vmCommand: Command = {
   name: 'vm',
   summary: 'boot a Linux guest on QEMU with a virtio-crypto device; run commands through our driver inside it',
@@ -225,26 +245,16 @@ export const vmCommand: Command = {
       const rounds = parsePositiveInt('--rounds', values.rounds ?? '1', 20);
       const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '300', 3600) * 1000;
       if (values.qemu !== undefined && !existsSync(values.qemu)) throw new UsageError(`--qemu ${values.qemu}: no such file`);
-      const interrupted = new AbortController();
-      const onSignal = () => interrupted.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      try {
+      return withInterrupt(async (signal) => {
         const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
         const size = 4096;
-        const rows = await runGuestBench({ image, seconds, rounds, size, timeoutMs, signal: interrupted.signal, log: (l) => process.stderr.write(`${l}\n`), qemuBinary: values.qemu });
-        if (interrupted.signal.aborted) throw new CliError('interrupted', 130);
+        const rows = await runGuestBench({ image, seconds, rounds, size, timeoutMs, signal, log: (l) => process.stderr.write(`${l}\n`), qemuBinary: values.qemu });
+        if (signal.aborted) throw new CliError('interrupted', 130);
         process.stdout.write(`AES-128-CBC encrypt in a TCG guest (multi-threaded TCG, 1 vCPU): Linux's virtio_crypto through AF_ALG (one process, one request at a time) vs our user-space PCI driver at depth 1 and 32; median of ${rounds} round(s) x ${seconds} s\n`);
         process.stdout.write(`${formatGuestBench(rows, size)}\n`);
         for (const r of rows) for (const e of r.errors) process.stderr.write(`vm: bench-guest ${r.backend}: ${e}\n`);
         return rows.some((r) => r.errors.length > 0) ? 1 : 0;
-      } catch (err) {
-        if (err instanceof VmError) throw new CliError(err.hint ? `${err.message}: ${err.hint}` : err.message, 1, { cause: err });
-        throw err;
-      } finally {
-        process.removeListener('SIGINT', onSignal);
-        process.removeListener('SIGTERM', onSignal);
-      }
+      });
     }
     const backendName = values.backend ?? 'ours';
     if (backendName !== 'ours' && backendName !== 'builtin') throw new UsageError(`invalid --backend '${backendName}': expected ours or builtin`);
@@ -308,11 +318,7 @@ export const vmCommand: Command = {
     if (!values.bench && (values.seconds !== undefined || values.sizes !== undefined || values.rounds !== undefined)) throw new UsageError('--seconds, --sizes and --rounds are --bench options');
 
     // SIGINT/SIGTERM: kill QEMU and our device before exiting (they are our children).
-    const interrupted = new AbortController();
-    const onSignal = () => interrupted.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    try {
+    return withInterrupt(async (signal) => {
       if (values.socket !== undefined && !existsSync(values.socket)) {
         throw new CliError(`no socket at ${values.socket}: start 'vcrypto device --socket ${values.socket}' first, or omit --socket to let vcrypto vm start one`);
       }
@@ -326,7 +332,7 @@ export const vmCommand: Command = {
         : undefined;
       const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
       if (benchArgs) {
-        return await bench(image, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, deviceArgs, interrupted.signal);
+        return await bench(image, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, deviceArgs, signal);
       }
       const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket, deviceArgs };
       process.stderr.write(
@@ -345,23 +351,17 @@ export const vmCommand: Command = {
           else if (e.kind === 'boot' && verbose) process.stderr.write(`${e.line}\n`);
         },
         onDeviceOutput: verbose ? (t) => process.stderr.write(t) : undefined,
-        signal: interrupted.signal,
+        signal: signal,
         guest: guestOptions,
         onStderr: (text) => process.stderr.write(text),
         qemuBinary: values.qemu,
       });
-      if (interrupted.signal.aborted) throw new CliError('interrupted: QEMU stopped', 130);
+      if (signal.aborted) throw new CliError('interrupted: QEMU stopped', 130);
       if (result.exitCode === undefined || result.deviceExit) {
         throw new CliError(describeFailure(result, `vm (${backendName})`));
       }
       process.stderr.write(`vm: guest exited with status ${result.exitCode} after ${result.seconds.toFixed(1)} s (${backendName})\n`);
       return result.exitCode;
-    } catch (err) {
-      if (err instanceof VmError) throw new CliError(err.hint ? `${err.message}: ${err.hint}` : err.message, 1, { cause: err });
-      throw err;
-    } finally {
-      process.removeListener('SIGINT', onSignal);
-      process.removeListener('SIGTERM', onSignal);
-    }
+    });
   },
 };
