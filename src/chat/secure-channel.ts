@@ -1,27 +1,35 @@
 /**
  * The encrypted chat's ChatChannel: Noise_NNpsk0_25519_AESGCM_SHA256 (see secure-framing.ts for the
- * bytes on the wire), with every SHA-256 / HMAC-SHA256 / AES-GCM computed by the selected crypto device
- * through the cryptodev session API. One device handle per connection, closed (with its sessions)
- * when the connection ends. Never falls back to plaintext: any failure rejects or throws ChannelError.
+ * bytes on the wire), in one of two suites:
+ *  - `aes-gcm` (default): every SHA-256 / HMAC-SHA256 / AES-GCM computed by the selected crypto device
+ *    through the cryptodev session API;
+ *  - `cbc-hmac`: for a device that offers AES-CBC only (QEMU's virtio-crypto device): every chat
+ *    message is AES-256-CBC on the device, authenticated with HMAC-SHA256 on node:crypto
+ *    (cbc-hmac-cipher.ts); the handshake runs on node:crypto.
+ * One device handle per connection, closed (with its sessions) when the connection ends. Never falls
+ * back to plaintext or to another device: any failure rejects or throws ChannelError.
  */
 import type { Socket } from 'node:net';
-import type { CryptoDevice, CryptoHandle } from '../driver/api.js';
+import { CryptoError, type CryptoDevice, type CryptoHandle } from '../driver/api.js';
+import { createHostDevice } from '../driver/host-device.js';
+import { CbcHmacCipher, cbcHmacMaxPlaintext } from './cbc-hmac-cipher.js';
 import { ChannelError, type ChatChannel, type ChatChannelFactory, type ChatRole } from './chat-channel.js';
-import type { CipherState } from './noise/cipher-state.js';
-import { HandshakeState, PSKLEN, protocolName, type TransportKeys } from './noise/handshake-state.js';
+import { TAGLEN } from './noise/cipher-state.js';
+import { HandshakeState, NOISE_MAX_MESSAGE, PSKLEN, protocolName } from './noise/handshake-state.js';
 import { NoiseError, NoiseErrorCode } from './noise/noise-error.js';
 import { zeroize } from '../driver/cryptodev-semantics.js';
 import { concat } from './noise/symmetric-state.js';
 
 import {
   FrameDecoder,
+  DEFAULT_CHAT_SUITE,
   HELLO_LENGTH,
   HELLO_MAGIC,
-  MAX_FRAGMENT,
   MAX_MESSAGE,
   PayloadType,
   SECURE_CHAT_VERSION,
   checkHello,
+  type ChatSuiteName,
   encodeFrame,
   hello,
   printableLine,
@@ -40,26 +48,54 @@ export interface SecureChannelOptions {
   readonly psk: Uint8Array;
   /** A peer that has not finished the handshake by then is dropped (default 10 s). */
   readonly handshakeTimeoutMs?: number;
+  /** How chat messages are sealed (secure-framing.ts); both peers must use the same. Default aes-gcm. */
+  readonly suite?: ChatSuiteName;
+}
+
+/** One direction's sealing: Noise's CipherState (AES-GCM) or CbcHmacCipher. */
+interface TransportCipher {
+  encryptWithAd(ad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+  decryptWithAd(ad: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array>;
+  destroy(): Promise<void>;
+}
+
+interface Transport {
+  readonly send: TransportCipher;
+  readonly receive: TransportCipher;
+  /** Largest plaintext one sealed message (one frame, at most 65535 bytes) carries. */
+  readonly maxPlaintext: number;
+}
+
+/** The channel's status line: the protocol and which device does what. */
+function describe(suite: ChatSuiteName, device: string): string {
+  return suite === 'aes-gcm'
+    ? `${SECURE_PROTOCOL} (secure chat v${SECURE_CHAT_VERSION}); crypto by ${device}`
+    : `${SECURE_PROTOCOL} + CBC_HMAC (secure chat v${SECURE_CHAT_VERSION}); AES-256-CBC by ${device}; handshake and HMAC-SHA256 on node:crypto`;
 }
 
 /** A ChatChannelFactory that runs the Noise handshake on each new connection. */
 export function secureChannel(options: SecureChannelOptions): ChatChannelFactory {
   if (options.psk.length !== PSKLEN) throw new RangeError(`the chat key must be ${PSKLEN} bytes`);
-  return (socket, role) => establish(socket, role, options);
+  const suite = options.suite ?? DEFAULT_CHAT_SUITE;
+  // cbc-hmac: the handshake's SHA-256, HKDF and AES-GCM run on node:crypto (the device has no hash).
+  const cpu = suite === 'cbc-hmac' ? createHostDevice() : undefined;
+  return (socket, role) => establish(socket, role, options, suite, cpu);
 }
 
-async function establish(socket: Socket, role: ChatRole, options: SecureChannelOptions): Promise<ChatChannel> {
+async function establish(socket: Socket, role: ChatRole, options: SecureChannelOptions, suite: ChatSuiteName, cpu: CryptoDevice | undefined): Promise<ChatChannel> {
   const reader = new HandshakeReader(socket, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
   let handle: CryptoHandle | undefined;
+  let handshakeHandle: CryptoHandle | undefined;
   let hs: HandshakeState | undefined;
-  let keys: TransportKeys | undefined;
+  let keys: Transport | undefined;
   const psk = Uint8Array.from(options.psk);
   const start = async () => {
     handle = await options.device.open();
-    hs = await HandshakeState.initialize(handle, {
+    handshakeHandle = cpu === undefined ? handle : await cpu.open();
+    hs = await HandshakeState.initialize(handshakeHandle, {
       pattern: 'NNpsk0',
       initiator: role === 'client',
-      prologue: prologue(SECURE_CHAT_VERSION),
+      prologue: prologue(suite),
       psk,
     });
     zeroize(psk);
@@ -69,38 +105,59 @@ async function establish(socket: Socket, role: ChatRole, options: SecureChannelO
     if (role === 'client') {
       const state = await start();
       // -> psk, e   (sent together with our hello: one round trip for the whole handshake)
-      socket.write(concat(hello(), encodeFrame(await state.writeMessage(new Uint8Array(0)))));
-      await expectHello(reader, role);
+      socket.write(concat(hello(SECURE_CHAT_VERSION, suite), encodeFrame(await state.writeMessage(new Uint8Array(0)))));
+      await expectHello(reader, role, suite);
       // <- e, ee
       await readHandshakeMessage(reader, state, socket);
-      keys = await state.split();
+      keys = await split(state, suite, handle!);
       // -> CONFIRM: key confirmation, sent without waiting (secure-framing.ts).
       socket.write(encodeFrame(await keys.send.encryptWithAd(new Uint8Array(0), Uint8Array.of(PayloadType.CONFIRM))));
     } else {
-      socket.write(hello());
+      socket.write(hello(SECURE_CHAT_VERSION, suite));
       // A connection that has not even sent its hello costs no device handle or session.
-      await expectHello(reader, role);
+      await expectHello(reader, role, suite);
       const state = await start();
       await readHandshakeMessage(reader, state, socket);
       socket.write(encodeFrame(await state.writeMessage(new Uint8Array(0))));
-      keys = await state.split();
+      keys = await split(state, suite, handle!);
       await readConfirm(reader, keys, socket);
     }
     reader.detach();
-    return new SecureChannel(handle!, keys, options.device.info.description, socket);
+    if (handshakeHandle !== handle) await handshakeHandle?.close();
+    return new SecureChannel(handle!, keys, describe(suite, options.device.info.description), socket);
   } catch (err) {
     reader.detach();
     zeroize(psk);
     await hs?.destroy().catch(() => {});
     await keys?.send.destroy().catch(() => {});
     await keys?.receive.destroy().catch(() => {});
+    if (handshakeHandle !== handle) await handshakeHandle?.close().catch(() => {});
     await handle?.close().catch(() => {});
-    throw toChannelError(err);
+    throw toChannelError(err, suite);
+  }
+}
+
+/** §5.2 Split() into the suite's transport: Noise CipherStates, or CBC_HMAC ciphers on `handle`. */
+async function split(state: HandshakeState, suite: ChatSuiteName, handle: CryptoHandle): Promise<Transport> {
+  if (suite === 'aes-gcm') {
+    const { send, receive } = await state.split();
+    return { send, receive, maxPlaintext: NOISE_MAX_MESSAGE - TAGLEN };
+  }
+  const keys = await state.splitKeys();
+  let send: CbcHmacCipher | undefined;
+  try {
+    send = await CbcHmacCipher.create(handle, keys.send);
+    const receive = await CbcHmacCipher.create(handle, keys.receive);
+    return { send, receive, maxPlaintext: cbcHmacMaxPlaintext(NOISE_MAX_MESSAGE) };
+  } catch (err) {
+    zeroize(keys.send, keys.receive);
+    await send?.destroy().catch(() => {});
+    throw err;
   }
 }
 
 /** The server's last handshake step: the client's CONFIRM, sealed with the transport keys (secure-framing.ts). */
-async function readConfirm(reader: HandshakeReader, keys: TransportKeys, socket: Socket): Promise<void> {
+async function readConfirm(reader: HandshakeReader, keys: Transport, socket: Socket): Promise<void> {
   const frame = await reader.readFrame();
   if (frame.length === 0) throw new ChannelError(`${AUTH_FAILED}: the peer rejected the handshake (different key?)`);
   let payload: Uint8Array;
@@ -118,13 +175,16 @@ async function readConfirm(reader: HandshakeReader, keys: TransportKeys, socket:
   }
 }
 
-async function expectHello(reader: HandshakeReader, role: ChatRole): Promise<void> {
+async function expectHello(reader: HandshakeReader, role: ChatRole, suite: ChatSuiteName): Promise<void> {
   const peer = role === 'client' ? 'server' : 'client';
   const bytes = await reader.readHello();
-  const check = checkHello(bytes);
+  const check = checkHello(bytes, suite);
   if (check.ok) return;
   if (check.reason === 'version') {
     throw new ChannelError(`the ${peer} speaks secure chat protocol version ${check.version}; this vcrypto speaks version ${SECURE_CHAT_VERSION}`);
+  }
+  if (check.reason === 'suite') {
+    throw new ChannelError(`the ${peer} uses the suite ${check.suite ?? `#${check.byte}`}; this side was started with --suite ${suite} (both peers must use the same)`);
   }
   const text = printableLine(await reader.readLine(bytes));
   throw new ChannelError(
@@ -148,10 +208,13 @@ async function readHandshakeMessage(reader: HandshakeReader, hs: HandshakeState,
   }
 }
 
-function toChannelError(err: unknown): ChannelError {
+function toChannelError(err: unknown, suite: ChatSuiteName): ChannelError {
   if (err instanceof ChannelError) return err;
   if (err instanceof NoiseError) return new ChannelError(`secure channel: ${err.message}`, { cause: err });
-  const message = err instanceof Error ? err.message : String(err);
+  let message = err instanceof Error ? err.message : String(err);
+  if (err instanceof CryptoError && err.code === 'ENOTSUP' && suite === 'aes-gcm') {
+    message += " (a device that offers only AES-CBC, such as QEMU's virtio-crypto device, needs --suite cbc-hmac on both peers)";
+  }
   return new ChannelError(`secure channel setup failed: ${message}`, { cause: err });
 }
 
@@ -210,7 +273,10 @@ class HandshakeReader {
     const first = await this.#read(1);
     // A peer that is not us (e.g. a plain chat server's busy notice) already differs in its first byte.
     if (first[0] !== HELLO_MAGIC[0]) return first;
-    return concat(first, await this.#read(HELLO_LENGTH - 1));
+    const versioned = concat(first, await this.#read(HELLO_MAGIC.length));
+    // Only our version's hello has the suite byte (versions 1-3 end at the version byte).
+    if (versioned[HELLO_MAGIC.length] !== SECURE_CHAT_VERSION) return versioned;
+    return concat(versioned, await this.#read(HELLO_LENGTH - versioned.length));
   }
 
   /**
@@ -249,8 +315,9 @@ class HandshakeReader {
 class SecureChannel implements ChatChannel {
   readonly status: string;
   readonly #decoder = new FrameDecoder();
-  readonly #send: CipherState;
-  readonly #receive: CipherState;
+  readonly #send: TransportCipher;
+  readonly #receive: TransportCipher;
+  readonly #maxFragment: number;
   #fragments: Uint8Array[] = [];
   #fragmentBytes = 0;
   #closed = false;
@@ -264,21 +331,22 @@ class SecureChannel implements ChatChannel {
 
   constructor(
     private readonly handle: CryptoHandle,
-    keys: TransportKeys,
-    deviceDescription: string,
+    keys: Transport,
+    status: string,
     private readonly socket: Socket,
   ) {
     this.#send = keys.send;
     this.#receive = keys.receive;
-    this.status = `${SECURE_PROTOCOL} (secure chat v${SECURE_CHAT_VERSION}); crypto by ${deviceDescription}`;
+    this.#maxFragment = keys.maxPlaintext - 1; // one byte of each sealed payload is its type
+    this.status = status;
   }
 
   async seal(plaintext: Uint8Array): Promise<Uint8Array> {
     if (this.#ended) throw new ChannelError('secure channel: a message after our end of chat');
     const frames: Uint8Array[] = [];
-    for (let at = 0; at < plaintext.length; at += MAX_FRAGMENT) {
-      const data = plaintext.subarray(at, at + MAX_FRAGMENT);
-      const last = at + MAX_FRAGMENT >= plaintext.length;
+    for (let at = 0; at < plaintext.length; at += this.#maxFragment) {
+      const data = plaintext.subarray(at, at + this.#maxFragment);
+      const last = at + this.#maxFragment >= plaintext.length;
       const payload = new Uint8Array(1 + data.length);
       payload[0] = last ? PayloadType.DATA_FINAL : PayloadType.DATA_MORE;
       payload.set(data, 1);
@@ -303,7 +371,7 @@ class SecureChannel implements ChatChannel {
   async refuse(notice: string): Promise<Uint8Array> {
     if (this.#ended) throw new ChannelError('secure channel: a refusal after our end of chat');
     this.#ended = true;
-    const text = new TextEncoder().encode(notice).subarray(0, MAX_FRAGMENT);
+    const text = new TextEncoder().encode(notice).subarray(0, this.#maxFragment);
     return encodeFrame(await this.#send.encryptWithAd(new Uint8Array(0), concat(Uint8Array.of(PayloadType.BUSY), text)));
   }
 

@@ -1,8 +1,8 @@
 /**
  * The secure chat's wire format (pure, no sockets):
  *
- *   connection = hello(4) frame*            (each side sends its hello first)
- *   hello      = "VCN" version(u8)          version = SECURE_CHAT_VERSION
+ *   connection = hello(5) frame*            (each side sends its hello first)
+ *   hello      = "VCN" version(u8) suite(u8)   version = SECURE_CHAT_VERSION, suite = ChatSuite
  *   frame      = length(u16 big-endian) noise-message[length]
  *
  * Frame 1 (client -> server) and frame 2 (server -> client) are the Noise_NNpsk0 handshake messages;
@@ -27,8 +27,14 @@
  * A frame of length 0 is never a valid Noise message: it is the ALERT "I rejected your handshake/frame",
  * so the peer can say "authentication failed" too instead of "connection closed".
  *
- * The version byte is also the last byte of the Noise prologue, so a peer (or a man in the middle) that
- * lies about it fails the handshake; a peer that honestly speaks another version is refused by name.
+ * The version and suite bytes also end the Noise prologue, so a peer (or a man in the middle) that
+ * lies about them fails the handshake; a peer that honestly speaks another version or suite is refused
+ * by name.
+ *
+ * Suites (version 4): the handshake is always Noise_NNpsk0_25519_AESGCM_SHA256. The transport messages
+ * after it are either Noise transport messages (AESGCM: AES-256-GCM, the default), or, for a crypto
+ * device that offers AES-CBC only (QEMU's virtio-crypto device), CBC_HMAC messages:
+ * iv(16) || AES-256-CBC(PKCS#7(payload)) || HMAC-SHA256(n || iv || ciphertext), see cbc-hmac-cipher.ts.
  */
 import { NOISE_MAX_MESSAGE } from './noise/handshake-state.js';
 import { TAGLEN } from './noise/cipher-state.js';
@@ -37,12 +43,29 @@ import { concat } from './noise/symmetric-state.js';
 /**
  * Version 2 added the END frame (a version-1 peer never sends one: refused by version, not as truncated).
  * Version 3 added the client's CONFIRM and the server's BUSY (a version-2 client never confirms).
+ * Version 4 added the suite byte to the hello and to the prologue.
  */
-export const SECURE_CHAT_VERSION = 3;
+export const SECURE_CHAT_VERSION = 4;
 export const HELLO_MAGIC = Uint8Array.from([0x56, 0x43, 0x4e]); // "VCN"
-export const HELLO_LENGTH = HELLO_MAGIC.length + 1;
-/** The Noise prologue: a fixed label then the protocol version byte (Noise §6: both sides must agree). */
+/** Magic, version and (since version 4) suite. */
+export const HELLO_LENGTH = HELLO_MAGIC.length + 2;
+/** The Noise prologue: a fixed label then the protocol version and suite bytes (Noise §6: both sides must agree). */
 export const PROLOGUE_LABEL = 'vcrypto secure chat v';
+
+/** How transport messages are sealed (the hello's last byte). */
+export const ChatSuite = {
+  /** Noise transport messages: AES-256-GCM (Noise §12.3). Everything runs on the crypto device. */
+  'aes-gcm': 0x01,
+  /** AES-256-CBC on the crypto device + HMAC-SHA256 (encrypt-then-MAC), for AES-CBC-only devices. */
+  'cbc-hmac': 0x02,
+} as const;
+export type ChatSuiteName = keyof typeof ChatSuite;
+export const CHAT_SUITES = Object.keys(ChatSuite) as ChatSuiteName[];
+export const DEFAULT_CHAT_SUITE: ChatSuiteName = 'aes-gcm';
+
+export function suiteName(byte: number): ChatSuiteName | undefined {
+  return CHAT_SUITES.find((name) => ChatSuite[name] === byte);
+}
 
 export const PayloadType = {
   /** The last (or only) fragment of a chat message. */
@@ -64,28 +87,33 @@ export const MAX_FRAGMENT = NOISE_MAX_MESSAGE - TAGLEN - 1;
 /** Largest reassembled chat message we accept (memory bound against a misbehaving peer). */
 export const MAX_MESSAGE = 16 * 1024 * 1024;
 
-export function hello(version = SECURE_CHAT_VERSION): Uint8Array {
-  return Uint8Array.from([...HELLO_MAGIC, version]);
+export function hello(version = SECURE_CHAT_VERSION, suite: ChatSuiteName = DEFAULT_CHAT_SUITE): Uint8Array {
+  return Uint8Array.from([...HELLO_MAGIC, version, ChatSuite[suite]]);
 }
 
-export function prologue(version = SECURE_CHAT_VERSION): Uint8Array {
+export function prologue(suite: ChatSuiteName = DEFAULT_CHAT_SUITE, version = SECURE_CHAT_VERSION): Uint8Array {
   const label = new TextEncoder().encode(PROLOGUE_LABEL);
-  return Uint8Array.from([...label, version]);
+  return Uint8Array.from([...label, version, ChatSuite[suite]]);
 }
 
 export type HelloCheck =
   | { ok: true }
   | { ok: false; reason: 'version'; version: number }
+  | { ok: false; reason: 'suite'; suite: ChatSuiteName | undefined; byte: number }
   | { ok: false; reason: 'not-vcrypto' };
 
-/** Checks the peer's hello bytes (Noise §6: the version must also match inside the prologue). */
-export function checkHello(bytes: Uint8Array): HelloCheck {
+/**
+ * Checks the peer's hello bytes against our suite (Noise §6: version and suite must also match inside
+ * the prologue). A hello of another version may be one byte shorter (versions 1-3 had no suite byte).
+ */
+export function checkHello(bytes: Uint8Array, suite: ChatSuiteName = DEFAULT_CHAT_SUITE): HelloCheck {
   const magicOk = HELLO_MAGIC.every((b, i) => bytes[i] === b);
-  if (magicOk && bytes.length >= HELLO_LENGTH) {
-    const version = bytes[HELLO_MAGIC.length] ?? -1;
-    return version === SECURE_CHAT_VERSION ? { ok: true } : { ok: false, reason: 'version', version };
-  }
-  return { ok: false, reason: 'not-vcrypto' };
+  if (!magicOk || bytes.length < HELLO_MAGIC.length + 1) return { ok: false, reason: 'not-vcrypto' };
+  const version = bytes[HELLO_MAGIC.length]!;
+  if (version !== SECURE_CHAT_VERSION) return { ok: false, reason: 'version', version };
+  if (bytes.length < HELLO_LENGTH) return { ok: false, reason: 'not-vcrypto' };
+  const byte = bytes[HELLO_MAGIC.length + 1]!;
+  return byte === ChatSuite[suite] ? { ok: true } : { ok: false, reason: 'suite', suite: suiteName(byte), byte };
 }
 
 /** The first line of `bytes` if it is printable ASCII (e.g. the plain server's busy notice), else undefined. */

@@ -230,7 +230,7 @@ test('a peer that speaks another protocol version (v1: no END frame) is refused 
     try {
       s.write(hello(1));
       const p = secureChannel({ device, psk: randomBytes(32) })(c, 'client');
-      await assert.rejects(p, /speaks secure chat protocol version 1; this vcrypto speaks version 3/);
+      await assert.rejects(p, /speaks secure chat protocol version 1; this vcrypto speaks version 4/);
     } finally {
       await cleanup();
     }
@@ -258,8 +258,8 @@ test('server side: a garbage first frame gets an alert and "authentication faile
       c.write(Buffer.concat([hello(), encodeFrame(randomBytes(64))]));
       await assert.rejects(p, new RegExp(`^ChannelError: ${AUTH_FAILED}`));
       // What the server sent: its hello, then the zero-length ALERT frame.
-      const got = await readBytes(c, 6);
-      assert.deepEqual([...got.subarray(0, 6)], [...hello(), 0, 0]);
+      const got = await readBytes(c, 7);
+      assert.deepEqual([...got.subarray(0, 7)], [...hello(), 0, 0]);
     } finally {
       await cleanup();
     }
@@ -375,8 +375,8 @@ test("the server's handshake reply, then a message, its END and its FIN in one w
     try {
       const psk = randomBytes(32);
       s1.on('data', (b: Buffer) => c2.write(b)); // the client's hello, handshake message and CONFIRM
-      // The server's hello (4 bytes) and reply frame (2 + e 32 + empty payload's tag 16).
-      const REPLY = 4 + 2 + 32 + 16;
+      // The server's hello (5 bytes) and reply frame (2 + e 32 + empty payload's tag 16).
+      const REPLY = 5 + 2 + 32 + 16;
       const held: Buffer[] = [];
       let replyIn: () => void = () => {};
       const replyHeld = new Promise<void>((resolve) => (replyIn = resolve));

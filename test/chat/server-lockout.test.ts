@@ -112,7 +112,7 @@ function attackerLoops(port: number, parallel: number, send?: Uint8Array, localA
 
 /** A real client's first flight (hello + "-> psk, e"), captured by a listener that then hangs up. */
 async function captureFirstFlight(device: CryptoDevice, psk: Uint8Array): Promise<Buffer> {
-  const FLIGHT = 4 + 2 + 32 + 16; // hello, frame length, e, the empty payload's tag
+  const FLIGHT = 5 + 2 + 32 + 16; // hello, frame length, e, the empty payload's tag
   const listener = createServer();
   listener.listen(0, '127.0.0.1');
   await once(listener, 'listening');

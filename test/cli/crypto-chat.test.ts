@@ -13,7 +13,7 @@ import { startRecordingProxy, frameTransform, type RecordingProxy } from '../fix
 
 /** The device every chat process uses: the embedded virtio-crypto device, as by default (VCRYPTO_TEST_DEVICE overrides). */
 const DEVICE = process.env.VCRYPTO_TEST_DEVICE ?? 'virtio';
-const HELLO_BYTES = 4;
+const HELLO_BYTES = 5;
 
 let dir = '';
 let keyA = '';
@@ -74,12 +74,13 @@ test('keygen prints a fresh 64-hex-digit key; --out creates a 0600 file and neve
   assert.match(again.stderr, /file exists/);
 });
 
-test('usage: a key is required, only one key source, a bad device spec', async () => {
+test('usage: a key is required, only one key source, a bad device spec, an unknown suite', async () => {
   for (const args of [
     ['crypto-server', '--port', '0'],
     ['crypto-client', '127.0.0.1', '1'],
     ['crypto-server', '--psk-file', 'x', '--passphrase-env', 'Y'],
     ['crypto-server', '--psk-file', 'x', '--device', 'floppy'],
+    ['crypto-client', '127.0.0.1', '1', '--psk-file', 'x', '--suite', 'rot13'],
   ]) {
     const r = await runCli(args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
@@ -177,7 +178,7 @@ test('attackers without the key reconnecting in a loop cannot keep a real client
   });
   // Six in all: below the per-source bound (8), since the real client comes from the same address.
   for (let i = 0; i < 3; i++) attacker();
-  for (let i = 0; i < 3; i++) attacker(Buffer.from('VCN\x03', 'latin1'));
+  for (let i = 0; i < 3; i++) attacker(Buffer.from('VCN\x04\x01', 'latin1'));
   await new Promise((r) => setTimeout(r, 500));
   const c = client(t, port);
   await c.waitForStderr(/connected to 127\.0\.0\.1/);

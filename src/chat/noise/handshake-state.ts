@@ -166,6 +166,19 @@ export class HandshakeState {
     return this.#initiator ? { send: c1, receive: c2, handshakeHash } : { send: c2, receive: c1, handshakeHash };
   }
 
+  /**
+   * After the last message: §5.2 Split() up to the raw keys, for a transport that is not Noise's
+   * CipherState: [send, receive] from this side's point of view (the caller wipes them) and the handshake hash.
+   */
+  async splitKeys(): Promise<{ send: Uint8Array; receive: Uint8Array; handshakeHash: Uint8Array }> {
+    if (this.#destroyed) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() after destroy()');
+    if (!this.isComplete) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() before the handshake is complete');
+    const handshakeHash = this.#ss.handshakeHash;
+    const [k1, k2] = await this.#ss.splitKeys();
+    await this.destroy();
+    return this.#initiator ? { send: k1, receive: k2, handshakeHash } : { send: k2, receive: k1, handshakeHash };
+  }
+
   /** Wipes the PSK and ephemeral secrets and closes the handshake's device sessions. Idempotent. */
   async destroy(): Promise<void> {
     zeroize(this.#psk, this.#injectedE);

@@ -124,8 +124,7 @@ export class SymmetricState {
    * the handshake's device sessions; this SymmetricState is done afterwards.
    */
   async split(): Promise<[CipherState, CipherState]> {
-    if (this.#destroyed) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'Split() after destroy()');
-    const [k1, k2] = (await this.hkdf(this.#ck, new Uint8Array(0), 2)) as [Uint8Array, Uint8Array];
+    const [k1, k2] = await this.splitKeys();
     const c1 = new CipherState(this.handle);
     const c2 = new CipherState(this.handle);
     try {
@@ -138,8 +137,19 @@ export class SymmetricState {
       await c2.destroy();
       throw err;
     }
-    await this.destroy();
     return [c1, c2];
+  }
+
+  /**
+   * §5.2 Split() up to the two 32-byte keys (initiator->responder, responder->initiator), for a
+   * transport that does not use Noise's CipherState (the chat's CBC_HMAC suite). The caller owns and
+   * wipes them. Wipes ck and releases the handshake's device sessions.
+   */
+  async splitKeys(): Promise<[Uint8Array, Uint8Array]> {
+    if (this.#destroyed) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'Split() after destroy()');
+    const [k1, k2] = (await this.hkdf(this.#ck, new Uint8Array(0), 2)) as [Uint8Array, Uint8Array];
+    await this.destroy();
+    return [k1.subarray(0, KEYLEN), k2.subarray(0, KEYLEN)];
   }
 
   /** Wipes ck and closes the device sessions (hash session, handshake cipher). Idempotent. */

@@ -5,14 +5,14 @@
 import { runChatClient } from '../../chat/chat-client.js';
 import { DEFAULT_DEVICE_SPEC, DEVICE_OPTION_HELP } from '../../transport/open-device.js';
 import { UsageError, parseCommandArgs, parsePort, formatHelp, type Command } from '../command.js';
-import { CRYPTO_CHAT_OPTIONS, KEY_OPTION_HELP, PROTOCOL_HELP, runSecureChat } from './crypto-server.js';
+import { CRYPTO_CHAT_OPTIONS, KEY_OPTION_HELP, PROTOCOL_HELP, SUITE_OPTION_HELP, runSecureChat } from './crypto-server.js';
 import { checkDeviceSpec } from './crypto-common.js';
 
 export const cryptoClientCommand: Command = {
   name: 'crypto-client',
   summary: 'encrypted chat client (Noise NNpsk0, crypto on the virtio-crypto device)',
   help: formatHelp({
-    usage: ['vcrypto crypto-client <host> <port> (--psk-file FILE | --passphrase-env VAR) [--device SPEC]'],
+    usage: ['vcrypto crypto-client <host> <port> (--psk-file FILE | --passphrase-env VAR) [--device SPEC] [--suite SUITE]'],
     description: [
       "The lab's encrypted chat client. Like 'vcrypto client' (stdin to the server, the server to stdout,",
       'status on stderr; EOF on stdin sends what is left and exits 0; the server ending the chat also exits 0),',
@@ -21,7 +21,7 @@ export const cryptoClientCommand: Command = {
       ...PROTOCOL_HELP,
     ],
     arguments: ['  <host>                 server name or address (e.g. 127.0.0.1)', '  <port>                 server TCP port, 1-65535'],
-    options: [...KEY_OPTION_HELP, DEVICE_OPTION_HELP],
+    options: [...KEY_OPTION_HELP, DEVICE_OPTION_HELP, ...SUITE_OPTION_HELP],
     exitCodes: [
       [0, 'the chat ended'],
       [1, 'the connection or the handshake failed (wrong key: "authentication failed"), a message failed\n     authentication, or the connection closed before the end of chat ("connection truncated")'],

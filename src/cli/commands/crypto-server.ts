@@ -7,6 +7,7 @@
 import { ChatError } from '../../chat/chat-error.js';
 import { runChatServer } from '../../chat/chat-server.js';
 import { SECURE_PROTOCOL, secureChannel } from '../../chat/secure-channel.js';
+import { CHAT_SUITES, DEFAULT_CHAT_SUITE, type ChatSuiteName } from '../../chat/secure-framing.js';
 import { SCRYPT_PARAMS, SecureKeyError, keyFromPassphraseEnv, readKeyFile } from '../../chat/secure-key.js';
 import { zeroize } from '../../driver/cryptodev-semantics.js';
 import { CryptoError, type CryptoDevice } from '../../driver/api.js';
@@ -23,7 +24,21 @@ export const CRYPTO_CHAT_OPTIONS = {
   'psk-file': { type: 'string' },
   'passphrase-env': { type: 'string' },
   device: { type: 'string' },
+  suite: { type: 'string' },
 } as const;
+
+export const SUITE_OPTION_HELP = [
+  `  --suite SUITE          how messages are sealed, the same on both peers: ${CHAT_SUITES.join(' or ')}`,
+  `                         (default ${DEFAULT_CHAT_SUITE}); cbc-hmac is for a device that offers only AES-CBC,`,
+  "                         such as QEMU's virtio-crypto device seen from a guest",
+];
+
+/** --suite NAME (usage error for anything else). */
+export function parseSuite(text: string | undefined): ChatSuiteName {
+  if (text === undefined) return DEFAULT_CHAT_SUITE;
+  if ((CHAT_SUITES as string[]).includes(text)) return text as ChatSuiteName;
+  throw new UsageError(`unknown --suite '${text}' (expected ${CHAT_SUITES.join(' or ')})`);
+}
 
 /** The key options both crypto chat commands take (exactly one; both peers must use the same key). */
 export const KEY_OPTION_HELP = [
@@ -40,6 +55,9 @@ export const PROTOCOL_HELP = [
   'connection that closes without it was cut short ("connection truncated"; the client exits 1).',
   'A wrong key: both sides say "authentication failed". SHA-256, HMAC-SHA256 (HKDF) and AES-GCM run',
   'on the crypto device; X25519 runs on node:crypto. There is no plaintext fallback.',
+  'With --suite cbc-hmac every message is instead AES-256-CBC on the crypto device with a random IV,',
+  'then HMAC-SHA256 over a counter, the IV and the ciphertext (encrypt-then-MAC) on node:crypto, with',
+  'the same guarantees; the handshake then runs on node:crypto.',
 ];
 
 export interface ChatKeyValues {
@@ -69,11 +87,12 @@ export async function loadChatKey(values: ChatKeyValues, log: (line: string) => 
  */
 export async function runSecureChat(
   name: string,
-  values: ChatKeyValues,
+  values: ChatKeyValues & { suite?: string | undefined },
   spec: string,
   run: (channel: ChatChannelFactory, log: (line: string) => void) => Promise<void>,
 ): Promise<number> {
   const log = (line: string) => process.stderr.write(`[${name}] ${line}\n`);
+  const suite = parseSuite(values.suite);
   const psk = await loadChatKey(values, log);
   let device: CryptoDevice | undefined;
   try {
@@ -84,7 +103,7 @@ export async function runSecureChat(
       throw err;
     }
     log(`crypto device: ${device.info.description} (--device ${device.info.spec})`);
-    await run(secureChannel({ device, psk }), log);
+    await run(secureChannel({ device, psk, suite }), log);
   } catch (err) {
     if (err instanceof ChatError) throw new CliError(err.message, 1, { cause: err });
     throw err;
@@ -99,7 +118,7 @@ export const cryptoServerCommand: Command = {
   name: 'crypto-server',
   summary: 'encrypted chat server (Noise NNpsk0, crypto on the virtio-crypto device)',
   help: formatHelp({
-    usage: ['vcrypto crypto-server [--host ADDR] [--port PORT] (--psk-file FILE | --passphrase-env VAR) [--device SPEC]'],
+    usage: ['vcrypto crypto-server [--host ADDR] [--port PORT] (--psk-file FILE | --passphrase-env VAR) [--device SPEC] [--suite SUITE]'],
     description: [
       "The lab's encrypted chat server. Like 'vcrypto server' (stdin to the peer, the peer to stdout,",
       'status on stderr, one peer at a time, a busy notice for a second peer, waits for the next peer',
@@ -114,6 +133,7 @@ export const cryptoServerCommand: Command = {
       `  --port PORT            TCP port (default ${DEFAULT_CRYPTO_CHAT_PORT}; 0 = any free port, shown in the "listening" line)`,
       ...KEY_OPTION_HELP,
       DEVICE_OPTION_HELP,
+      ...SUITE_OPTION_HELP,
     ],
     examples: [
       'vcrypto keygen --out chat.key',
