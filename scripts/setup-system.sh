@@ -11,6 +11,7 @@ declare -A NEED=(
   [cpio]=cpio
   [qemu-system-x86_64]=qemu-system-x86
   [python3]=python3
+  [pgrep]=procps
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
