@@ -11,7 +11,6 @@ declare -A NEED=(
   [cpio]=cpio
   [qemu-system-x86_64]=qemu-system-x86
   [python3]=python3
-  [pgrep]=procps
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
