@@ -110,6 +110,7 @@ export async function ensureBackportsQemu(options: BackportsQemuOptions = {}): P
   try {
     const staged = join(work, 'home');
     log(`vm: unpacking ${packages.map((p) => p.name).join(', ')} (dpkg-deb -x) into ${home}`);
+    await mkdir(join(staged, 'prefix'), { recursive: true });
     for (const deb of debs) await runHost('dpkg-deb', ['-x', deb, join(staged, 'prefix')]);
     const parts = prefixRuntimeParts(join(staged, 'prefix'));
     const ldd = await runHost('ldd', [parts.binary]).catch((err: unknown) => {

@@ -74,7 +74,8 @@ const HELP = formatHelp({
     '                          on QEMU 9.1+, vectors=0 before (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)',
     '  --cpus N                guest vCPUs (default 1)',
     `  --poll-us N             ours: the polling window of the device vcrypto vm starts (default ${DEFAULT_POLL_MICROS})`,
-    '  --verbose               show the boot log and the device\'s output on stderr',
+    '  --verbose               show the boot log and the device\'s output on stderr (ours: vcrypto device',
+    '                          --verbose, one line per vhost-user message)',
     '  --bench                 Linux driver throughput: builtin (MSI-X), builtin (vectors=0), ours (npm run bench:vm)',
     '  --bench-guest           our driver in the guest (depth 1, 32) vs Linux\'s AF_ALG on both devices',
     '                          (npm run bench:guest)',
@@ -310,7 +311,11 @@ export const vmCommand: Command = {
     if (values['poll-us'] !== undefined && (backendName !== 'ours' || values.socket !== undefined)) {
       throw new UsageError('--poll-us is for the device vcrypto vm starts itself (--backend ours without --socket, or --bench)');
     }
-    const deviceArgs = values['poll-us'] === undefined ? [] : ['--poll-us', String(parsePollMicros(values['poll-us']))];
+    const deviceArgs = [
+      ...(values['poll-us'] === undefined ? [] : ['--poll-us', String(parsePollMicros(values['poll-us']))]),
+      // --verbose: the device logs each vhost-user message (the session layout QEMU sends, vring indexes).
+      ...(verbose ? ['--verbose'] : []),
+    ];
 
     // Which driver runs the guest's device: ours (user space, through VFIO or uio) or Linux's.
     const frontend = values.frontend ?? (values.cmd !== undefined ? 'ours' : 'linux');
