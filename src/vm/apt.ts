@@ -63,7 +63,9 @@ const DEBIAN_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
  */
 export function findDebianMirror(files: readonly { readonly name: string; readonly text: string }[]): string | undefined {
   const candidates: string[] = [];
-  const isMain = (suites: readonly string[]) => suites.some((s) => /^[a-z]+(-updates|-backports)?$/.test(s));
+  // A Debian suite (not a third-party one such as nodesource's "nodistro").
+  const isMain = (suites: readonly string[]) =>
+    suites.some((s) => /^(buster|bullseye|bookworm|trixie|forky|sid|oldstable|stable|testing|unstable)(-updates|-backports)?$/.test(s));
   for (const { name, text } of files) {
     if (name.endsWith('.sources')) {
       for (const stanza of text.split(/\n\s*\n/)) {

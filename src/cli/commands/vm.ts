@@ -286,8 +286,8 @@ export const vmCommand: Command = {
       const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '300', 3600) * 1000;
       const kernel = checkQemuOptions(values.qemu, values.kernel);
       return withInterrupt(async (signal) => {
-        const qemu = await resolveQemu(values.qemu);
         const image = await ensureGuestImage({ kernel, log: (line) => process.stderr.write(`${line}\n`) });
+        const qemu = await resolveQemu(values.qemu);
         const size = 4096;
         process.stderr.write(`vm: ${describeQemu(qemu)}, kernel ${image.kernelVersion}\n`);
         const rows = await runGuestBench({ image, seconds, rounds, size, timeoutMs, signal, log: (l) => process.stderr.write(`${l}\n`), qemu });
@@ -376,8 +376,8 @@ export const vmCommand: Command = {
             sizes: parseSizes(values.sizes ?? DEFAULT_BENCH_SIZES),
           }
         : undefined;
-      const qemu = await resolveQemu(values.qemu);
       const image = await ensureGuestImage({ kernel: kernelSource, log: (line) => process.stderr.write(`${line}\n`) });
+      const qemu = await resolveQemu(values.qemu);
       if (benchArgs) {
         return await bench(image, qemu, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, deviceArgs, signal);
       }
