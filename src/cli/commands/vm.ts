@@ -64,9 +64,11 @@ const HELP = formatHelp({
     '                          (QEMU user networking; repeatable)',
     '  --qemu PATH|10          the QEMU binary (default qemu-system-x86_64 on PATH); 10: QEMU 10.0 from',
     '                          bookworm-backports, fetched into the cache on first use (~13 MB)',
-    '  --kernel system|backports  the guest kernel: the host\'s apt sources\' linux-image-amd64 (Debian 12:',
-    '                          6.1) or bookworm-backports\' (6.12, ~100 MB once); default backports with',
-    '                          --qemu 10, else system. Each kernel has its own cached image',
+    '  --kernel SOURCE         the guest kernel: system = linux-image-amd64 of the host\'s apt sources',
+    '                          (Debian 12: 6.1); backports = bookworm-backports\' (6.12, ~100 MB once).',
+    '                          Default: backports with --qemu 10 and Linux\'s driver, else system (our',
+    '                          driver in a 6.12 guest needs the device taken from the built-in',
+    '                          virtio_pci first). Each kernel has its own cached image',
     '  --socket PATH           use a running \'vcrypto device --socket PATH\' instead of starting one (ours)',
     '  --probe-args="..."      --frontend linux: arguments for the probe, e.g. --probe-args="--forks 8"',
     '  --timeout S             fail if the guest has not finished after S seconds (default 180)',
@@ -106,11 +108,16 @@ const DEFAULT_BENCH_SIZES = '16,256,4096,16384,65536';
 /** --qemu values that mean "QEMU 10 from bookworm-backports, cached". */
 const BACKPORTS_QEMU_NAMES = new Set(['10', 'backports']);
 
-/** Checks --qemu and --kernel before anything is built; returns the kernel source. */
-function checkQemuOptions(qemu: string | undefined, kernel: string | undefined): KernelSource {
+/**
+ * Checks --qemu and --kernel before anything is built; returns the kernel source. `--qemu 10`
+ * brings the 6.12 kernel, except where our driver runs in the guest (`ourDriver`): guest/init.sh
+ * hands the device to user space before virtio_pci loads, but 6.12 has virtio_pci built in and it
+ * binds the device first, so those guests keep the system's 6.1 kernel unless --kernel says so.
+ */
+function checkQemuOptions(qemu: string | undefined, kernel: string | undefined, ourDriver: boolean): KernelSource {
   if (qemu !== undefined && !BACKPORTS_QEMU_NAMES.has(qemu) && !existsSync(qemu)) throw new UsageError(`--qemu ${qemu}: no such file (a path, or 10 for QEMU 10.0 from bookworm-backports)`);
   if (kernel !== undefined && !(KERNEL_SOURCES as readonly string[]).includes(kernel)) throw new UsageError(`invalid --kernel '${kernel}': expected ${KERNEL_SOURCES.join(' or ')}`);
-  return (kernel as KernelSource | undefined) ?? (qemu !== undefined && BACKPORTS_QEMU_NAMES.has(qemu) ? 'backports' : 'system');
+  return (kernel as KernelSource | undefined) ?? (qemu !== undefined && BACKPORTS_QEMU_NAMES.has(qemu) && !ourDriver ? 'backports' : 'system');
 }
 
 /** The QEMU --qemu names, with its version (which decides vectors=0 for our device). */
@@ -284,7 +291,7 @@ export const vmCommand: Command = {
       const seconds = parsePositiveInt('--seconds', values.seconds ?? '2', 60);
       const rounds = parsePositiveInt('--rounds', values.rounds ?? '1', 20);
       const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '300', 3600) * 1000;
-      const kernel = checkQemuOptions(values.qemu, values.kernel);
+      const kernel = checkQemuOptions(values.qemu, values.kernel, true);
       return withInterrupt(async (signal) => {
         const image = await ensureGuestImage({ kernel, log: (line) => process.stderr.write(`${line}\n`) });
         const qemu = await resolveQemu(values.qemu);
@@ -334,7 +341,7 @@ export const vmCommand: Command = {
       if (m === null || hostPort < 1 || hostPort > 65535 || guestPort < 1 || guestPort > 65535) throw new UsageError(`invalid --forward '${text}': expected HOSTPORT:GUESTPORT (1-65535)`);
       return { hostPort, guestPort };
     });
-    const kernelSource = checkQemuOptions(values.qemu, values.kernel);
+    const kernelSource = checkQemuOptions(values.qemu, values.kernel, frontend === 'ours');
     const guestOptions = {
       ...(frontend === 'ours'
         ? {
