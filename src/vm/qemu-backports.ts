@@ -6,16 +6,16 @@
  *
  * Running it from there needs `-L <prefix>/usr/share/qemu` (its own option ROMs and data; the BIOS
  * still comes from the system's seabios through QEMU's firmware path), `-audio none`, and
- * QEMU_MODULE_DIR=<prefix>/usr/lib/x86_64-linux-gnu/qemu: otherwise it loads the system 7.2's
- * modules and aborts.
+ * QEMU_MODULE_DIR=<prefix>/usr/lib/x86_64-linux-gnu/qemu: the paths built into it are the system
+ * 7.2's, whose data files and modules do not belong to 10.0.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { backportsApt, candidate, debFileName, DownloadFailed, downloadDebs, type Apt, type DebPackage } from './apt.js';
 import { defaultCacheDir } from './guest-image.js';
 import { runHost, VmError } from './host-tools.js';
-import { formatQemuVersion, probeQemuVersion, type QemuRuntime } from './qemu-version.js';
+import { formatQemuVersion, probeQemuVersion, systemQemu, type QemuRuntime } from './qemu-version.js';
 
 /** The packages that make up QEMU for x86 (its system libraries are the host's). */
 export const BACKPORTS_QEMU_PACKAGES = ['qemu-system-x86', 'qemu-system-common', 'qemu-system-data'] as const;
@@ -36,15 +36,32 @@ export function prefixRuntimeParts(prefix: string): Pick<QemuRuntime, 'binary' |
   };
 }
 
+/**
+ * The prefix of a QEMU unpacked from Debian packages elsewhere than / (PREFIX/usr/bin/qemu-system-*
+ * beside PREFIX/usr/share/qemu), which then needs prefixRuntimeParts; undefined for any other path.
+ */
+export function unpackedPrefixOf(binary: string): string | undefined {
+  const m = /^(.+)\/usr\/bin\/qemu-system-x86_64$/.exec(resolve(binary));
+  if (m === null || m[1] === undefined) return undefined;
+  return existsSync(join(m[1], 'usr', 'share', 'qemu')) ? m[1] : undefined;
+}
+
+/** `--qemu PATH`: that binary, with the options of its prefix when it was unpacked from a .deb. */
+export async function qemuAtPath(binary: string): Promise<QemuRuntime> {
+  const prefix = unpackedPrefixOf(binary);
+  if (prefix === undefined) return systemQemu(resolve(binary));
+  return runtimeOf(prefix, 0);
+}
+
 /** Sonames `ldd` reports as "not found". */
 export function missingLibraries(lddOutput: string): string[] {
   return [...lddOutput.matchAll(/^\s*(\S+)\s+=>\s+not found/gm)].map((m) => m[1] as string);
 }
 
-async function runtimeOf(prefix: string): Promise<QemuRuntime> {
+async function runtimeOf(prefix: string, minMajor = MIN_MAJOR): Promise<QemuRuntime> {
   const parts = prefixRuntimeParts(prefix);
   const version = await probeQemuVersion(parts.binary, parts.env);
-  if (version.major < MIN_MAJOR) throw new VmError(`${parts.binary} is QEMU ${formatQemuVersion(version)}, not ${MIN_MAJOR}.x`);
+  if (version.major < minMajor) throw new VmError(`${parts.binary} is QEMU ${formatQemuVersion(version)}, not ${MIN_MAJOR}.x`);
   return { ...parts, version };
 }
 

@@ -4,7 +4,7 @@
  * A QEMU is a binary plus what it needs to run from where it is: the system's
  * `qemu-system-x86_64` needs nothing more; QEMU 10.0 unpacked from bookworm-backports into the
  * cache (see qemu-backports.ts) needs `-L <prefix>/usr/share/qemu`, `-audio none` and
- * QEMU_MODULE_DIR pointing at its own modules (otherwise it loads the system 7.2's and aborts).
+ * QEMU_MODULE_DIR pointing at its own modules (the paths built into it are the system 7.2's).
  */
 import { execFile } from 'node:child_process';
 import { VmError } from './host-tools.js';

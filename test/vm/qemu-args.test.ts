@@ -6,7 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildQemuArgs, kernelCommandLine, MAX_GUEST_COMMAND_BYTES, vhostUserQemuArgs } from '../../src/vm/qemu.js';
 import { formatQemuVersion, parseQemuVersion, vhostUserNeedsVectorsZero } from '../../src/vm/qemu-version.js';
-import { missingLibraries, prefixRuntimeParts } from '../../src/vm/qemu-backports.js';
+import { missingLibraries, prefixRuntimeParts, unpackedPrefixOf } from '../../src/vm/qemu-backports.js';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 function option(args: readonly string[], name: string): string[] {
   return args.flatMap((a, i) => (a === name ? [args[i + 1] ?? ''] : []));
@@ -95,6 +98,18 @@ test('QEMU 10 from an unpacked prefix: -L its data, -audio none, QEMU_MODULE_DIR
   ].join('\n');
   assert.deepEqual(missingLibraries(ldd), ['libfoo.so.3', 'libbar-2.0.so.1']);
   assert.deepEqual(missingLibraries('\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)'), []);
+});
+
+test('--qemu PATH: a QEMU unpacked from .debs is recognised by PREFIX/usr/bin beside PREFIX/usr/share/qemu', (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vcrypto-prefix-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  mkdirSync(join(root, 'usr', 'bin'), { recursive: true });
+  const binary = join(root, 'usr', 'bin', 'qemu-system-x86_64');
+  assert.equal(unpackedPrefixOf(binary), undefined, 'no usr/share/qemu beside it');
+  mkdirSync(join(root, 'usr', 'share', 'qemu'), { recursive: true });
+  assert.equal(unpackedPrefixOf(binary), root);
+  assert.equal(unpackedPrefixOf(join(root, 'usr', 'bin', 'qemu-system-aarch64')), undefined);
+  assert.equal(unpackedPrefixOf('/usr/bin/qemu-system-x86_64'), undefined, 'the system QEMU needs no options');
 });
 
 test('the guest command travels base64 on the kernel command line and decodes back', () => {

@@ -12,7 +12,7 @@ import { ensureGuestImage, KERNEL_SOURCES, PACKAGE_ROOT, type GuestImage, type K
 import { VmError } from '../../vm/host-tools.js';
 import { parseProbeOutput, type BenchSample } from '../../vm/probe-report.js';
 import { MAX_GUEST_COMMAND_BYTES } from '../../vm/qemu.js';
-import { ensureBackportsQemu } from '../../vm/qemu-backports.js';
+import { ensureBackportsQemu, qemuAtPath } from '../../vm/qemu-backports.js';
 import { formatQemuVersion, systemQemu, vhostUserNeedsVectorsZero, type QemuRuntime } from '../../vm/qemu-version.js';
 import { runGuestSession, type BackendChoice, type SessionResult } from '../../vm/session.js';
 import { formatGuestBench, runGuestBench } from '../../vm/guest-bench.js';
@@ -63,7 +63,9 @@ const HELP = formatHelp({
     '  --forward H:G           forward TCP port H on the host\'s 127.0.0.1 to port G in the guest',
     '                          (QEMU user networking; repeatable)',
     '  --qemu PATH|10          the QEMU binary (default qemu-system-x86_64 on PATH); 10: QEMU 10.0 from',
-    '                          bookworm-backports, fetched into the cache on first use (~13 MB)',
+    '                          bookworm-backports, fetched into the cache on first use (~13 MB). A QEMU',
+    '                          unpacked from .debs (PREFIX/usr/bin/qemu-system-x86_64) runs with its',
+    '                          PREFIX\'s data (-L) and modules (QEMU_MODULE_DIR)',
     '  --kernel SOURCE         the guest kernel: system = linux-image-amd64 of the host\'s apt sources',
     '                          (Debian 12: 6.1); backports = bookworm-backports\' (6.12, ~100 MB once).',
     '                          Default: backports with --qemu 10 and Linux\'s driver, else system (our',
@@ -124,7 +126,7 @@ function checkQemuOptions(qemu: string | undefined, kernel: string | undefined, 
 async function resolveQemu(qemu: string | undefined): Promise<QemuRuntime> {
   const log = (line: string) => process.stderr.write(`${line}\n`);
   if (qemu !== undefined && BACKPORTS_QEMU_NAMES.has(qemu)) return ensureBackportsQemu({ log });
-  return systemQemu(qemu === undefined ? undefined : resolve(qemu));
+  return qemu === undefined ? systemQemu() : qemuAtPath(qemu);
 }
 
 function describeQemu(q: QemuRuntime): string {
