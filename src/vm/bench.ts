@@ -1,7 +1,8 @@
 /**
  * `vcrypto vm --bench` (npm run bench:vm): the same guest measures AF_ALG AES-128-CBC through
  * `virtio_crypto_aes_cbc` with QEMU's builtin back-end (with MSI-X, as users run it; and with
- * vectors=0, the interrupt mode our vhost-user device must use under TCG) and then with ours,
+ * vectors=0, the interrupt mode our vhost-user device must use under TCG before QEMU 9.1) and then
+ * with ours (MSI-X on QEMU 9.1+, `--qemu 10`),
  * and prints ops/s, MB/s and the ratio ours / builtin per request size.
  */
 import type { BenchSample } from './probe-report.js';

@@ -10,6 +10,7 @@
 import { parseProbeOutput } from './probe-report.js';
 import type { GuestImage } from './guest-image.js';
 import { runGuestSession, type BackendChoice } from './session.js';
+import type { QemuRuntime } from './qemu-version.js';
 import { PACKAGE_ROOT } from './guest-image.js';
 
 export interface GuestBenchOptions {
@@ -20,7 +21,7 @@ export interface GuestBenchOptions {
   readonly timeoutMs: number;
   readonly signal: AbortSignal;
   readonly log: (line: string) => void;
-  readonly qemuBinary?: string;
+  readonly qemu?: QemuRuntime;
 }
 
 export interface GuestBenchRow {
@@ -59,7 +60,7 @@ export async function runGuestBench(o: GuestBenchOptions): Promise<GuestBenchRow
         command: `/bin/probe bench --seconds ${o.seconds} --sizes ${o.size}`,
         timeoutMs: o.timeoutMs,
         signal: o.signal,
-        qemuBinary: o.qemuBinary,
+        qemu: o.qemu,
         guest: { mttcg: true },
       });
       const report = parseProbeOutput(kernel.output);
@@ -75,7 +76,7 @@ export async function runGuestBench(o: GuestBenchOptions): Promise<GuestBenchRow
         command: `vcrypto bench --device pci --sizes ${o.size} --depth 1,32 --seconds ${o.seconds} --json`,
         timeoutMs: o.timeoutMs,
         signal: o.signal,
-        qemuBinary: o.qemuBinary,
+        qemu: o.qemu,
         guest: {
           pci: backend === 'builtin' ? 'vfio' : 'uio',
           driverService: false,

@@ -4,6 +4,9 @@
  * holding static busybox, the virtio + AF_ALG modules (dependencies resolved from .modinfo), the
  * guest probe (guest/probe.c, `gcc -static`) and guest/init.sh as /init.
  *
+ * The kernel comes from the system's apt sources (Debian 12: Linux 6.1), or with `kernel:
+ * 'backports'` from bookworm-backports (Linux 6.12) through a private apt configuration (apt.ts).
+ *
  * Built once per cache key = kernel package + version + probe source + init script + this
  * builder's format version; kept under <cache>/images/<key>/ (vmlinuz, initrd.gz, image.json).
  * A build happens in a private temporary directory renamed into place at the end, so concurrent
@@ -17,6 +20,7 @@ import { isAbsolute, join } from 'node:path';
 import { homedir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { backportsApt, candidate, debFileName, DownloadFailed, downloadDebs, systemApt, type Apt, type DebPackage } from './apt.js';
 import { buildCpioNewc, type CpioEntry } from './cpio.js';
 import { isStaticElf, runHost, VmError } from './host-tools.js';
 import { ModuleResolutionError, moduleNameOfPath, readModuleDepends, resolveLoadOrder } from './module-deps.js';
@@ -56,48 +60,40 @@ export interface GuestImage {
   readonly built: boolean;
 }
 
+/** Where the guest kernel comes from: the system's apt sources, or Debian bookworm-backports. */
+export type KernelSource = 'system' | 'backports';
+export const KERNEL_SOURCES: readonly KernelSource[] = ['system', 'backports'];
+
 export interface ImageOptions {
   readonly cacheDir?: string;
+  /** Default 'system'. */
+  readonly kernel?: KernelSource;
   /** Progress lines ("downloading ..."), for the CLI's stderr. */
   readonly log?: (line: string) => void;
 }
 
-interface KernelPackage {
-  readonly name: string;
-  readonly version: string;
-  /** The .deb's size in bytes (apt-cache's Size field), when known. */
-  readonly size?: number;
-}
-
 /** `apt-cache depends linux-image-amd64` -> "linux-image-6.1.0-NN-amd64", and its version. */
-async function findKernelPackage(log: (line: string) => void): Promise<KernelPackage> {
+async function findKernelPackage(apt: Apt, log: (line: string) => void): Promise<DebPackage> {
   const query = async (): Promise<string | undefined> => {
     try {
-      const { stdout } = await runHost('apt-cache', ['depends', KERNEL_METAPACKAGE]);
-      return /Depends:\s*(linux-image-[^\s<>]+)/.exec(stdout)?.[1];
+      return /Depends:\s*(linux-image-[^\s<>]+)/.exec(await apt.cache(['depends', KERNEL_METAPACKAGE]))?.[1];
     } catch (err) {
       if (err instanceof VmError && err.hint) throw err;
       return undefined;
     }
   };
-  let name = await query();
+  let name = (await apt.hasLists()) ? await query() : undefined;
   if (name === undefined) {
-    log(`vm: '${KERNEL_METAPACKAGE}' not in the apt lists; running apt-get update`);
-    try {
-      await runHost('apt-get', ['update', '-qq']);
-    } catch (err) {
-      throw new VmError(`apt-get update failed (${(err as Error).message})`, 'run `apt-get update` as root, with access to a Debian mirror', { cause: err });
-    }
+    log(`vm: '${KERNEL_METAPACKAGE}' not in the package lists of ${apt.label}; running apt-get update`);
+    await apt.update();
     name = await query();
   }
   if (name === undefined) {
-    throw new VmError(`no kernel package: apt-cache knows no '${KERNEL_METAPACKAGE}'`, 'a Debian (bookworm) host with the main archive in its apt sources is needed');
+    throw new VmError(`no kernel package: ${apt.label} knows no '${KERNEL_METAPACKAGE}'`, 'a Debian (bookworm) host with the main archive in its apt sources is needed');
   }
-  const { stdout } = await runHost('apt-cache', ['show', '--no-all-versions', name]);
-  const version = /^Version:\s*(\S+)/m.exec(stdout)?.[1];
-  if (version === undefined) throw new VmError(`apt-cache show ${name}: no Version field`);
-  const size = Number(/^Size:\s*(\d+)/m.exec(stdout)?.[1] ?? Number.NaN);
-  return { name, version, ...(Number.isSafeInteger(size) && { size }) };
+  const pkg = await candidate(apt, name);
+  if (pkg === undefined) throw new VmError(`apt-cache show ${name}: no Version field`);
+  return pkg;
 }
 
 async function findStaticBusybox(): Promise<string> {
@@ -126,7 +122,7 @@ function readKoSync(path: string): Buffer {
   }
 }
 
-function cacheKey(pkg: KernelPackage, probe: Buffer, init: Buffer): string {
+function cacheKey(pkg: DebPackage, probe: Buffer, init: Buffer): string {
   const h = createHash('sha256');
   h.update(`format=${IMAGE_FORMAT}\0kernel=${pkg.name}=${pkg.version}\0roots=${GUEST_MODULE_ROOTS.join(',')}\0`);
   h.update(createHash('sha256').update(probe).digest());
@@ -134,25 +130,18 @@ function cacheKey(pkg: KernelPackage, probe: Buffer, init: Buffer): string {
   return h.digest('hex').slice(0, 16);
 }
 
-class DownloadFailed extends Error {
-  constructor(readonly reason: unknown) {
-    super('apt-get download failed');
-  }
-}
-
 /** Returns the cached guest image, building it first if needed. */
 export async function ensureGuestImage(options: ImageOptions = {}): Promise<GuestImage> {
+  const apt = options.kernel === 'backports' ? await backportsApt(options.cacheDir ?? defaultCacheDir()) : systemApt;
   try {
-    return await buildOrReuse(options);
+    return await buildOrReuse(options, apt);
   } catch (err) {
     if (!(err instanceof DownloadFailed)) throw err;
     // Stale apt lists can name a version the mirror no longer has: refresh once, resolve again.
-    options.log?.(`vm: ${err.reason instanceof Error ? err.reason.message : 'apt-get download failed'}; running apt-get update and retrying`);
-    await runHost('apt-get', ['update', '-qq']).catch((e: unknown) => {
-      throw new VmError(`apt-get update failed (${(e as Error).message})`, 'run `apt-get update` as root, with access to a Debian mirror', { cause: e });
-    });
+    options.log?.(`vm: ${err.message}; running apt-get update and retrying`);
+    await apt.update();
     try {
-      return await buildOrReuse(options);
+      return await buildOrReuse(options, apt);
     } catch (again) {
       if (again instanceof DownloadFailed) {
         const reason = again.reason instanceof Error ? again.reason.message : String(again.reason);
@@ -163,7 +152,7 @@ export async function ensureGuestImage(options: ImageOptions = {}): Promise<Gues
   }
 }
 
-async function buildOrReuse(options: ImageOptions): Promise<GuestImage> {
+async function buildOrReuse(options: ImageOptions, apt: Apt): Promise<GuestImage> {
   const log = options.log ?? (() => {});
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const probeSource = join(PACKAGE_ROOT, 'guest', 'probe.c');
@@ -171,7 +160,7 @@ async function buildOrReuse(options: ImageOptions): Promise<GuestImage> {
   const [probe, init] = await Promise.all([readFile(probeSource), readFile(initSource)]).catch((err: unknown) => {
     throw new VmError(`guest sources missing (${(err as Error).message})`, 'reinstall the package: guest/probe.c and guest/init.sh ship with it', { cause: err });
   });
-  const pkg = await findKernelPackage(log);
+  const pkg = await findKernelPackage(apt, log);
   const key = cacheKey(pkg, probe, init);
   const imageDir = join(cacheDir, 'images', key);
   const metaPath = join(imageDir, 'image.json');
@@ -189,35 +178,11 @@ async function buildOrReuse(options: ImageOptions): Promise<GuestImage> {
   const work = await mkdtemp(join(cacheDir, `build-${key}-`));
   try {
     // 1. The kernel package (kept: a probe change needs no new download).
-    const debName = `${pkg.name}_${pkg.version.replaceAll(':', '%3a')}_amd64.deb`;
+    const debName = debFileName(pkg, 'amd64');
     const deb = join(cacheDir, 'debs', debName);
     if (!existsSync(deb)) {
-      const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
-      log(`vm: downloading ${pkg.name} ${pkg.version}${pkg.size !== undefined ? ` (${mb(pkg.size)})` : ''} with apt-get download, once: later runs use the cache`);
-      const dl = await mkdtemp(join(cacheDir, 'debs', 'dl-'));
-      const started = Date.now();
-      // Progress: what has arrived in the download folder so far (apt writes there as it fetches).
-      const progress = setInterval(() => {
-        void (async () => {
-          let got = 0;
-          for (const f of await readdir(dl, { recursive: true }).catch(() => [] as string[])) got += (await stat(join(dl, f)).catch(() => null))?.size ?? 0;
-          const of = pkg.size !== undefined ? ` of ${mb(pkg.size)}` : '';
-          log(`vm: downloading: ${mb(got)}${of} after ${Math.round((Date.now() - started) / 1000)} s`);
-        })();
-      }, 5000);
-      progress.unref();
-      try {
-        await runHost('apt-get', ['download', '-qq', `${pkg.name}=${pkg.version}`], { cwd: dl }).catch((err: unknown) => {
-          throw new DownloadFailed(err);
-        });
-        const got = (await readdir(dl)).find((f) => f.endsWith('.deb'));
-        if (got === undefined) throw new VmError(`apt-get download ${pkg.name} produced no .deb`);
-        await rename(join(dl, got), deb);
-        log(`vm: downloaded ${pkg.name} in ${Math.round((Date.now() - started) / 1000)} s`);
-      } finally {
-        clearInterval(progress);
-        await rm(dl, { recursive: true, force: true });
-      }
+      const [got] = await downloadDebs(apt, [pkg], join(cacheDir, 'debs'), log);
+      if (got !== deb) await rename(got as string, deb);
     }
 
     // 2. Unpack; take vmlinuz and the modules.

@@ -21,6 +21,7 @@ export const HOST_PACKAGES = {
   'dpkg-deb': 'dpkg',
   gcc: 'gcc',
   xz: 'xz-utils',
+  ldd: 'libc-bin',
   busybox: 'busybox-static',
 } as const;
 

@@ -4,8 +4,9 @@
  * Back-ends for the virtio-crypto-pci device:
  *   builtin     QEMU's own `cryptodev-backend-builtin` (with MSI-X as users run it, or vectors=0)
  *   vhost-user  our `vcrypto device` over a Unix socket: guest RAM must be a shared memfd, and
- *               `vectors=0` is required — QEMU 7.2 segfaults at DRIVER_OK under TCG when the
- *               vhost-user crypto device uses MSI-X (docs/qemu-vhost-user-crypto.md §1).
+ *               `vectors=0` where the QEMU needs it — QEMU 7.2 segfaults at DRIVER_OK under TCG
+ *               when the vhost-user crypto device uses MSI-X (docs/qemu-vhost-user-crypto.md §1);
+ *               QEMU 10.0 does not (qemu-version.ts: vhostUserNeedsVectorsZero).
  * Always `-accel tcg`: KVM hangs guests on the target machines.
  */
 import { spawn } from 'node:child_process';
@@ -15,12 +16,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConsoleReader, type ConsoleEvent } from './console.js';
 import { VmError } from './host-tools.js';
+import type { QemuRuntime } from './qemu-version.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
 export type CryptoBackend =
   | { readonly kind: 'builtin'; readonly msix: boolean }
-  | { readonly kind: 'vhost-user'; readonly socketPath: string };
+  /** msix: MSI-X interrupts (default false: vectors=0, which every QEMU runs; see the header). */
+  | { readonly kind: 'vhost-user'; readonly socketPath: string; readonly msix?: boolean };
 
 export interface GuestConfig {
   readonly kernel: string;
@@ -134,15 +137,29 @@ export function buildQemuArgs(config: GuestConfig): string[] {
     args.push('-object', 'cryptodev-backend-builtin,id=cd0');
     args.push('-device', `virtio-crypto-pci,id=crypto0,cryptodev=cd0${b.msix ? '' : ',vectors=0'}${platform}`);
   } else {
-    if (b.socketPath.includes(',')) throw new RangeError(`socket path must not contain ',' (QEMU option syntax): ${b.socketPath}`);
-    // vhost-user: the back-end maps guest RAM, so it must be a shareable memfd.
-    args.push('-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-machine', 'memory-backend=mem');
-    args.push('-chardev', `socket,id=c0,path=${b.socketPath}`);
-    args.push('-object', 'cryptodev-vhost-user,id=cd0,chardev=c0');
-    // vectors=0: see the header comment (QEMU 7.2 TCG + MSI-X + vhost-user segfault).
-    args.push('-device', `virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0${platform}`);
+    const vu = vhostUserQemuArgs({ socketPath: b.socketPath, memory: `${mem}M`, msix: b.msix ?? false });
+    vu[vu.length - 1] += platform; // the -device value
+    args.push(...vu);
   }
   return args;
+}
+
+/**
+ * The flags that attach a virtio-crypto-pci device served by a vhost-user back-end at `socketPath`
+ * (`vcrypto device --print-qemu-args` prints them with `-m`): guest RAM as a shareable memfd of
+ * `memory` (QEMU size syntax, e.g. 512M; the back-end maps it), the chardev, the cryptodev, and the
+ * device with `vectors=0` unless `msix` (see the header comment).
+ */
+export function vhostUserQemuArgs(o: { readonly socketPath: string; readonly memory: string; readonly msix: boolean; readonly queues?: number }): string[] {
+  if (/[,\s]/.test(o.socketPath)) throw new RangeError(`socket path must not contain ',' or spaces (QEMU option syntax): ${o.socketPath}`);
+  const queues = o.queues ?? 1;
+  return [
+    '-object', `memory-backend-memfd,id=mem,size=${o.memory},share=on`,
+    '-machine', 'memory-backend=mem',
+    '-chardev', `socket,id=c0,path=${o.socketPath}`,
+    '-object', `cryptodev-vhost-user,id=cd0,chardev=c0${queues > 1 ? `,queues=${queues}` : ''}`,
+    '-device', `virtio-crypto-pci,id=crypto0,cryptodev=cd0${o.msix ? '' : ',vectors=0'}`,
+  ];
 }
 
 export interface GuestResult {
@@ -165,8 +182,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** The guest command's stderr (with `separateStderr`), as it arrives. */
   readonly onStderr?: (text: string) => void;
-  /** The QEMU binary (default qemu-system-x86_64 on PATH). */
-  readonly qemuBinary?: string;
+  /** The QEMU to run (default: qemu-system-x86_64 on PATH, no extra options). */
+  readonly qemu?: Pick<QemuRuntime, 'binary' | 'extraArgs' | 'env'>;
 }
 
 const TAIL_LINES = 60;
@@ -195,11 +212,12 @@ export async function runGuest(config: GuestConfig, options: RunOptions): Promis
 }
 
 function runQemu(config: GuestConfig, options: RunOptions): Promise<GuestResult> {
-  const args = buildQemuArgs(config);
+  const args = [...(options.qemu?.extraArgs ?? []), ...buildQemuArgs(config)];
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    const binary = options.qemuBinary ?? QEMU_BINARY;
-    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const binary = options.qemu?.binary ?? QEMU_BINARY;
+    const env = options.qemu?.env !== undefined && Object.keys(options.qemu.env).length > 0 ? { ...process.env, ...options.qemu.env } : process.env;
+    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     const reader = new ConsoleReader();
     const output: string[] = [];
     const tail: string[] = [];

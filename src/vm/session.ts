@@ -10,6 +10,7 @@ import type { ConsoleEvent } from './console.js';
 import { startDevice, type DeviceProcess } from './device-process.js';
 import type { GuestImage } from './guest-image.js';
 import { runGuest, type CryptoBackend, type GuestConfig, type GuestResult } from './qemu.js';
+import { vhostUserNeedsVectorsZero, type QemuRuntime } from './qemu-version.js';
 
 export type BackendChoice =
   | { readonly kind: 'builtin'; readonly msix: boolean }
@@ -35,7 +36,11 @@ export interface SessionOptions {
   /** The guest-side options of qemu.ts (user-space driver mode, host tree, share, forwards, stderr). */
   readonly guest?: Pick<GuestConfig, 'pci' | 'driverService' | 'hostRoot' | 'share' | 'forwards' | 'separateStderr' | 'memoryMiB' | 'mttcg'>;
   readonly onStderr?: (text: string) => void;
-  readonly qemuBinary?: string;
+  /**
+   * The QEMU to run (default: qemu-system-x86_64 on PATH, version unknown). Its version decides
+   * whether our vhost-user device gets MSI-X or vectors=0 (qemu-version.ts).
+   */
+  readonly qemu?: QemuRuntime;
 }
 
 export interface SessionResult extends GuestResult {
@@ -58,16 +63,17 @@ export async function runGuestSession(options: SessionOptions): Promise<SessionR
   let tempDir: string | undefined;
   try {
     let qemuBackend: CryptoBackend;
+    const vhostUserMsix = !vhostUserNeedsVectorsZero(options.qemu?.version);
     if (backend.kind === 'builtin') {
       qemuBackend = { kind: 'builtin', msix: backend.msix };
     } else if (backend.socketPath !== undefined) {
-      qemuBackend = { kind: 'vhost-user', socketPath: backend.socketPath };
+      qemuBackend = { kind: 'vhost-user', socketPath: backend.socketPath, msix: vhostUserMsix };
     } else {
       tempDir = await mkdtemp(join(tmpdir(), 'vcrypto-vm-'));
       const socketPath = join(tempDir, 'vc.sock');
       options.log?.(`vm: starting 'vcrypto device --socket ${socketPath}'`);
       device = await startDevice(socketPath, { onOutput: options.onDeviceOutput, extraArgs: backend.deviceArgs ?? [] });
-      qemuBackend = { kind: 'vhost-user', socketPath };
+      qemuBackend = { kind: 'vhost-user', socketPath, msix: vhostUserMsix };
     }
     const abort = new AbortController();
     if (options.signal?.aborted) abort.abort();
@@ -94,7 +100,7 @@ export async function runGuestSession(options: SessionOptions): Promise<SessionR
     };
     const result = await runGuest(
       { kernel: image.kernel, initrd: image.initrd, backend: qemuBackend, command: options.command, logLevel: options.logLevel, cpus: options.cpus, ...options.guest },
-      { timeoutMs: options.timeoutMs, onEvent, signal: abort.signal, onStderr: options.onStderr, qemuBinary: options.qemuBinary },
+      { timeoutMs: options.timeoutMs, onEvent, signal: abort.signal, onStderr: options.onStderr, qemu: options.qemu },
     );
     // QEMU is gone: our device exiting now is expected, not a failure.
     const exitDuringRun = deviceExit;

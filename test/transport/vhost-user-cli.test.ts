@@ -25,11 +25,12 @@ function sha256OfZeros(mib: number): string {
 const IV = '000102030405060708090a0b0c0d0e0f';
 
 test('vcrypto device --print-qemu-args prints the QEMU 7.2 flags for the socket; bad usage exits 2', async () => {
+  // The system's QEMU 7.2 (or none) gets vectors=0; test/vm/vm-cli.test.ts covers QEMU 10.
   const r = await runCli(['device', '--socket', '/run/vc.sock', '--print-qemu-args']);
   assert.equal(r.code, 0);
   assert.equal(
     r.stdout.toString(),
-    '-object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem ' +
+    '-m 512M -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem ' +
       '-chardev socket,id=c0,path=/run/vc.sock -object cryptodev-vhost-user,id=cd0,chardev=c0 ' +
       '-device virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0\n',
   );

@@ -10,6 +10,8 @@ import { createBackendLogger, isLogLevel, LOG_LEVEL_NAMES } from '../../transpor
 import { parseListenAddress, startMetricsServer } from '../../transport/vhost-user/backend-metrics.js';
 import { DEFAULT_POLL_MICROS } from '../../transport/vhost-user/backend-connection.js';
 import { keepFreedMemory } from '../../sys/malloc.js';
+import { vhostUserQemuArgs } from '../../vm/qemu.js';
+import { probeQemuVersion, vhostUserNeedsVectorsZero, type QemuVersion } from '../../vm/qemu-version.js';
 
 /** Upper bound of --poll-us: a polling episode ends after 2 ms anyway (control messages wait meanwhile). */
 export const MAX_POLL_MICROS = 2000;
@@ -25,7 +27,7 @@ const help = formatHelp({
     'vcrypto device --socket PATH [--queues N] [--max-sessions N] [--max-connections N]',
     '               [--throttle-ops N] [--throttle-bps N] [--poll-us N]',
     '               [--metrics-listen HOST:PORT] [--log-level LEVEL] [--log-format text|json] [--verbose]',
-    'vcrypto device --socket PATH --print-qemu-args [--memory SIZE]',
+    'vcrypto device --socket PATH --print-qemu-args [--memory SIZE] [--qemu PATH]',
   ],
   description: [
     'Serve the virtio-crypto device as a vhost-user back-end on the Unix socket PATH (QEMU connects as the',
@@ -55,13 +57,16 @@ const help = formatHelp({
     '  --verbose              log every vhost-user message (request, flags, size, fds, vring index, and',
     '                         for sessions the payload layout: QEMU 7.1-8.0 632 bytes or 8.1+ 1072 bytes',
     '                         with its op_code); implies --log-level debug',
-    '  --print-qemu-args      print the QEMU 7.2 flags that attach a virtio-crypto-pci device to PATH, and exit',
-    '  --memory SIZE          guest memory size for --print-qemu-args (default 512M)',
+    '  --print-qemu-args      print the QEMU flags (-m and the device) that attach a virtio-crypto-pci device',
+    '                         to PATH, and exit; vectors=0 only for a QEMU before 9.1 (7.2 under TCG',
+    '                         segfaults with MSI-X and vhost-user), from the version --qemu prints',
+    '  --memory SIZE          guest memory for --print-qemu-args, with its unit: e.g. 512M, 2G (default 512M)',
+    '  --qemu PATH            the QEMU whose version --print-qemu-args asks (default qemu-system-x86_64)',
   ],
   exitCodes: [[0, 'stopped by SIGINT, SIGTERM or SIGHUP'], [1, 'cannot listen on PATH (or a live device is already there)']],
   examples: [
     'vcrypto device --socket ./vc.sock --metrics-listen 127.0.0.1:9464 &',
-    'qemu-system-x86_64 -m 512M -kernel bzImage $(vcrypto device --socket ./vc.sock --print-qemu-args --memory 512M)',
+    'qemu-system-x86_64 -kernel bzImage $(vcrypto device --socket ./vc.sock --print-qemu-args --memory 512M)',
     'vcrypto stats --metrics http://127.0.0.1:9464/metrics --watch',
   ],
 });
@@ -72,15 +77,12 @@ export function parseRate(name: string, text: string): number {
   return Number(text);
 }
 
-/** The QEMU 7.2 command-line flags for our back-end (docs/qemu-vhost-user-crypto.md §1; vectors=0: TCG + MSI-X crash). */
-export function qemuArgs(socketPath: string, memory: string, queues: number): string[] {
-  return [
-    '-object', `memory-backend-memfd,id=mem,size=${memory},share=on`,
-    '-machine', 'memory-backend=mem',
-    '-chardev', `socket,id=c0,path=${socketPath}`,
-    '-object', `cryptodev-vhost-user,id=cd0,chardev=c0${queues > 1 ? `,queues=${queues}` : ''}`,
-    '-device', 'virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0',
-  ];
+/** --memory for --print-qemu-args: a size with its unit, M (MiB) or G (GiB), as QEMU's -m takes it. */
+export function parseGuestMemory(text: string): string {
+  if (!/^[1-9]\d{0,6}[MG]$/.test(text)) {
+    throw new UsageError(`invalid --memory '${text}': give the size with its unit, e.g. 512M or 2G${/^\d+$/.test(text) ? ' (a bare number is ambiguous: QEMU reads MiB, memfd sizes read bytes)' : ''}`);
+  }
+  return text;
 }
 
 export const deviceCommand: Command = {
@@ -101,6 +103,7 @@ export const deviceCommand: Command = {
       'log-format': { type: 'string' },
       'print-qemu-args': { type: 'boolean' },
       memory: { type: 'string' },
+      qemu: { type: 'string' },
       verbose: { type: 'boolean' },
     });
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
@@ -129,13 +132,23 @@ export const deviceCommand: Command = {
     const format = values['log-format'] ?? 'text';
     if (format !== 'text' && format !== 'json') throw new UsageError(`invalid --log-format '${format}': expected text or json`);
     if (values['print-qemu-args']) {
-      const memory = values.memory ?? '512M';
-      if (!/^\d+[KMGT]?$/.test(memory)) throw new UsageError(`invalid --memory '${memory}': expected e.g. 512M`);
+      const memory = parseGuestMemory(values.memory ?? '512M');
       if (/[,\s]/.test(values.socket)) throw new UsageError('the socket path must not contain commas or spaces (QEMU option syntax)');
-      process.stdout.write(qemuArgs(resolve(values.socket), memory, queues).join(' ') + '\n');
+      // vectors=0 only where the QEMU needs it: ask the binary its version.
+      let version: QemuVersion | undefined;
+      try {
+        version = await probeQemuVersion(values.qemu ?? 'qemu-system-x86_64');
+      } catch (err) {
+        if (values.qemu !== undefined) throw new CliError(`--qemu ${values.qemu}: ${(err as Error).message}`);
+        process.stderr.write(`vcrypto device: no QEMU version (${(err as Error).message}); printing vectors=0, which every QEMU accepts\n`);
+      }
+      const socketPath = resolve(values.socket);
+      if (/[,\s]/.test(socketPath)) throw new UsageError(`the socket's absolute path ${socketPath} must not contain commas or spaces (QEMU option syntax)`);
+      const args = ['-m', memory, ...vhostUserQemuArgs({ socketPath, memory, queues, msix: !vhostUserNeedsVectorsZero(version) })];
+      process.stdout.write(args.join(' ') + '\n');
       return 0;
     }
-    if (values.memory !== undefined) throw new UsageError('--memory only applies to --print-qemu-args');
+    if (values.memory !== undefined || values.qemu !== undefined) throw new UsageError('--memory and --qemu only apply to --print-qemu-args');
     const { log } = createBackendLogger({ level, format });
     const info = (msg: string) => log(msg, { level: 'info', msg });
     // This process is a data path: keep freed request buffers mapped (see src/sys/malloc.ts).

@@ -8,10 +8,12 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CliError, UsageError, formatHelp, parseCommandArgs, parsePositiveInt, type Command } from '../command.js';
 import { formatBenchTable, medianSamples, type BenchColumn } from '../../vm/bench.js';
-import { ensureGuestImage, PACKAGE_ROOT, type GuestImage } from '../../vm/guest-image.js';
+import { ensureGuestImage, KERNEL_SOURCES, PACKAGE_ROOT, type GuestImage, type KernelSource } from '../../vm/guest-image.js';
 import { VmError } from '../../vm/host-tools.js';
 import { parseProbeOutput, type BenchSample } from '../../vm/probe-report.js';
 import { MAX_GUEST_COMMAND_BYTES } from '../../vm/qemu.js';
+import { ensureBackportsQemu, qemuAtPath } from '../../vm/qemu-backports.js';
+import { formatQemuVersion, systemQemu, vhostUserNeedsVectorsZero, type QemuRuntime } from '../../vm/qemu-version.js';
 import { runGuestSession, type BackendChoice, type SessionResult } from '../../vm/session.js';
 import { formatGuestBench, runGuestBench } from '../../vm/guest-bench.js';
 import { DEFAULT_POLL_MICROS } from '../../transport/vhost-user/backend-connection.js';
@@ -20,10 +22,11 @@ import { parsePollMicros } from './device.js';
 const HELP = formatHelp({
   usage: [
     'vcrypto vm [--backend ours|builtin] --cmd "CMD" [--share DIR] [--forward HOSTPORT:GUESTPORT]...',
-    '           [--dma vfio|uio] [--service on|off] [--qemu PATH] [--cpus N] [--timeout S] [--verbose]',
+    '           [--dma vfio|uio] [--service on|off] [--qemu PATH|10] [--kernel system|backports]',
+    '           [--cpus N] [--timeout S] [--verbose]',
     'vcrypto vm --frontend linux [--backend ours|builtin] [--probe-args "..." | --cmd "CMD"] [--msix on|off]',
-    'vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--poll-us N] [--timeout S]',
-    'vcrypto vm --bench-guest [--seconds S] [--rounds N] [--timeout S] [--qemu PATH]',
+    'vcrypto vm --bench [--seconds S] [--sizes 16,4096,...] [--rounds N] [--poll-us N] [--timeout S] [--qemu PATH|10]',
+    'vcrypto vm --bench-guest [--seconds S] [--rounds N] [--timeout S] [--qemu PATH|10]',
   ],
   description: [
     'Boots a Linux guest (Debian\'s linux-image-amd64 kernel and a busybox initramfs, built once and',
@@ -41,6 +44,12 @@ const HELP = formatHelp({
     'default without --cmd): /proc/crypto "selftest : passed" for virtio_crypto_aes_cbc, NIST SP 800-38A',
     'CBC known answers (one-shot, multi-part, misaligned, in place), larger buffers against',
     'cbc(aes-generic), and concurrent processes.',
+    '',
+    'QEMU: the system\'s qemu-system-x86_64 (Debian 12: 7.2) by default; --qemu 10 fetches QEMU 10.0 and',
+    'Linux 6.12 from Debian bookworm-backports into the cache once (a private apt configuration: the',
+    'system\'s apt sources and its QEMU are not changed) and boots the 6.12 guest on it. Our vhost-user',
+    'device gets MSI-X on QEMU 9.1 and later, vectors=0 (INTx) before (QEMU 7.2 under TCG segfaults',
+    'with MSI-X and vhost-user); the version comes from `--version`.',
   ],
   options: [
     '  --backend ours|builtin  ours: our `vcrypto device` over vhost-user (default); builtin: QEMU\'s',
@@ -53,15 +62,24 @@ const HELP = formatHelp({
     '  --share DIR             share the host folder DIR read-write at /share in the guest',
     '  --forward H:G           forward TCP port H on the host\'s 127.0.0.1 to port G in the guest',
     '                          (QEMU user networking; repeatable)',
-    '  --qemu PATH             the QEMU binary (default qemu-system-x86_64 on PATH)',
+    '  --qemu PATH|10          the QEMU binary (default qemu-system-x86_64 on PATH); 10: QEMU 10.0 from',
+    '                          bookworm-backports, fetched into the cache on first use (~13 MB). A QEMU',
+    '                          unpacked from .debs (PREFIX/usr/bin/qemu-system-x86_64) runs with its',
+    '                          PREFIX\'s data (-L) and modules (QEMU_MODULE_DIR)',
+    '  --kernel SOURCE         the guest kernel: system = linux-image-amd64 of the host\'s apt sources',
+    '                          (Debian 12: 6.1); backports = bookworm-backports\' (6.12, ~100 MB once).',
+    '                          Default: backports with --qemu 10 and Linux\'s driver, else system (our',
+    '                          driver in a 6.12 guest needs the device taken from the built-in',
+    '                          virtio_pci first). Each kernel has its own cached image',
     '  --socket PATH           use a running \'vcrypto device --socket PATH\' instead of starting one (ours)',
     '  --probe-args="..."      --frontend linux: arguments for the probe, e.g. --probe-args="--forks 8"',
     '  --timeout S             fail if the guest has not finished after S seconds (default 180)',
-    '  --msix on|off           builtin: MSI-X interrupts (default on) or vectors=0 (INTx); ours always',
-    '                          uses vectors=0 (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)',
+    '  --msix on|off           builtin: MSI-X interrupts (default on) or vectors=0 (INTx); ours: MSI-X',
+    '                          on QEMU 9.1+, vectors=0 before (QEMU 7.2 TCG + vhost-user + MSI-X segfaults)',
     '  --cpus N                guest vCPUs (default 1)',
     `  --poll-us N             ours: the polling window of the device vcrypto vm starts (default ${DEFAULT_POLL_MICROS})`,
-    '  --verbose               show the boot log and the device\'s output on stderr',
+    '  --verbose               show the boot log and the device\'s output on stderr (ours: vcrypto device',
+    '                          --verbose, one line per vhost-user message)',
     '  --bench                 Linux driver throughput: builtin (MSI-X), builtin (vectors=0), ours (npm run bench:vm)',
     '  --bench-guest           our driver in the guest (depth 1, 32) vs Linux\'s AF_ALG on both devices',
     '                          (npm run bench:guest)',
@@ -77,14 +95,43 @@ const HELP = formatHelp({
     'vcrypto vm --share /tmp/vmshare --forward 35002:35001 --cmd "vcrypto crypto-server --host 0.0.0.0 --psk-file /share/chat.key --device socket:/run/vcrypto.sock"',
     'vcrypto vm --frontend linux                       # the AF_ALG probe on Linux\'s driver',
     'vcrypto vm --frontend linux --cmd "grep -A8 virtio_crypto_aes_cbc /proc/crypto"',
+    'vcrypto vm --qemu 10                              # the probe on QEMU 10.0 + Linux 6.12, MSI-X',
+    'npm run bench:vm -- --qemu 10                     # the --bench table on QEMU 10.0',
     '',
     'Environment: VCRYPTO_CACHE_DIR overrides the image cache (default $XDG_CACHE_HOME/virtio-cryptodev).',
+    'VCRYPTO_DEBIAN_MIRROR overrides the mirror for bookworm-backports (default: the host\'s Debian mirror).',
     'Needs (Debian packages): qemu-system-x86, busybox-static, gcc + libc6-dev, apt/dpkg (the first run',
     'downloads the kernel package).',
   ],
 });
 
 const DEFAULT_BENCH_SIZES = '16,256,4096,16384,65536';
+
+/** --qemu values that mean "QEMU 10 from bookworm-backports, cached". */
+const BACKPORTS_QEMU_NAMES = new Set(['10', 'backports']);
+
+/**
+ * Checks --qemu and --kernel before anything is built; returns the kernel source. `--qemu 10`
+ * brings the 6.12 kernel, except where our driver runs in the guest (`ourDriver`): guest/init.sh
+ * hands the device to user space before virtio_pci loads, but 6.12 has virtio_pci built in and it
+ * binds the device first, so those guests keep the system's 6.1 kernel unless --kernel says so.
+ */
+function checkQemuOptions(qemu: string | undefined, kernel: string | undefined, ourDriver: boolean): KernelSource {
+  if (qemu !== undefined && !BACKPORTS_QEMU_NAMES.has(qemu) && !existsSync(qemu)) throw new UsageError(`--qemu ${qemu}: no such file (a path, or 10 for QEMU 10.0 from bookworm-backports)`);
+  if (kernel !== undefined && !(KERNEL_SOURCES as readonly string[]).includes(kernel)) throw new UsageError(`invalid --kernel '${kernel}': expected ${KERNEL_SOURCES.join(' or ')}`);
+  return (kernel as KernelSource | undefined) ?? (qemu !== undefined && BACKPORTS_QEMU_NAMES.has(qemu) && !ourDriver ? 'backports' : 'system');
+}
+
+/** The QEMU --qemu names, with its version (which decides vectors=0 for our device). */
+async function resolveQemu(qemu: string | undefined): Promise<QemuRuntime> {
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  if (qemu !== undefined && BACKPORTS_QEMU_NAMES.has(qemu)) return ensureBackportsQemu({ log });
+  return qemu === undefined ? systemQemu() : qemuAtPath(qemu);
+}
+
+function describeQemu(q: QemuRuntime): string {
+  return `QEMU ${formatQemuVersion(q.version)}, ours with ${vhostUserNeedsVectorsZero(q.version) ? 'vectors=0' : 'MSI-X'}`;
+}
 /** Guest RAM with our driver in the guest (--frontend ours). */
 const GUEST_MEMORY_OURS_MIB = 1024;
 
@@ -124,7 +171,7 @@ interface BenchRun {
   readonly cpuPerRequest: Map<number, number>[];
 }
 
-async function bench(image: GuestImage, seconds: number, sizes: string, rounds: number, timeoutMs: number, verbose: boolean, deviceArgs: readonly string[], signal: AbortSignal): Promise<number> {
+async function bench(image: GuestImage, qemu: QemuRuntime, seconds: number, sizes: string, rounds: number, timeoutMs: number, verbose: boolean, deviceArgs: readonly string[], signal: AbortSignal): Promise<number> {
   const runs: BenchRun[] = [
     { label: 'builtin', backend: { kind: 'builtin', msix: true }, samples: [], errors: [], cpuPerRequest: [] },
     { label: 'builtin-vec0', backend: { kind: 'builtin', msix: false }, samples: [], errors: [], cpuPerRequest: [] },
@@ -144,6 +191,7 @@ async function bench(image: GuestImage, seconds: number, sizes: string, rounds: 
           onEvent: verbose ? (e) => { if (e.kind === 'boot' || e.kind === 'output') process.stderr.write(`${e.line}\n`); } : undefined,
           onDeviceOutput: verbose ? (t) => process.stderr.write(t) : undefined,
           signal,
+          qemu,
         });
         const report = parseProbeOutput(result.output);
         if (result.exitCode !== 0 || report.bench.length === 0) {
@@ -176,7 +224,7 @@ async function bench(image: GuestImage, seconds: number, sizes: string, rounds: 
     samples: medianSamples(run.samples),
     ...(run.errors.length ? { error: `${run.errors.length} of ${rounds} runs failed: ${[...new Set(run.errors)].join('; ')}` } : {}),
   }));
-  process.stdout.write(`AF_ALG AES-128-CBC encrypt through virtio_crypto_aes_cbc, TCG guest, one process; median of ${rounds} round(s) x ${seconds} s per size\n`);
+  process.stdout.write(`AF_ALG AES-128-CBC encrypt through virtio_crypto_aes_cbc, TCG guest (${describeQemu(qemu)}, kernel ${image.kernelVersion}), one process; median of ${rounds} round(s) x ${seconds} s per size\n`);
   process.stdout.write(`${formatBenchTable(columns)}\n`);
   for (const run of runs) {
     if (run.cpuPerRequest.length === 0) continue;
@@ -235,20 +283,23 @@ export const vmCommand: Command = {
       share: { type: 'string' },
       forward: { type: 'string', multiple: true },
       qemu: { type: 'string' },
+      kernel: { type: 'string' },
       'bench-guest': { type: 'boolean' },
     });
     if (values['bench-guest']) {
-      const allowed = new Set(['bench-guest', 'seconds', 'rounds', 'timeout', 'qemu']);
+      const allowed = new Set(['bench-guest', 'seconds', 'rounds', 'timeout', 'qemu', 'kernel']);
       const extra = Object.keys(values).filter((k) => !allowed.has(k));
-      if (extra.length > 0) throw new UsageError(`--bench-guest takes only --seconds, --rounds, --timeout, --qemu (not --${extra[0]})`);
+      if (extra.length > 0) throw new UsageError(`--bench-guest takes only --seconds, --rounds, --timeout, --qemu, --kernel (not --${extra[0]})`);
       const seconds = parsePositiveInt('--seconds', values.seconds ?? '2', 60);
       const rounds = parsePositiveInt('--rounds', values.rounds ?? '1', 20);
       const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '300', 3600) * 1000;
-      if (values.qemu !== undefined && !existsSync(values.qemu)) throw new UsageError(`--qemu ${values.qemu}: no such file`);
+      const kernel = checkQemuOptions(values.qemu, values.kernel, true);
       return withInterrupt(async (signal) => {
-        const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
+        const image = await ensureGuestImage({ kernel, log: (line) => process.stderr.write(`${line}\n`) });
+        const qemu = await resolveQemu(values.qemu);
         const size = 4096;
-        const rows = await runGuestBench({ image, seconds, rounds, size, timeoutMs, signal, log: (l) => process.stderr.write(`${l}\n`), qemuBinary: values.qemu });
+        process.stderr.write(`vm: ${describeQemu(qemu)}, kernel ${image.kernelVersion}\n`);
+        const rows = await runGuestBench({ image, seconds, rounds, size, timeoutMs, signal, log: (l) => process.stderr.write(`${l}\n`), qemu });
         if (signal.aborted) throw new CliError('interrupted', 130);
         process.stdout.write(`AES-128-CBC encrypt in a TCG guest (multi-threaded TCG, 1 vCPU): Linux's virtio_crypto through AF_ALG (one process, one request at a time) vs our user-space PCI driver at depth 1 and 32; median of ${rounds} round(s) x ${seconds} s\n`);
         process.stdout.write(`${formatGuestBench(rows, size)}\n`);
@@ -261,7 +312,7 @@ export const vmCommand: Command = {
     if (values.socket !== undefined && backendName !== 'ours') throw new UsageError('--socket needs --backend ours');
     if (values.socket !== undefined && values.socket.includes(',')) throw new UsageError("--socket path must not contain ',' (QEMU option syntax)");
     if (values.msix !== undefined && values.msix !== 'on' && values.msix !== 'off') throw new UsageError(`invalid --msix '${values.msix}': expected on or off`);
-    if (values.msix === 'on' && backendName === 'ours') throw new UsageError('--msix on is only for --backend builtin: QEMU 7.2 under TCG segfaults with MSI-X and vhost-user');
+    if (values.msix === 'on' && backendName === 'ours') throw new UsageError('--msix on is only for --backend builtin: ours gets MSI-X where the QEMU allows it (9.1+), vectors=0 before');
     if (values.cmd !== undefined && values['probe-args'] !== undefined) throw new UsageError('--cmd and --probe-args exclude each other');
     const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '180', 3600) * 1000;
     const verbose = values.verbose === true;
@@ -269,7 +320,11 @@ export const vmCommand: Command = {
     if (values['poll-us'] !== undefined && (backendName !== 'ours' || values.socket !== undefined)) {
       throw new UsageError('--poll-us is for the device vcrypto vm starts itself (--backend ours without --socket, or --bench)');
     }
-    const deviceArgs = values['poll-us'] === undefined ? [] : ['--poll-us', String(parsePollMicros(values['poll-us']))];
+    const deviceArgs = [
+      ...(values['poll-us'] === undefined ? [] : ['--poll-us', String(parsePollMicros(values['poll-us']))]),
+      // --verbose: the device logs each vhost-user message (the session layout QEMU sends, vring indexes).
+      ...(verbose ? ['--verbose'] : []),
+    ];
 
     // Which driver runs the guest's device: ours (user space, through VFIO or uio) or Linux's.
     const frontend = values.frontend ?? (values.cmd !== undefined ? 'ours' : 'linux');
@@ -288,7 +343,7 @@ export const vmCommand: Command = {
       if (m === null || hostPort < 1 || hostPort > 65535 || guestPort < 1 || guestPort > 65535) throw new UsageError(`invalid --forward '${text}': expected HOSTPORT:GUESTPORT (1-65535)`);
       return { hostPort, guestPort };
     });
-    if (values.qemu !== undefined && !existsSync(values.qemu)) throw new UsageError(`--qemu ${values.qemu}: no such file`);
+    const kernelSource = checkQemuOptions(values.qemu, values.kernel, frontend === 'ours');
     const guestOptions = {
       ...(frontend === 'ours'
         ? {
@@ -313,7 +368,7 @@ export const vmCommand: Command = {
       throw new UsageError(`the guest command must be 1-${MAX_GUEST_COMMAND_BYTES} bytes (it travels on the kernel command line)`);
     }
     if (values.bench && (values.cmd !== undefined || values['probe-args'] !== undefined || values.backend !== undefined || values.socket !== undefined || values.cpus !== undefined)) {
-      throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --rounds, --poll-us, --timeout, --verbose');
+      throw new UsageError('--bench runs builtin and ours itself: it takes only --seconds, --sizes, --rounds, --poll-us, --timeout, --verbose, --qemu, --kernel');
     }
     if (!values.bench && (values.seconds !== undefined || values.sizes !== undefined || values.rounds !== undefined)) throw new UsageError('--seconds, --sizes and --rounds are --bench options');
 
@@ -330,13 +385,15 @@ export const vmCommand: Command = {
             sizes: parseSizes(values.sizes ?? DEFAULT_BENCH_SIZES),
           }
         : undefined;
-      const image = await ensureGuestImage({ log: (line) => process.stderr.write(`${line}\n`) });
+      const image = await ensureGuestImage({ kernel: kernelSource, log: (line) => process.stderr.write(`${line}\n`) });
+      const qemu = await resolveQemu(values.qemu);
       if (benchArgs) {
-        return await bench(image, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, deviceArgs, signal);
+        return await bench(image, qemu, benchArgs.seconds, benchArgs.sizes, benchArgs.rounds, timeoutMs, verbose, deviceArgs, signal);
       }
       const backend: BackendChoice = backendName === 'builtin' ? { kind: 'builtin', msix: values.msix !== 'off' } : { kind: 'ours', socketPath: values.socket, deviceArgs };
+      const interrupts = (backend.kind === 'builtin' ? backend.msix : !vhostUserNeedsVectorsZero(qemu.version)) ? 'MSI-X' : 'vectors=0';
       process.stderr.write(
-        `vm: booting the guest (kernel ${image.kernelVersion}, QEMU TCG, ${backendName} device, ${frontend === 'ours' ? `our driver over ${dma}` : "Linux's virtio_crypto"}); under TCG this takes ${frontend === 'ours' ? '15-40' : '5-10'} s\n`,
+        `vm: booting the guest (kernel ${image.kernelVersion}, QEMU ${formatQemuVersion(qemu.version)} TCG, ${backendName} device with ${interrupts}, ${frontend === 'ours' ? `our driver over ${dma}` : "Linux's virtio_crypto"}); under TCG this takes ${frontend === 'ours' ? '15-40' : '5-10'} s\n`,
       );
       const result = await runGuestSession({
         image,
@@ -354,7 +411,7 @@ export const vmCommand: Command = {
         signal: signal,
         guest: guestOptions,
         onStderr: (text) => process.stderr.write(text),
-        qemuBinary: values.qemu,
+        qemu,
       });
       if (signal.aborted) throw new CliError('interrupted: QEMU stopped', 130);
       if (result.exitCode === undefined || result.deviceExit) {
