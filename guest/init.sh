@@ -47,6 +47,8 @@ if [ -n "$pci" ]; then
   for d in /sys/bus/pci/devices/*; do
     if [ "$(cat $d/vendor)" = 0x1af4 ] && [ "$(cat $d/device)" = 0x1054 ]; then
       echo $owner > $d/driver_override
+      # Linux 6.12 has virtio_pci built in: it bound the device at boot; let it go.
+      [ -e $d/driver ] && echo ${d##*/} > $d/driver/unbind
     fi
   done
 fi
@@ -65,6 +67,13 @@ for m in $(cat /etc/vcrypto/modules); do
     *) say "insmod $m failed" ;;
   esac
 done
+
+if [ -n "$pci" ]; then
+  # Functions unbound above (built-in virtio_pci) bind to their override now that it is loaded.
+  for d in /sys/bus/pci/devices/*; do
+    [ -e $d/driver ] || [ "$(cat $d/driver_override)" = "(null)" ] || echo ${d##*/} > /sys/bus/pci/drivers_probe
+  done
+fi
 
 if [ -z "$pci" ]; then
   # virtio_crypto registers its algorithms when a device binds; the kernel self-tests them on

@@ -112,14 +112,13 @@ const BACKPORTS_QEMU_NAMES = new Set(['10', 'backports']);
 
 /**
  * Checks --qemu and --kernel before anything is built; returns the kernel source. `--qemu 10`
- * brings the 6.12 kernel, except where our driver runs in the guest (`ourDriver`): guest/init.sh
- * hands the device to user space before virtio_pci loads, but 6.12 has virtio_pci built in and it
- * binds the device first, so those guests keep the system's 6.1 kernel unless --kernel says so.
+ * brings the 6.12 kernel (6.12 has virtio_pci built in: guest/init.sh takes the device back from it
+ * before handing it to user space).
  */
-function checkQemuOptions(qemu: string | undefined, kernel: string | undefined, ourDriver: boolean): KernelSource {
+function checkQemuOptions(qemu: string | undefined, kernel: string | undefined): KernelSource {
   if (qemu !== undefined && !BACKPORTS_QEMU_NAMES.has(qemu) && !existsSync(qemu)) throw new UsageError(`--qemu ${qemu}: no such file (a path, or 10 for QEMU 10.0 from bookworm-backports)`);
   if (kernel !== undefined && !(KERNEL_SOURCES as readonly string[]).includes(kernel)) throw new UsageError(`invalid --kernel '${kernel}': expected ${KERNEL_SOURCES.join(' or ')}`);
-  return (kernel as KernelSource | undefined) ?? (qemu !== undefined && BACKPORTS_QEMU_NAMES.has(qemu) && !ourDriver ? 'backports' : 'system');
+  return (kernel as KernelSource | undefined) ?? (qemu !== undefined && BACKPORTS_QEMU_NAMES.has(qemu) ? 'backports' : 'system');
 }
 
 /** The QEMU --qemu names, with its version (which decides vectors=0 for our device). */
@@ -293,7 +292,7 @@ export const vmCommand: Command = {
       const seconds = parsePositiveInt('--seconds', values.seconds ?? '2', 60);
       const rounds = parsePositiveInt('--rounds', values.rounds ?? '1', 20);
       const timeoutMs = parsePositiveInt('--timeout', values.timeout ?? '300', 3600) * 1000;
-      const kernel = checkQemuOptions(values.qemu, values.kernel, true);
+      const kernel = checkQemuOptions(values.qemu, values.kernel);
       return withInterrupt(async (signal) => {
         const image = await ensureGuestImage({ kernel, log: (line) => process.stderr.write(`${line}\n`) });
         const qemu = await resolveQemu(values.qemu);
@@ -343,7 +342,7 @@ export const vmCommand: Command = {
       if (m === null || hostPort < 1 || hostPort > 65535 || guestPort < 1 || guestPort > 65535) throw new UsageError(`invalid --forward '${text}': expected HOSTPORT:GUESTPORT (1-65535)`);
       return { hostPort, guestPort };
     });
-    const kernelSource = checkQemuOptions(values.qemu, values.kernel, frontend === 'ours');
+    const kernelSource = checkQemuOptions(values.qemu, values.kernel);
     const guestOptions = {
       ...(frontend === 'ours'
         ? {
