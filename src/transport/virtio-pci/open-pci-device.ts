@@ -13,6 +13,8 @@ import { VirtioPciTransport, type PciTransportOptions } from './virtio-pci-trans
 export interface PciDeviceOptions extends PciTransportOptions {
   /** Queue size the driver uses (power of 2, capped by the device). Default 256. */
   readonly queueSize?: number;
+  /** The driver's request deadline (default: VCRYPTO_REQUEST_TIMEOUT_MS, else 30 s). */
+  readonly requestTimeoutMs?: number;
 }
 
 export async function openPciDevice(bdf?: string, opts: PciDeviceOptions = {}): Promise<CryptoDevice> {
@@ -27,12 +29,18 @@ export async function openPciDevice(bdf?: string, opts: PciDeviceOptions = {}): 
     address = normal;
   }
   let fn: PciFunction;
-  let transport: VirtioPciTransport;
   try {
     fn = openPciFunction(address);
   } catch (err) {
     throw new CryptoError('EIO', `pci:${address}: ${(err as Error).message}`, { cause: err });
   }
+  return openDeviceOnFunction(fn, opts);
+}
+
+/** Our driver on an opened PCI function (closed with the device, or here on failure). */
+export async function openDeviceOnFunction(fn: PciFunction, opts: PciDeviceOptions = {}): Promise<CryptoDevice> {
+  const address = fn.bdf;
+  let transport: VirtioPciTransport;
   try {
     transport = VirtioPciTransport.open(fn, opts);
   } catch (err) {
@@ -43,6 +51,7 @@ export async function openPciDevice(bdf?: string, opts: PciDeviceOptions = {}): 
     return await VirtioCryptoDriver.create(transport, {
       spec: `pci:${address}`,
       queueSize: opts.queueSize ?? 256,
+      ...(opts.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: opts.requestTimeoutMs }),
     });
   } catch (err) {
     await transport.close();

@@ -19,6 +19,7 @@ import { allocDmaMemory, openFile, physicalAddressOf, preadExact, pwriteExact, r
 import { closeFd, createEventFd, drainEventFd } from '../../sys/fd.js';
 import { mapShared, type Mapping } from '../../sys/memfd.js';
 import { PCI_CFG, PCI_COMMAND_INTX_DISABLE, VIRTIO_PCI_CRYPTO_DEVICE_ID, VIRTIO_PCI_VENDOR_ID } from '../../spec/virtio-pci.js';
+import type { VirtioPciRegion } from './pci-capabilities.js';
 
 export class PciError extends Error {
   override readonly name = 'PciError';
@@ -40,6 +41,17 @@ export interface InterruptSource {
   rearm(): void;
 }
 
+/** Single, width-exact accesses to one register structure (offsets relative to the structure). */
+export interface RegisterWindow {
+  readonly region: VirtioPciRegion;
+  r8(off: number): number;
+  r16(off: number): number;
+  r32(off: number): number;
+  w8(off: number, v: number): void;
+  w16(off: number, v: number): void;
+  w32(off: number, v: number): void;
+}
+
 export interface PciFunction {
   readonly bdf: string;
   readonly kind: 'vfio' | 'uio';
@@ -49,6 +61,11 @@ export interface PciFunction {
   barSize(bar: number): number;
   /** Maps a memory BAR (owned by the PciFunction: unmapped by close()). */
   mapBar(bar: number): Mapping;
+  /**
+   * Only for a function whose registers are not memory (a device model in tests): the transport
+   * then uses these windows and maps no BAR. Real functions leave it out (Atomics on the mapping).
+   */
+  registers?(region: VirtioPciRegion): RegisterWindow;
   /** DMA-able memory of `bytes` (the uio route gives at most one 2 MiB hugepage). */
   allocateDma(bytes: number): DmaMemory;
   /** Interrupts: MSI-X vector 0 when `msixVectors` > 0 and supported, else INTx; null when unavailable. */

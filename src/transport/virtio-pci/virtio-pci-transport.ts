@@ -37,7 +37,7 @@ import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../../spec/virtio.js';
 import { POLLIN } from '../../sys/fd.js';
 import type { Mapping } from '../../sys/memfd.js';
 import { parseVirtioPciCapabilities, type VirtioPciLayout, type VirtioPciRegion } from './pci-capabilities.js';
-import type { InterruptSource, PciFunction } from './pci-function.js';
+import type { InterruptSource, PciFunction, RegisterWindow } from './pci-function.js';
 
 /** Default DMA memory under VFIO (rings + request buffers). */
 export const DEFAULT_PCI_MEMORY_BYTES = 16 * 1024 * 1024;
@@ -46,7 +46,7 @@ const RESET_TIMEOUT_MS = 1000;
 const POLL_WINDOW_MS = 0.5;
 
 /** Width-exact MMIO views over one structure of a BAR mapping. */
-class Mmio {
+class Mmio implements RegisterWindow {
   readonly u8: Uint8Array;
   readonly u16: Uint16Array;
   readonly u32: Uint32Array;
@@ -78,10 +78,12 @@ class Mmio {
   w32(off: number, v: number): void {
     Atomics.store(this.u32, off >> 2, v >>> 0);
   }
-  w64(off: number, v: bigint): void {
-    this.w32(off, Number(v & 0xffff_ffffn));
-    this.w32(off + 4, Number(v >> 32n));
-  }
+}
+
+/** §4.1.3.1: a 64-bit field is written as two 32-bit halves, low then high. */
+function w64(r: RegisterWindow, off: number, v: bigint): void {
+  r.w32(off, Number(v & 0xffff_ffffn));
+  r.w32(off + 4, Number(v >> 32n));
 }
 
 export interface PciTransportOptions {
@@ -94,10 +96,10 @@ export class VirtioPciTransport implements VirtioTransport {
   readonly memory: DriverMemory;
   readonly layout: VirtioPciLayout;
   readonly #fn: PciFunction;
-  readonly #common: Mmio;
-  readonly #isr: Mmio;
-  readonly #device: Mmio;
-  readonly #notify: Mmio;
+  readonly #common: RegisterWindow;
+  readonly #isr: RegisterWindow;
+  readonly #device: RegisterWindow;
+  readonly #notify: RegisterWindow;
   readonly #notifyAt = new Map<number, number>();
   readonly #queues: number[] = [];
   /** Per queue: a view of used.idx (§2.7.8) and the last value the poll loop saw. */
@@ -114,7 +116,7 @@ export class VirtioPciTransport implements VirtioTransport {
   private constructor(fn: PciFunction, layout: VirtioPciLayout, bars: Map<number, Mapping>, memory: DriverMemory, irq: InterruptSource | null) {
     this.#fn = fn;
     this.layout = layout;
-    const mmio = (r: VirtioPciRegion) => new Mmio(bars.get(r.bar)!, r);
+    const mmio = (r: VirtioPciRegion): RegisterWindow => fn.registers?.(r) ?? new Mmio(bars.get(r.bar)!, r);
     this.#common = mmio(layout.common);
     this.#isr = mmio(layout.isr);
     this.#device = mmio(layout.device);
@@ -138,7 +140,7 @@ export class VirtioPciTransport implements VirtioTransport {
     const layout = parseVirtioPciCapabilities(fn.readConfig(0, 256), (bar) => fn.barSize(bar));
     const bars = new Map<number, Mapping>();
     for (const r of [layout.common, layout.notify, layout.isr, layout.device]) {
-      if (!bars.has(r.bar)) bars.set(r.bar, fn.mapBar(r.bar));
+      if (!bars.has(r.bar) && fn.registers === undefined) bars.set(r.bar, fn.mapBar(r.bar));
     }
     const command = new DataView(fn.readConfig(PCI_CFG.COMMAND, 2).buffer.slice(0)).getUint16(0, true);
     const enabled = (command | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER) & ~PCI_COMMAND_INTX_DISABLE;
@@ -210,9 +212,9 @@ export class VirtioPciTransport implements VirtioTransport {
     if (queue.size > max || (queue.size & (queue.size - 1)) !== 0) throw new RangeError(`queue ${index}: size ${queue.size} (device maximum ${max})`);
     c.w16(C.queue_select, index);
     c.w16(C.queue_size, queue.size);
-    c.w64(C.queue_desc, queue.descAddr);
-    c.w64(C.queue_driver, queue.availAddr);
-    c.w64(C.queue_device, queue.usedAddr);
+    w64(c, C.queue_desc, queue.descAddr);
+    w64(c, C.queue_driver, queue.availAddr);
+    w64(c, C.queue_device, queue.usedAddr);
     if (this.#irq?.kind === 'msix') {
       c.w16(C.queue_msix_vector, 0);
       if (c.r16(C.queue_msix_vector) === VIRTIO_MSI_NO_VECTOR) throw new Error(`${this.description}: queue ${index}: the device could not assign MSI-X vector 0`);
