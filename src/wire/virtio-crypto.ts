@@ -142,28 +142,40 @@ const SESSION_INPUT_OFFSET = {
 const U32_MAX = 0xffff_ffff;
 const U64_MAX = (1n << 64n) - 1n;
 
-/**
- * One DataView per ArrayBuffer (guest memory, the device's header copy, ...), made on first use:
- * the codecs below allocate no view per call. Weak: a buffer dropped by its owner is not kept.
- */
-const VIEWS = new WeakMap<ArrayBufferLike, DataView>();
+// Little-endian fields read and written byte by byte on the Uint8Array itself: no DataView per call
+// (nor a lookup of one), nothing allocated; V8 compiles these to plain loads and stores. A u64 goes
+// through one module-level 8-byte scratch (DataView for the bigint conversion).
 
-function viewOf(bytes: Uint8Array): DataView {
-  const buffer = bytes.buffer;
-  let dv = VIEWS.get(buffer);
-  if (dv === undefined) {
-    dv = new DataView(buffer);
-    VIEWS.set(buffer, dv);
-  }
-  return dv;
+function getU32(b: Uint8Array, o: number): number {
+  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
 }
 
-/** Checks that `size` bytes at `offset` lie in `bytes`; returns their offset in `bytes.buffer`. */
+function putU32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v;
+  b[o + 1] = v >>> 8;
+  b[o + 2] = v >>> 16;
+  b[o + 3] = v >>> 24;
+}
+
+const U64_SCRATCH = new Uint8Array(8);
+const U64_VIEW = new DataView(U64_SCRATCH.buffer);
+
+function getU64(b: Uint8Array, o: number): bigint {
+  for (let i = 0; i < 8; i++) U64_SCRATCH[i] = b[o + i]!;
+  return U64_VIEW.getBigUint64(0, true);
+}
+
+function putU64(b: Uint8Array, o: number, v: bigint): void {
+  U64_VIEW.setBigUint64(0, v, true);
+  for (let i = 0; i < 8; i++) b[o + i] = U64_SCRATCH[i]!;
+}
+
+/** Checks that `size` bytes at `offset` lie in `bytes`; returns `offset`. */
 function at(bytes: Uint8Array, offset: number, size: number, what: string): number {
   if (!Number.isInteger(offset) || offset < 0 || bytes.length - offset < size) {
     throw new WireError('short-buffer', `${what} needs ${size} bytes at offset ${offset}, buffer has ${bytes.length}`);
   }
-  return bytes.byteOffset + offset;
+  return offset;
 }
 
 /** The buffer to encode into: `out` (checked, its `size` bytes at `offset` zeroed) or a new one. */
@@ -214,40 +226,38 @@ export interface VirtioCryptoConfig {
 
 export function encodeConfig(c: VirtioCryptoConfig): Uint8Array {
   const out = new Uint8Array(VIRTIO_CRYPTO_CONFIG_SIZE);
-  const dv = viewOf(out);
-  dv.setUint32(CFG.status, u32(c.status, 'status'), true);
-  dv.setUint32(CFG.max_dataqueues, u32(c.maxDataqueues, 'maxDataqueues'), true);
-  dv.setUint32(CFG.crypto_services, u32(c.cryptoServices, 'cryptoServices'), true);
-  dv.setUint32(CFG.cipher_algo_l, u32(c.cipherAlgoL, 'cipherAlgoL'), true);
-  dv.setUint32(CFG.cipher_algo_h, u32(c.cipherAlgoH, 'cipherAlgoH'), true);
-  dv.setUint32(CFG.hash_algo, u32(c.hashAlgo, 'hashAlgo'), true);
-  dv.setUint32(CFG.mac_algo_l, u32(c.macAlgoL, 'macAlgoL'), true);
-  dv.setUint32(CFG.mac_algo_h, u32(c.macAlgoH, 'macAlgoH'), true);
-  dv.setUint32(CFG.aead_algo, u32(c.aeadAlgo, 'aeadAlgo'), true);
-  dv.setUint32(CFG.max_cipher_key_len, u32(c.maxCipherKeyLen, 'maxCipherKeyLen'), true);
-  dv.setUint32(CFG.max_auth_key_len, u32(c.maxAuthKeyLen, 'maxAuthKeyLen'), true);
-  dv.setUint32(CFG.reserved, u32(c.reserved, 'reserved'), true);
-  dv.setBigUint64(CFG.max_size, u64(c.maxSize, 'maxSize'), true);
+  putU32(out, CFG.status, u32(c.status, 'status'));
+  putU32(out, CFG.max_dataqueues, u32(c.maxDataqueues, 'maxDataqueues'));
+  putU32(out, CFG.crypto_services, u32(c.cryptoServices, 'cryptoServices'));
+  putU32(out, CFG.cipher_algo_l, u32(c.cipherAlgoL, 'cipherAlgoL'));
+  putU32(out, CFG.cipher_algo_h, u32(c.cipherAlgoH, 'cipherAlgoH'));
+  putU32(out, CFG.hash_algo, u32(c.hashAlgo, 'hashAlgo'));
+  putU32(out, CFG.mac_algo_l, u32(c.macAlgoL, 'macAlgoL'));
+  putU32(out, CFG.mac_algo_h, u32(c.macAlgoH, 'macAlgoH'));
+  putU32(out, CFG.aead_algo, u32(c.aeadAlgo, 'aeadAlgo'));
+  putU32(out, CFG.max_cipher_key_len, u32(c.maxCipherKeyLen, 'maxCipherKeyLen'));
+  putU32(out, CFG.max_auth_key_len, u32(c.maxAuthKeyLen, 'maxAuthKeyLen'));
+  putU32(out, CFG.reserved, u32(c.reserved, 'reserved'));
+  putU64(out, CFG.max_size, u64(c.maxSize, 'maxSize'));
   return out;
 }
 
 export function decodeConfig(bytes: Uint8Array, offset = 0): VirtioCryptoConfig {
   const o = at(bytes, offset, VIRTIO_CRYPTO_CONFIG_SIZE, 'virtio_crypto_config');
-  const dv = viewOf(bytes);
   return {
-    status: dv.getUint32(o + CFG.status, true),
-    maxDataqueues: dv.getUint32(o + CFG.max_dataqueues, true),
-    cryptoServices: dv.getUint32(o + CFG.crypto_services, true),
-    cipherAlgoL: dv.getUint32(o + CFG.cipher_algo_l, true),
-    cipherAlgoH: dv.getUint32(o + CFG.cipher_algo_h, true),
-    hashAlgo: dv.getUint32(o + CFG.hash_algo, true),
-    macAlgoL: dv.getUint32(o + CFG.mac_algo_l, true),
-    macAlgoH: dv.getUint32(o + CFG.mac_algo_h, true),
-    aeadAlgo: dv.getUint32(o + CFG.aead_algo, true),
-    maxCipherKeyLen: dv.getUint32(o + CFG.max_cipher_key_len, true),
-    maxAuthKeyLen: dv.getUint32(o + CFG.max_auth_key_len, true),
-    reserved: dv.getUint32(o + CFG.reserved, true),
-    maxSize: dv.getBigUint64(o + CFG.max_size, true),
+    status: getU32(bytes, o + CFG.status),
+    maxDataqueues: getU32(bytes, o + CFG.max_dataqueues),
+    cryptoServices: getU32(bytes, o + CFG.crypto_services),
+    cipherAlgoL: getU32(bytes, o + CFG.cipher_algo_l),
+    cipherAlgoH: getU32(bytes, o + CFG.cipher_algo_h),
+    hashAlgo: getU32(bytes, o + CFG.hash_algo),
+    macAlgoL: getU32(bytes, o + CFG.mac_algo_l),
+    macAlgoH: getU32(bytes, o + CFG.mac_algo_h),
+    aeadAlgo: getU32(bytes, o + CFG.aead_algo),
+    maxCipherKeyLen: getU32(bytes, o + CFG.max_cipher_key_len),
+    maxAuthKeyLen: getU32(bytes, o + CFG.max_auth_key_len),
+    reserved: getU32(bytes, o + CFG.reserved),
+    maxSize: getU64(bytes, o + CFG.max_size),
   };
 }
 
@@ -311,12 +321,11 @@ export type CtrlHeaderExtra = Partial<Omit<CtrlHeader, 'opcode'>>;
 /** Zeroes the 72-byte request at `offset` of `out` (or a new buffer) and writes its ctrl_header. */
 function ctrlReq(opcode: number, algo: number, h: CtrlHeaderExtra | undefined, out: Uint8Array | undefined, offset: number): Uint8Array {
   const buf = target(out, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + CTRL_REQ_OFFSET.opcode, u32(opcode, 'opcode'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.algo, u32(h?.algo ?? algo, 'algo'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.flag, u32(h?.flag, 'flag'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.queueId, u32(h?.queueId, 'queueId'), true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + CTRL_REQ_OFFSET.opcode, u32(opcode, 'opcode'));
+  putU32(buf, o + CTRL_REQ_OFFSET.algo, u32(h?.algo ?? algo, 'algo'));
+  putU32(buf, o + CTRL_REQ_OFFSET.flag, u32(h?.flag, 'flag'));
+  putU32(buf, o + CTRL_REQ_OFFSET.queueId, u32(h?.queueId, 'queueId'));
   return buf;
 }
 
@@ -326,72 +335,67 @@ function ctrlReq(opcode: number, algo: number, h: CtrlHeaderExtra | undefined, o
  */
 export function encodeCipherCreateSessionReq(p: CipherSessionFlf, h?: CtrlHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = ctrlReq(CTRL.VIRTIO_CRYPTO_CIPHER_CREATE_SESSION, p.algo, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + CTRL_REQ_OFFSET.cipherAlgo, u32(p.algo, 'algo'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.cipherKeyLen, u32(p.keyLen, 'keyLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.cipherOp, u32(p.op, 'op'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER, true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + CTRL_REQ_OFFSET.cipherAlgo, u32(p.algo, 'algo'));
+  putU32(buf, o + CTRL_REQ_OFFSET.cipherKeyLen, u32(p.keyLen, 'keyLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.cipherOp, u32(p.op, 'op'));
+  putU32(buf, o + CTRL_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER);
   return buf;
 }
 
 /** VIRTIO_CRYPTO_CIPHER_CREATE_SESSION with op_type ALGORITHM_CHAINING. cipher key, then auth key follow. */
 export function encodeAlgChainCreateSessionReq(p: AlgChainSessionFlf, h?: CtrlHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = ctrlReq(CTRL.VIRTIO_CRYPTO_CIPHER_CREATE_SESSION, p.cipher.algo, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainAlgChainOrder, u32(p.algChainOrder, 'algChainOrder'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainHashMode, u32(p.hashMode, 'hashMode'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainCipherAlgo, u32(p.cipher.algo, 'cipher.algo'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainCipherKeyLen, u32(p.cipher.keyLen, 'cipher.keyLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainCipherOp, u32(p.cipher.op, 'cipher.op'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainHashAlgo, u32(p.hashAlgo, 'hashAlgo'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainHashResultLen, u32(p.hashResultLen, 'hashResultLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainAuthKeyLen, u32(p.authKeyLen, 'authKeyLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.chainAadLen, u32(p.aadLen, 'aadLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING, true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + CTRL_REQ_OFFSET.chainAlgChainOrder, u32(p.algChainOrder, 'algChainOrder'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainHashMode, u32(p.hashMode, 'hashMode'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainCipherAlgo, u32(p.cipher.algo, 'cipher.algo'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainCipherKeyLen, u32(p.cipher.keyLen, 'cipher.keyLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainCipherOp, u32(p.cipher.op, 'cipher.op'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainHashAlgo, u32(p.hashAlgo, 'hashAlgo'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainHashResultLen, u32(p.hashResultLen, 'hashResultLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainAuthKeyLen, u32(p.authKeyLen, 'authKeyLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.chainAadLen, u32(p.aadLen, 'aadLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING);
   return buf;
 }
 
 /** VIRTIO_CRYPTO_HASH_CREATE_SESSION (no vlf). */
 export function encodeHashCreateSessionReq(p: HashCreateSessionFlf, h?: CtrlHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = ctrlReq(CTRL.VIRTIO_CRYPTO_HASH_CREATE_SESSION, p.algo, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + CTRL_REQ_OFFSET.hashAlgo, u32(p.algo, 'algo'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.hashResultLen, u32(p.hashResultLen, 'hashResultLen'), true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + CTRL_REQ_OFFSET.hashAlgo, u32(p.algo, 'algo'));
+  putU32(buf, o + CTRL_REQ_OFFSET.hashResultLen, u32(p.hashResultLen, 'hashResultLen'));
   return buf;
 }
 
 /** VIRTIO_CRYPTO_MAC_CREATE_SESSION. Auth key follows (vlf). */
 export function encodeMacCreateSessionReq(p: MacCreateSessionFlf, h?: CtrlHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = ctrlReq(CTRL.VIRTIO_CRYPTO_MAC_CREATE_SESSION, p.algo, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + CTRL_REQ_OFFSET.hashAlgo, u32(p.algo, 'algo'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.hashResultLen, u32(p.hashResultLen, 'hashResultLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.macAuthKeyLen, u32(p.authKeyLen, 'authKeyLen'), true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + CTRL_REQ_OFFSET.hashAlgo, u32(p.algo, 'algo'));
+  putU32(buf, o + CTRL_REQ_OFFSET.hashResultLen, u32(p.hashResultLen, 'hashResultLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.macAuthKeyLen, u32(p.authKeyLen, 'authKeyLen'));
   return buf;
 }
 
 /** VIRTIO_CRYPTO_AEAD_CREATE_SESSION. Key follows (vlf). */
 export function encodeAeadCreateSessionReq(p: AeadCreateSessionFlf, h?: CtrlHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = ctrlReq(CTRL.VIRTIO_CRYPTO_AEAD_CREATE_SESSION, p.algo, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + CTRL_REQ_OFFSET.aeadAlgo, u32(p.algo, 'algo'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.aeadKeyLen, u32(p.keyLen, 'keyLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.aeadTagLen, u32(p.tagLen, 'tagLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.aeadAadLen, u32(p.aadLen, 'aadLen'), true);
-  dv.setUint32(o + CTRL_REQ_OFFSET.aeadOp, u32(p.op, 'op'), true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + CTRL_REQ_OFFSET.aeadAlgo, u32(p.algo, 'algo'));
+  putU32(buf, o + CTRL_REQ_OFFSET.aeadKeyLen, u32(p.keyLen, 'keyLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.aeadTagLen, u32(p.tagLen, 'tagLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.aeadAadLen, u32(p.aadLen, 'aadLen'));
+  putU32(buf, o + CTRL_REQ_OFFSET.aeadOp, u32(p.op, 'op'));
   return buf;
 }
 
 /** Any *_DESTROY_SESSION opcode with struct virtio_crypto_destroy_session_flf. */
 export function encodeDestroySessionReq(opcode: number, sessionId: bigint, h?: CtrlHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = ctrlReq(opcode, 0, h, out, offset);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  viewOf(buf).setBigUint64(o + CTRL_REQ_OFFSET.destroySessionId, u64(sessionId, 'sessionId'), true);
+  const o = out === undefined ? 0 : offset;
+  putU64(buf, o + CTRL_REQ_OFFSET.destroySessionId, u64(sessionId, 'sessionId'));
   return buf;
 }
 
@@ -401,83 +405,77 @@ export function encodeDestroySessionReq(opcode: number, sessionId: bigint, h?: C
  */
 export function decodeCtrlHeader(bytes: Uint8Array, offset = 0, into?: CtrlHeader): CtrlHeader {
   const o = at(bytes, offset, CTRL_HEADER_SIZE, 'virtio_crypto_ctrl_header');
-  const dv = viewOf(bytes);
   const h = into ?? { opcode: 0, algo: 0, flag: 0, queueId: 0 };
-  h.opcode = dv.getUint32(o + CTRL_REQ_OFFSET.opcode, true);
-  h.algo = dv.getUint32(o + CTRL_REQ_OFFSET.algo, true);
-  h.flag = dv.getUint32(o + CTRL_REQ_OFFSET.flag, true);
-  h.queueId = dv.getUint32(o + CTRL_REQ_OFFSET.queueId, true);
+  h.opcode = getU32(bytes, o + CTRL_REQ_OFFSET.opcode);
+  h.algo = getU32(bytes, o + CTRL_REQ_OFFSET.algo);
+  h.flag = getU32(bytes, o + CTRL_REQ_OFFSET.flag);
+  h.queueId = getU32(bytes, o + CTRL_REQ_OFFSET.queueId);
   return h;
 }
 
 /** op_type of a CIPHER_CREATE_SESSION request (struct virtio_crypto_sym_create_session_flf). */
 export function decodeSymCreateSessionOpType(req: Uint8Array, offset = 0): number {
   const o = at(req, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  return viewOf(req).getUint32(o + CTRL_REQ_OFFSET.symOpType, true);
+  return getU32(req, o + CTRL_REQ_OFFSET.symOpType);
 }
 
 export function decodeCipherSessionFlf(req: Uint8Array, offset = 0, into?: CipherSessionFlf): CipherSessionFlf {
   const o = at(req, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  const dv = viewOf(req);
   const f = into ?? { algo: 0, keyLen: 0, op: 0 };
-  f.algo = dv.getUint32(o + CTRL_REQ_OFFSET.cipherAlgo, true);
-  f.keyLen = dv.getUint32(o + CTRL_REQ_OFFSET.cipherKeyLen, true);
-  f.op = dv.getUint32(o + CTRL_REQ_OFFSET.cipherOp, true);
+  f.algo = getU32(req, o + CTRL_REQ_OFFSET.cipherAlgo);
+  f.keyLen = getU32(req, o + CTRL_REQ_OFFSET.cipherKeyLen);
+  f.op = getU32(req, o + CTRL_REQ_OFFSET.cipherOp);
   return f;
 }
 
 export function decodeAlgChainSessionFlf(req: Uint8Array, offset = 0, into?: AlgChainSessionFlf): AlgChainSessionFlf {
   const o = at(req, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  const dv = viewOf(req);
   const f = into ?? { algChainOrder: 0, hashMode: 0, cipher: { algo: 0, keyLen: 0, op: 0 }, hashAlgo: 0, hashResultLen: 0, authKeyLen: 0, aadLen: 0 };
-  f.algChainOrder = dv.getUint32(o + CTRL_REQ_OFFSET.chainAlgChainOrder, true);
-  f.hashMode = dv.getUint32(o + CTRL_REQ_OFFSET.chainHashMode, true);
-  f.cipher.algo = dv.getUint32(o + CTRL_REQ_OFFSET.chainCipherAlgo, true);
-  f.cipher.keyLen = dv.getUint32(o + CTRL_REQ_OFFSET.chainCipherKeyLen, true);
-  f.cipher.op = dv.getUint32(o + CTRL_REQ_OFFSET.chainCipherOp, true);
-  f.hashAlgo = dv.getUint32(o + CTRL_REQ_OFFSET.chainHashAlgo, true);
-  f.hashResultLen = dv.getUint32(o + CTRL_REQ_OFFSET.chainHashResultLen, true);
+  f.algChainOrder = getU32(req, o + CTRL_REQ_OFFSET.chainAlgChainOrder);
+  f.hashMode = getU32(req, o + CTRL_REQ_OFFSET.chainHashMode);
+  f.cipher.algo = getU32(req, o + CTRL_REQ_OFFSET.chainCipherAlgo);
+  f.cipher.keyLen = getU32(req, o + CTRL_REQ_OFFSET.chainCipherKeyLen);
+  f.cipher.op = getU32(req, o + CTRL_REQ_OFFSET.chainCipherOp);
+  f.hashAlgo = getU32(req, o + CTRL_REQ_OFFSET.chainHashAlgo);
+  f.hashResultLen = getU32(req, o + CTRL_REQ_OFFSET.chainHashResultLen);
   // §5.9.7.2.1.3: algo_flf is a hash flf for PLAIN (8 bytes; the rest "will be ignored")
   // and a mac flf (with auth_key_len) for AUTH.
-  f.authKeyLen = f.hashMode === VIRTIO_CRYPTO_SYM_HASH_MODE.VIRTIO_CRYPTO_SYM_HASH_MODE_AUTH ? dv.getUint32(o + CTRL_REQ_OFFSET.chainAuthKeyLen, true) : 0;
-  f.aadLen = dv.getUint32(o + CTRL_REQ_OFFSET.chainAadLen, true);
+  f.authKeyLen = f.hashMode === VIRTIO_CRYPTO_SYM_HASH_MODE.VIRTIO_CRYPTO_SYM_HASH_MODE_AUTH ? getU32(req, o + CTRL_REQ_OFFSET.chainAuthKeyLen) : 0;
+  f.aadLen = getU32(req, o + CTRL_REQ_OFFSET.chainAadLen);
   return f;
 }
 
 export function decodeHashCreateSessionFlf(req: Uint8Array, offset = 0, into?: HashCreateSessionFlf): HashCreateSessionFlf {
   const o = at(req, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  const dv = viewOf(req);
   const f = into ?? { algo: 0, hashResultLen: 0 };
-  f.algo = dv.getUint32(o + CTRL_REQ_OFFSET.hashAlgo, true);
-  f.hashResultLen = dv.getUint32(o + CTRL_REQ_OFFSET.hashResultLen, true);
+  f.algo = getU32(req, o + CTRL_REQ_OFFSET.hashAlgo);
+  f.hashResultLen = getU32(req, o + CTRL_REQ_OFFSET.hashResultLen);
   return f;
 }
 
 export function decodeMacCreateSessionFlf(req: Uint8Array, offset = 0, into?: MacCreateSessionFlf): MacCreateSessionFlf {
   const o = at(req, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  const dv = viewOf(req);
   const f = into ?? { algo: 0, hashResultLen: 0, authKeyLen: 0 };
-  f.algo = dv.getUint32(o + CTRL_REQ_OFFSET.hashAlgo, true);
-  f.hashResultLen = dv.getUint32(o + CTRL_REQ_OFFSET.hashResultLen, true);
-  f.authKeyLen = dv.getUint32(o + CTRL_REQ_OFFSET.macAuthKeyLen, true);
+  f.algo = getU32(req, o + CTRL_REQ_OFFSET.hashAlgo);
+  f.hashResultLen = getU32(req, o + CTRL_REQ_OFFSET.hashResultLen);
+  f.authKeyLen = getU32(req, o + CTRL_REQ_OFFSET.macAuthKeyLen);
   return f;
 }
 
 export function decodeAeadCreateSessionFlf(req: Uint8Array, offset = 0, into?: AeadCreateSessionFlf): AeadCreateSessionFlf {
   const o = at(req, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  const dv = viewOf(req);
   const f = into ?? { algo: 0, keyLen: 0, tagLen: 0, aadLen: 0, op: 0 };
-  f.algo = dv.getUint32(o + CTRL_REQ_OFFSET.aeadAlgo, true);
-  f.keyLen = dv.getUint32(o + CTRL_REQ_OFFSET.aeadKeyLen, true);
-  f.tagLen = dv.getUint32(o + CTRL_REQ_OFFSET.aeadTagLen, true);
-  f.aadLen = dv.getUint32(o + CTRL_REQ_OFFSET.aeadAadLen, true);
-  f.op = dv.getUint32(o + CTRL_REQ_OFFSET.aeadOp, true);
+  f.algo = getU32(req, o + CTRL_REQ_OFFSET.aeadAlgo);
+  f.keyLen = getU32(req, o + CTRL_REQ_OFFSET.aeadKeyLen);
+  f.tagLen = getU32(req, o + CTRL_REQ_OFFSET.aeadTagLen);
+  f.aadLen = getU32(req, o + CTRL_REQ_OFFSET.aeadAadLen);
+  f.op = getU32(req, o + CTRL_REQ_OFFSET.aeadOp);
   return f;
 }
 
 export function decodeDestroySessionFlf(req: Uint8Array, offset = 0): { sessionId: bigint } {
   const o = at(req, offset, OP_CTRL_REQ_SIZE, 'virtio_crypto_op_ctrl_req');
-  return { sessionId: viewOf(req).getBigUint64(o + CTRL_REQ_OFFSET.destroySessionId, true) };
+  return { sessionId: getU64(req, o + CTRL_REQ_OFFSET.destroySessionId) };
 }
 
 /** §5.9.7.2.1 struct virtio_crypto_create_session_input (device-writable, 16 bytes). */
@@ -490,26 +488,24 @@ export interface CreateSessionInput {
 export function encodeCreateSessionInput(v: CreateSessionInput, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = out ?? new Uint8Array(CREATE_SESSION_INPUT_SIZE);
   const o = at(buf, offset, CREATE_SESSION_INPUT_SIZE, 'virtio_crypto_create_session_input');
-  const dv = viewOf(buf);
-  dv.setBigUint64(o + SESSION_INPUT_OFFSET.sessionId, u64(v.sessionId, 'sessionId'), true);
-  dv.setUint32(o + SESSION_INPUT_OFFSET.status, u32(v.status, 'status'), true);
-  dv.setUint32(o + SESSION_INPUT_OFFSET.padding, 0, true);
+  putU64(buf, o + SESSION_INPUT_OFFSET.sessionId, u64(v.sessionId, 'sessionId'));
+  putU32(buf, o + SESSION_INPUT_OFFSET.status, u32(v.status, 'status'));
+  putU32(buf, o + SESSION_INPUT_OFFSET.padding, 0);
   return buf;
 }
 
 export function decodeCreateSessionInput(bytes: Uint8Array, offset = 0): CreateSessionInput {
   const o = at(bytes, offset, CREATE_SESSION_INPUT_SIZE, 'virtio_crypto_create_session_input');
-  const dv = viewOf(bytes);
-  return { sessionId: dv.getBigUint64(o + SESSION_INPUT_OFFSET.sessionId, true), status: dv.getUint32(o + SESSION_INPUT_OFFSET.status, true) };
+  return { sessionId: getU64(bytes, o + SESSION_INPUT_OFFSET.sessionId), status: getU32(bytes, o + SESSION_INPUT_OFFSET.status) };
 }
 
 /** §5.9.7.2.1 struct virtio_crypto_destroy_session_input { u8 status } into `out` at `offset`. */
 export function encodeDestroySessionInput(status: number, out: Uint8Array, offset = 0): void {
-  out[at(out, offset, DESTROY_SESSION_INPUT_SIZE, 'virtio_crypto_destroy_session_input') - out.byteOffset] = u8(status, 'status');
+  out[at(out, offset, DESTROY_SESSION_INPUT_SIZE, 'virtio_crypto_destroy_session_input') ] = u8(status, 'status');
 }
 
 export function decodeDestroySessionInput(bytes: Uint8Array, offset = 0): number {
-  return bytes[at(bytes, offset, DESTROY_SESSION_INPUT_SIZE, 'virtio_crypto_destroy_session_input') - bytes.byteOffset]!;
+  return bytes[at(bytes, offset, DESTROY_SESSION_INPUT_SIZE, 'virtio_crypto_destroy_session_input') ]!;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,24 +557,22 @@ export type OpHeaderExtra = Partial<Pick<OpHeader, 'algo' | 'flag'>>;
 /** Zeroes the 72-byte request at `offset` of `out` (or a new buffer) and writes its op_header. */
 function dataReq(opcode: number, sessionId: bigint, h: OpHeaderExtra | undefined, out: Uint8Array | undefined, offset: number): Uint8Array {
   const buf = target(out, offset, OP_DATA_REQ_SIZE, 'virtio_crypto_op_data_req');
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + DATA_REQ_OFFSET.opcode, u32(opcode, 'opcode'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.algo, u32(h?.algo, 'algo'), true);
-  dv.setBigUint64(o + DATA_REQ_OFFSET.sessionId, u64(sessionId, 'sessionId'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.flag, u32(h?.flag, 'flag'), true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + DATA_REQ_OFFSET.opcode, u32(opcode, 'opcode'));
+  putU32(buf, o + DATA_REQ_OFFSET.algo, u32(h?.algo, 'algo'));
+  putU64(buf, o + DATA_REQ_OFFSET.sessionId, u64(sessionId, 'sessionId'));
+  putU32(buf, o + DATA_REQ_OFFSET.flag, u32(h?.flag, 'flag'));
   return buf;
 }
 
 /** CIPHER_ENCRYPT/DECRYPT with op_type SYM_OP_CIPHER. Readable iv, src follow; writable dst, status. */
 export function encodeCipherDataReq(opcode: number, sessionId: bigint, p: CipherDataFlf, h?: OpHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = dataReq(opcode, sessionId, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + DATA_REQ_OFFSET.ivLen, u32(p.ivLen, 'ivLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.srcDataLen, u32(p.srcDataLen, 'srcDataLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.dstDataLen, u32(p.dstDataLen, 'dstDataLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER, true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + DATA_REQ_OFFSET.ivLen, u32(p.ivLen, 'ivLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.srcDataLen, u32(p.srcDataLen, 'srcDataLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.dstDataLen, u32(p.dstDataLen, 'dstDataLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER);
   return buf;
 }
 
@@ -588,28 +582,26 @@ export function encodeCipherDataReq(opcode: number, sessionId: bigint, p: Cipher
  */
 export function encodeAlgChainDataReq(opcode: number, sessionId: bigint, p: AlgChainDataFlf, h?: OpHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = dataReq(opcode, sessionId, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + DATA_REQ_OFFSET.ivLen, u32(p.ivLen, 'ivLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.srcDataLen, u32(p.srcDataLen, 'srcDataLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.dstDataLen, u32(p.dstDataLen, 'dstDataLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.cipherStartSrcOffset, u32(p.cipherStartSrcOffset, 'cipherStartSrcOffset'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.lenToCipher, u32(p.lenToCipher, 'lenToCipher'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.hashStartSrcOffset, u32(p.hashStartSrcOffset, 'hashStartSrcOffset'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.lenToHash, u32(p.lenToHash, 'lenToHash'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.chainAadLen, u32(p.aadLen, 'aadLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.chainHashResultLen, u32(p.hashResultLen, 'hashResultLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING, true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + DATA_REQ_OFFSET.ivLen, u32(p.ivLen, 'ivLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.srcDataLen, u32(p.srcDataLen, 'srcDataLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.dstDataLen, u32(p.dstDataLen, 'dstDataLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.cipherStartSrcOffset, u32(p.cipherStartSrcOffset, 'cipherStartSrcOffset'));
+  putU32(buf, o + DATA_REQ_OFFSET.lenToCipher, u32(p.lenToCipher, 'lenToCipher'));
+  putU32(buf, o + DATA_REQ_OFFSET.hashStartSrcOffset, u32(p.hashStartSrcOffset, 'hashStartSrcOffset'));
+  putU32(buf, o + DATA_REQ_OFFSET.lenToHash, u32(p.lenToHash, 'lenToHash'));
+  putU32(buf, o + DATA_REQ_OFFSET.chainAadLen, u32(p.aadLen, 'aadLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.chainHashResultLen, u32(p.hashResultLen, 'hashResultLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING);
   return buf;
 }
 
 /** VIRTIO_CRYPTO_HASH or VIRTIO_CRYPTO_MAC. Readable src follows; writable hash_result, status. */
 export function encodeHashDataReq(opcode: number, sessionId: bigint, p: HashDataFlf, h?: OpHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = dataReq(opcode, sessionId, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + DATA_REQ_OFFSET.hashSrcDataLen, u32(p.srcDataLen, 'srcDataLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.hashResultLen, u32(p.hashResultLen, 'hashResultLen'), true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + DATA_REQ_OFFSET.hashSrcDataLen, u32(p.srcDataLen, 'srcDataLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.hashResultLen, u32(p.hashResultLen, 'hashResultLen'));
   return buf;
 }
 
@@ -620,77 +612,71 @@ export function encodeHashDataReq(opcode: number, sessionId: bigint, p: HashData
  */
 export function encodeAeadDataReq(opcode: number, sessionId: bigint, p: AeadDataFlf, h?: OpHeaderExtra, out?: Uint8Array, offset = 0): Uint8Array {
   const buf = dataReq(opcode, sessionId, h, out, offset);
-  const dv = viewOf(buf);
-  const o = buf.byteOffset + (out === undefined ? 0 : offset);
-  dv.setUint32(o + DATA_REQ_OFFSET.aeadIvLen, u32(p.ivLen, 'ivLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.aeadAadLen, u32(p.aadLen, 'aadLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.aeadSrcDataLen, u32(p.srcDataLen, 'srcDataLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.aeadDstDataLen, u32(p.dstDataLen, 'dstDataLen'), true);
-  dv.setUint32(o + DATA_REQ_OFFSET.aeadTagLen, u32(p.tagLen, 'tagLen'), true);
+  const o = out === undefined ? 0 : offset;
+  putU32(buf, o + DATA_REQ_OFFSET.aeadIvLen, u32(p.ivLen, 'ivLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.aeadAadLen, u32(p.aadLen, 'aadLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.aeadSrcDataLen, u32(p.srcDataLen, 'srcDataLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.aeadDstDataLen, u32(p.dstDataLen, 'dstDataLen'));
+  putU32(buf, o + DATA_REQ_OFFSET.aeadTagLen, u32(p.tagLen, 'tagLen'));
   return buf;
 }
 
 export function decodeOpHeader(bytes: Uint8Array, offset = 0, into?: OpHeader): OpHeader {
   const o = at(bytes, offset, OP_HEADER_SIZE, 'virtio_crypto_op_header');
-  const dv = viewOf(bytes);
   const h = into ?? { opcode: 0, algo: 0, sessionId: 0n, flag: 0 };
-  h.opcode = dv.getUint32(o + DATA_REQ_OFFSET.opcode, true);
-  h.algo = dv.getUint32(o + DATA_REQ_OFFSET.algo, true);
-  h.sessionId = dv.getBigUint64(o + DATA_REQ_OFFSET.sessionId, true);
-  h.flag = dv.getUint32(o + DATA_REQ_OFFSET.flag, true);
+  h.opcode = getU32(bytes, o + DATA_REQ_OFFSET.opcode);
+  h.algo = getU32(bytes, o + DATA_REQ_OFFSET.algo);
+  h.sessionId = getU64(bytes, o + DATA_REQ_OFFSET.sessionId);
+  h.flag = getU32(bytes, o + DATA_REQ_OFFSET.flag);
   return h;
 }
 
 /** op_type of a sym (cipher/chain) data request (struct virtio_crypto_sym_data_flf). */
 export function decodeSymDataOpType(req: Uint8Array, offset = 0): number {
   const o = at(req, offset, OP_DATA_REQ_SIZE, 'virtio_crypto_op_data_req');
-  return viewOf(req).getUint32(o + DATA_REQ_OFFSET.symOpType, true);
+  return getU32(req, o + DATA_REQ_OFFSET.symOpType);
 }
 
 export function decodeCipherDataFlf(req: Uint8Array, offset = 0, into?: CipherDataFlf): CipherDataFlf {
   const o = at(req, offset, OP_DATA_REQ_SIZE, 'virtio_crypto_op_data_req');
-  const dv = viewOf(req);
   const f = into ?? { ivLen: 0, srcDataLen: 0, dstDataLen: 0 };
-  f.ivLen = dv.getUint32(o + DATA_REQ_OFFSET.ivLen, true);
-  f.srcDataLen = dv.getUint32(o + DATA_REQ_OFFSET.srcDataLen, true);
-  f.dstDataLen = dv.getUint32(o + DATA_REQ_OFFSET.dstDataLen, true);
+  f.ivLen = getU32(req, o + DATA_REQ_OFFSET.ivLen);
+  f.srcDataLen = getU32(req, o + DATA_REQ_OFFSET.srcDataLen);
+  f.dstDataLen = getU32(req, o + DATA_REQ_OFFSET.dstDataLen);
   return f;
 }
 
 export function decodeAlgChainDataFlf(req: Uint8Array, offset = 0, into?: AlgChainDataFlf): AlgChainDataFlf {
   const o = at(req, offset, OP_DATA_REQ_SIZE, 'virtio_crypto_op_data_req');
-  const dv = viewOf(req);
   const f = into ?? { ivLen: 0, srcDataLen: 0, dstDataLen: 0, cipherStartSrcOffset: 0, lenToCipher: 0, hashStartSrcOffset: 0, lenToHash: 0, aadLen: 0, hashResultLen: 0 };
-  f.ivLen = dv.getUint32(o + DATA_REQ_OFFSET.ivLen, true);
-  f.srcDataLen = dv.getUint32(o + DATA_REQ_OFFSET.srcDataLen, true);
-  f.dstDataLen = dv.getUint32(o + DATA_REQ_OFFSET.dstDataLen, true);
-  f.cipherStartSrcOffset = dv.getUint32(o + DATA_REQ_OFFSET.cipherStartSrcOffset, true);
-  f.lenToCipher = dv.getUint32(o + DATA_REQ_OFFSET.lenToCipher, true);
-  f.hashStartSrcOffset = dv.getUint32(o + DATA_REQ_OFFSET.hashStartSrcOffset, true);
-  f.lenToHash = dv.getUint32(o + DATA_REQ_OFFSET.lenToHash, true);
-  f.aadLen = dv.getUint32(o + DATA_REQ_OFFSET.chainAadLen, true);
-  f.hashResultLen = dv.getUint32(o + DATA_REQ_OFFSET.chainHashResultLen, true);
+  f.ivLen = getU32(req, o + DATA_REQ_OFFSET.ivLen);
+  f.srcDataLen = getU32(req, o + DATA_REQ_OFFSET.srcDataLen);
+  f.dstDataLen = getU32(req, o + DATA_REQ_OFFSET.dstDataLen);
+  f.cipherStartSrcOffset = getU32(req, o + DATA_REQ_OFFSET.cipherStartSrcOffset);
+  f.lenToCipher = getU32(req, o + DATA_REQ_OFFSET.lenToCipher);
+  f.hashStartSrcOffset = getU32(req, o + DATA_REQ_OFFSET.hashStartSrcOffset);
+  f.lenToHash = getU32(req, o + DATA_REQ_OFFSET.lenToHash);
+  f.aadLen = getU32(req, o + DATA_REQ_OFFSET.chainAadLen);
+  f.hashResultLen = getU32(req, o + DATA_REQ_OFFSET.chainHashResultLen);
   return f;
 }
 
 export function decodeHashDataFlf(req: Uint8Array, offset = 0, into?: HashDataFlf): HashDataFlf {
   const o = at(req, offset, OP_DATA_REQ_SIZE, 'virtio_crypto_op_data_req');
-  const dv = viewOf(req);
   const f = into ?? { srcDataLen: 0, hashResultLen: 0 };
-  f.srcDataLen = dv.getUint32(o + DATA_REQ_OFFSET.hashSrcDataLen, true);
-  f.hashResultLen = dv.getUint32(o + DATA_REQ_OFFSET.hashResultLen, true);
+  f.srcDataLen = getU32(req, o + DATA_REQ_OFFSET.hashSrcDataLen);
+  f.hashResultLen = getU32(req, o + DATA_REQ_OFFSET.hashResultLen);
   return f;
 }
 
 export function decodeAeadDataFlf(req: Uint8Array, offset = 0, into?: AeadDataFlf): AeadDataFlf {
   const o = at(req, offset, OP_DATA_REQ_SIZE, 'virtio_crypto_op_data_req');
-  const dv = viewOf(req);
   const f = into ?? { ivLen: 0, aadLen: 0, srcDataLen: 0, dstDataLen: 0, tagLen: 0 };
-  f.ivLen = dv.getUint32(o + DATA_REQ_OFFSET.aeadIvLen, true);
-  f.aadLen = dv.getUint32(o + DATA_REQ_OFFSET.aeadAadLen, true);
-  f.srcDataLen = dv.getUint32(o + DATA_REQ_OFFSET.aeadSrcDataLen, true);
-  f.dstDataLen = dv.getUint32(o + DATA_REQ_OFFSET.aeadDstDataLen, true);
-  f.tagLen = dv.getUint32(o + DATA_REQ_OFFSET.aeadTagLen, true);
+  f.ivLen = getU32(req, o + DATA_REQ_OFFSET.aeadIvLen);
+  f.aadLen = getU32(req, o + DATA_REQ_OFFSET.aeadAadLen);
+  f.srcDataLen = getU32(req, o + DATA_REQ_OFFSET.aeadSrcDataLen);
+  f.dstDataLen = getU32(req, o + DATA_REQ_OFFSET.aeadDstDataLen);
+  f.tagLen = getU32(req, o + DATA_REQ_OFFSET.aeadTagLen);
   return f;
 }
 
@@ -699,9 +685,16 @@ export function decodeAeadDataFlf(req: Uint8Array, offset = 0, into?: AeadDataFl
  * writable part of `writableLen` bytes starting at `offset`.
  */
 export function encodeInhdr(status: number, out: Uint8Array, offset: number, writableLen: number): void {
-  out[at(out, offset + writableLen - INHDR_SIZE, INHDR_SIZE, 'virtio_crypto_inhdr') - out.byteOffset] = u8(status, 'status');
+  out[inhdrAt(out, offset, writableLen) ] = u8(status, 'status');
 }
 
 export function decodeInhdr(bytes: Uint8Array, offset: number, writableLen: number): number {
-  return bytes[at(bytes, offset + writableLen - INHDR_SIZE, INHDR_SIZE, 'virtio_crypto_inhdr') - bytes.byteOffset]!;
+  return bytes[inhdrAt(bytes, offset, writableLen) ]!;
+}
+
+function inhdrAt(bytes: Uint8Array, offset: number, writableLen: number): number {
+  if (!Number.isInteger(writableLen) || writableLen < INHDR_SIZE) {
+    throw new WireError('short-buffer', `virtio_crypto_inhdr needs ${INHDR_SIZE} writable byte, the writable part has ${writableLen}`);
+  }
+  return at(bytes, offset + writableLen - INHDR_SIZE, INHDR_SIZE, 'virtio_crypto_inhdr');
 }
