@@ -32,17 +32,33 @@ import {
   VIRTIO_CRYPTO_SYM_OP,
 } from '../spec/virtio-crypto.js';
 import {
+  type AeadDataFlf,
+  type AlgChainDataFlf,
+  type CipherDataFlf,
   CREATE_SESSION_INPUT_SIZE,
-  CTRL_REQ_OFFSET as C,
-  DATA_REQ_OFFSET as D,
+  type CtrlHeader,
+  DESTROY_SESSION_INPUT_SIZE,
+  type HashDataFlf,
+  INHDR_SIZE,
   OP_CTRL_REQ_SIZE,
   OP_DATA_REQ_SIZE,
+  type OpHeader,
   decodeAeadCreateSessionFlf,
+  decodeAeadDataFlf,
+  decodeAlgChainDataFlf,
   decodeAlgChainSessionFlf,
+  decodeCipherDataFlf,
   decodeCipherSessionFlf,
+  decodeCtrlHeader,
+  decodeDestroySessionFlf,
   decodeHashCreateSessionFlf,
+  decodeHashDataFlf,
   decodeMacCreateSessionFlf,
+  decodeOpHeader,
+  decodeSymCreateSessionOpType,
+  decodeSymDataOpType,
   encodeConfig,
+  encodeCreateSessionInput,
 } from '../wire/virtio-crypto.js';
 import { DeviceStats, STAT, STAT_OP } from './device-stats.js';
 import {
@@ -226,7 +242,15 @@ export class VirtioCryptoDevice {
   readonly #observer: SessionObserver | undefined;
   /** Private copy of the current request's 72-byte header (TOCTOU: parsed from here only). */
   readonly #hdr = new Uint8Array(Math.max(OP_DATA_REQ_SIZE, OP_CTRL_REQ_SIZE));
-  readonly #hdv = new DataView(this.#hdr.buffer);
+  // The current request's header, decoded from #hdr by the wire codecs into these (no allocation
+  // per request): the driver encodes with the same codecs.
+  readonly #ctrlHeader: CtrlHeader = { opcode: 0, algo: 0, flag: 0, queueId: 0 };
+  readonly #opHeader: OpHeader = { opcode: 0, algo: 0, sessionId: 0n, flag: 0 };
+  readonly #cipherFlf: CipherDataFlf = { ivLen: 0, srcDataLen: 0, dstDataLen: 0 };
+  readonly #chainFlf: AlgChainDataFlf = { ivLen: 0, srcDataLen: 0, dstDataLen: 0, cipherStartSrcOffset: 0, lenToCipher: 0, hashStartSrcOffset: 0, lenToHash: 0, aadLen: 0, hashResultLen: 0 };
+  readonly #hashFlf: HashDataFlf = { srcDataLen: 0, hashResultLen: 0 };
+  readonly #aeadFlf: AeadDataFlf = { ivLen: 0, aadLen: 0, srcDataLen: 0, dstDataLen: 0, tagLen: 0 };
+  readonly #sessionInput = new Uint8Array(CREATE_SESSION_INPUT_SIZE);
   /** Statistics (requests per operation, statuses, sessions). */
   readonly stats: DeviceStats;
   /** The current data request's operation (STAT_OP) and source bytes, for `stats`. */
@@ -384,20 +408,20 @@ export class VirtioCryptoDevice {
     if (rlen < OP_CTRL_REQ_SIZE) return this.#ctrlUnknownOutcome(w, wlen, ERR);
     const hdr = this.#hdr;
     gather(r, 0, hdr, 0, OP_CTRL_REQ_SIZE); // private copy before validation (TOCTOU)
-    const opcode = this.#hdv.getUint32(C.opcode, true);
+    const opcode = decodeCtrlHeader(hdr, 0, this.#ctrlHeader).opcode;
     switch (opcode) {
       case CTRL.VIRTIO_CRYPTO_CIPHER_DESTROY_SESSION:
       case CTRL.VIRTIO_CRYPTO_HASH_DESTROY_SESSION:
       case CTRL.VIRTIO_CRYPTO_MAC_DESTROY_SESSION:
       case CTRL.VIRTIO_CRYPTO_AEAD_DESTROY_SESSION: {
         // §5.9.7.2.1 destroy: virtio_crypto_destroy_session_input { u8 status } at the first writable byte.
-        if (wlen < 1) return 0;
-        const id = this.#hdv.getBigUint64(C.destroySessionId, true);
+        if (wlen < DESTROY_SESSION_INPUT_SIZE) return 0;
+        const id = decodeDestroySessionFlf(hdr).sessionId;
         // §5.9.7.2.1 device normative (destroy): OK on success, ERR "if any failure occurs".
         const destroyed = this.#destroy(id);
         if (!destroyed) this.stats.recordStatus(ERR);
         writeByte(w, 0, destroyed ? OK : ERR);
-        return 1;
+        return DESTROY_SESSION_INPUT_SIZE;
       }
       case CTRL.VIRTIO_CRYPTO_CIPHER_CREATE_SESSION:
       case CTRL.VIRTIO_CRYPTO_HASH_CREATE_SESSION:
@@ -435,7 +459,7 @@ export class VirtioCryptoDevice {
       }
       default: {
         // VIRTIO_CRYPTO_CIPHER_CREATE_SESSION: op_type selects the op_flf / op_vlf structures.
-        const opType = this.#hdv.getUint32(C.symOpType, true);
+        const opType = decodeSymCreateSessionOpType(hdr);
         if (opType === VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER) {
           const f = decodeCipherSessionFlf(hdr);
           if (f.keyLen > MAX_CIPHER_KEY_LEN) return ERR;
@@ -486,11 +510,8 @@ export class VirtioCryptoDevice {
   }
 
   #writeSessionInput(w: readonly Uint8Array[], id: bigint, status: number): number {
-    const out = new Uint8Array(CREATE_SESSION_INPUT_SIZE);
-    const dv = new DataView(out.buffer);
     // §5.9.7.2.1: session_id only meaningful when status is OK.
-    dv.setBigUint64(0, status === OK ? id : 0n, true);
-    dv.setUint32(8, status, true);
+    const out = encodeCreateSessionInput({ sessionId: status === OK ? id : 0n, status }, this.#sessionInput);
     return scatter(w, 0, out, CREATE_SESSION_INPUT_SIZE);
   }
 
@@ -525,45 +546,47 @@ export class VirtioCryptoDevice {
     }
     this.stats.recordData(this.#statOp, this.#statBytes, status);
     if (wlen === 0) return 0;
-    writeByte(w, wlen - 1, status); // struct virtio_crypto_inhdr: the last writable byte
+    writeByte(w, wlen - INHDR_SIZE, status); // struct virtio_crypto_inhdr (u8 status): the last writable byte
     return wlen;
   }
 
   #data(r: readonly Uint8Array[], w: readonly Uint8Array[], wlen: number): number {
     const rlen = streamLength(r);
     if (rlen < OP_DATA_REQ_SIZE) return ERR;
-    gather(r, 0, this.#hdr, 0, OP_DATA_REQ_SIZE); // private copy before validation (TOCTOU)
-    const hv = this.#hdv;
-    const opcode = hv.getUint32(D.opcode, true);
+    const hdr = this.#hdr;
+    gather(r, 0, hdr, 0, OP_DATA_REQ_SIZE); // private copy before validation (TOCTOU)
+    const h = decodeOpHeader(hdr, 0, this.#opHeader);
+    const opcode = h.opcode;
     let kind: number;
+    // The op-specific fields are decoded here, once (src_data_len is also what the statistics count).
     switch (opcode) {
       case DATA.VIRTIO_CRYPTO_CIPHER_ENCRYPT:
       case DATA.VIRTIO_CRYPTO_CIPHER_DECRYPT:
-        kind = SessionKind.CIPHER; // or CHAIN
+        kind = SessionKind.CIPHER; // or CHAIN: alg_chain_data_flf starts with cipher_data_flf's fields
         this.#statOp = opcode === DATA.VIRTIO_CRYPTO_CIPHER_ENCRYPT ? STAT_OP.SYM_ENCRYPT : STAT_OP.SYM_DECRYPT;
-        this.#statBytes = hv.getUint32(D.srcDataLen, true);
+        this.#statBytes = decodeCipherDataFlf(hdr, 0, this.#cipherFlf).srcDataLen;
         break;
       case DATA.VIRTIO_CRYPTO_HASH:
         kind = SessionKind.HASH;
         this.#statOp = STAT_OP.HASH;
-        this.#statBytes = hv.getUint32(D.hashSrcDataLen, true);
+        this.#statBytes = decodeHashDataFlf(hdr, 0, this.#hashFlf).srcDataLen;
         break;
       case DATA.VIRTIO_CRYPTO_MAC:
         kind = SessionKind.MAC;
         this.#statOp = STAT_OP.MAC;
-        this.#statBytes = hv.getUint32(D.hashSrcDataLen, true);
+        this.#statBytes = decodeHashDataFlf(hdr, 0, this.#hashFlf).srcDataLen; // virtio_crypto_mac_data_flf: same layout
         break;
       case DATA.VIRTIO_CRYPTO_AEAD_ENCRYPT:
       case DATA.VIRTIO_CRYPTO_AEAD_DECRYPT:
         kind = SessionKind.AEAD;
         this.#statOp = opcode === DATA.VIRTIO_CRYPTO_AEAD_ENCRYPT ? STAT_OP.AEAD_ENCRYPT : STAT_OP.AEAD_DECRYPT;
-        this.#statBytes = hv.getUint32(D.aeadSrcDataLen, true);
+        this.#statBytes = decodeAeadDataFlf(hdr, 0, this.#aeadFlf).srcDataLen;
         break;
       default:
         return S.VIRTIO_CRYPTO_NOTSUPP; // akcipher, unknown opcodes
     }
     // NOTE: header.flag is ignored without VIRTIO_CRYPTO_F_REVISION_1 (§5.9.7.3); session mode only.
-    const s = this.#sessions.get(hv.getBigUint64(D.sessionId, true));
+    const s = this.#sessions.get(h.sessionId);
     if (s === undefined) return S.VIRTIO_CRYPTO_INVSESS;
     // A session of another service cannot serve this opcode: treat its id as invalid here.
     if (kind === SessionKind.CIPHER) {
@@ -585,12 +608,9 @@ export class VirtioCryptoDevice {
 
   /** §5.9.7.5 plain CIPHER: readable iv, src; writable dst, status. */
   #cipher(s: EngineSession, encrypt: boolean, r: readonly Uint8Array[], rlen: number, w: readonly Uint8Array[], wlen: number): number {
-    const hv = this.#hdv;
     // §5.9.7.5: virtio_crypto_sym_data_flf.op_type must describe this session's structures.
-    if (hv.getUint32(D.symOpType, true) !== VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER) return ERR;
-    const ivLen = hv.getUint32(D.ivLen, true);
-    const srcLen = hv.getUint32(D.srcDataLen, true);
-    const dstLen = hv.getUint32(D.dstDataLen, true);
+    if (decodeSymDataOpType(this.#hdr) !== VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER) return ERR;
+    const { ivLen, srcDataLen: srcLen, dstDataLen: dstLen } = this.#cipherFlf; // decoded by #data
     // Output length == input length for these modes: a dst of any other size is malformed
     // (QEMU CVE-2023-3180 wrote src_len bytes into a dst_len buffer).
     if (dstLen !== srcLen) return ERR;
@@ -619,17 +639,19 @@ export class VirtioCryptoDevice {
    * or from the output (CIPHER_THEN_HASH).
    */
   #chain(s: EngineSession, encrypt: boolean, r: readonly Uint8Array[], rlen: number, w: readonly Uint8Array[], wlen: number): number {
-    const hv = this.#hdv;
-    if (hv.getUint32(D.symOpType, true) !== VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING) return ERR;
-    const ivLen = hv.getUint32(D.ivLen, true);
-    const srcLen = hv.getUint32(D.srcDataLen, true);
-    const dstLen = hv.getUint32(D.dstDataLen, true);
-    const cipherStart = hv.getUint32(D.cipherStartSrcOffset, true);
-    const lenToCipher = hv.getUint32(D.lenToCipher, true);
-    const hashStart = hv.getUint32(D.hashStartSrcOffset, true);
-    const lenToHash = hv.getUint32(D.lenToHash, true);
-    const aadLen = hv.getUint32(D.chainAadLen, true);
-    const hashResultLen = hv.getUint32(D.chainHashResultLen, true);
+    const hdr = this.#hdr;
+    if (decodeSymDataOpType(hdr) !== VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING) return ERR;
+    const {
+      ivLen,
+      srcDataLen: srcLen,
+      dstDataLen: dstLen,
+      cipherStartSrcOffset: cipherStart,
+      lenToCipher,
+      hashStartSrcOffset: hashStart,
+      lenToHash,
+      aadLen,
+      hashResultLen,
+    } = decodeAlgChainDataFlf(hdr, 0, this.#chainFlf);
     if (dstLen !== srcLen) return ERR; // as for plain cipher (CVE-2023-3180)
     if (cipherStart + lenToCipher > srcLen || hashStart + lenToHash > srcLen) return ERR; // doubles: no wrap
     if (hashResultLen === 0 || hashResultLen > s.digestLen) return ERR;
@@ -658,9 +680,7 @@ export class VirtioCryptoDevice {
 
   /** §5.9.7.4 HASH / MAC: readable src; writable hash_result, status. */
   #digest(s: EngineSession, r: readonly Uint8Array[], rlen: number, w: readonly Uint8Array[], wlen: number): number {
-    const hv = this.#hdv;
-    const srcLen = hv.getUint32(D.hashSrcDataLen, true);
-    const hashResultLen = hv.getUint32(D.hashResultLen, true);
+    const { srcDataLen: srcLen, hashResultLen } = this.#hashFlf; // decoded by #data
     if (hashResultLen === 0 || hashResultLen > s.digestLen) return ERR; // a prefix of the digest at most
     if (srcLen + hashResultLen > this.maxSize) return ERR;
     if (rlen < OP_DATA_REQ_SIZE + srcLen) return ERR;
@@ -677,12 +697,7 @@ export class VirtioCryptoDevice {
    * a tag that does not verify is BADMSG and nothing is written to dst.
    */
   #aead(s: EngineSession, encrypt: boolean, r: readonly Uint8Array[], rlen: number, w: readonly Uint8Array[], wlen: number): number {
-    const hv = this.#hdv;
-    const ivLen = hv.getUint32(D.aeadIvLen, true);
-    const aadLen = hv.getUint32(D.aeadAadLen, true);
-    const srcLen = hv.getUint32(D.aeadSrcDataLen, true);
-    const dstLen = hv.getUint32(D.aeadDstDataLen, true);
-    const tagLenReq = hv.getUint32(D.aeadTagLen, true);
+    const { ivLen, aadLen, srcDataLen: srcLen, dstDataLen: dstLen, tagLen: tagLenReq } = this.#aeadFlf; // decoded by #data
     const tagLen = s.tagLen;
     // tag_len is a 1.2 addition; legacy drivers leave it 0 and the session's tag length applies.
     if (tagLenReq !== 0 && tagLenReq !== tagLen) return ERR;

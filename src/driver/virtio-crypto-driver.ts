@@ -43,7 +43,7 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
 } from '../spec/virtio.js';
 import { VIRTIO_CRYPTO_S_HW_READY } from '../spec/virtio-crypto.js';
-import { OP_DATA_REQ_SIZE, decodeConfig, type VirtioCryptoConfig } from '../wire/virtio-crypto.js';
+import { INHDR_SIZE, OP_DATA_REQ_SIZE, decodeConfig, type VirtioCryptoConfig } from '../wire/virtio-crypto.js';
 import { DriverQueue } from '../virtqueue/driver-queue.js';
 import { layoutRings, ringViews } from '../virtqueue/layout.js';
 
@@ -69,7 +69,7 @@ interface Request {
   readonly secret: boolean;
   readonly owner: VirtioHandle | null;
   /** Writes the device-readable part at `off` and prepares the writable part at `woff`. */
-  fill(mem: Uint8Array, off: number, woff: number, dv: DataView): void;
+  fill(mem: Uint8Array, off: number, woff: number): void;
   /** While waiting: the request's bytes, captured at submission (zeroed once used or rejected). */
   staged: Uint8Array | null;
   /** Decodes the writable part; returns the result or throws a CryptoError. */
@@ -132,7 +132,6 @@ export class VirtioCryptoDriver implements CryptoDevice {
   readonly negotiatedFeatures: bigint;
   readonly #transport: VirtioTransport;
   readonly #mem: Uint8Array;
-  readonly #dv: DataView;
   /** Guest-physical address of memory byte 0, as an exact number (checked < 2^53 at init). */
   readonly #guestBase: number;
   readonly #queues: DriverQueue<Request>[];
@@ -168,7 +167,6 @@ export class VirtioCryptoDriver implements CryptoDevice {
     this.config = init.config;
     this.negotiatedFeatures = init.features;
     this.#mem = init.transport.memory.bytes;
-    this.#dv = new DataView(this.#mem.buffer, this.#mem.byteOffset, this.#mem.byteLength);
     this.#guestBase = Number(init.transport.memory.guestPhysAddr);
     this.#queues = init.queues;
     this.#dataQueues = init.dataQueues;
@@ -357,8 +355,9 @@ export class VirtioCryptoDriver implements CryptoDevice {
       if (this.#closed) return reject(new CryptoError('EBADF', 'device is closed'));
       // §5.9.5: max_size bounds a data request's variable part (iv, src, aad, dst, hash_result);
       // reject what the device would refuse before sending it.
-      if (!control && readLen - OP_DATA_REQ_SIZE + writeLen - 1 > this.config.maxSize) {
-        return reject(new CryptoError('ENOSPC', `request of ${readLen - OP_DATA_REQ_SIZE + writeLen - 1} bytes exceeds the device's max_size ${this.config.maxSize}`));
+      const variableLen = readLen - OP_DATA_REQ_SIZE + writeLen - INHDR_SIZE;
+      if (!control && variableLen > this.config.maxSize) {
+        return reject(new CryptoError('ENOSPC', `request of ${variableLen} bytes exceeds the device's max_size ${this.config.maxSize}`));
       }
       const blockLen = align16(readLen) + writeLen;
       if (blockLen > this.#arena.maxBlock) {
@@ -400,7 +399,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
   #wait(r: Request): void {
     const staged = new Uint8Array(r.blockLen);
     const woff = align16(r.readLen);
-    r.fill(staged, 0, woff, new DataView(staged.buffer));
+    r.fill(staged, 0, woff);
     r.staged = staged;
     r.fill = (mem, off, w) => {
       mem.set(staged.subarray(0, r.readLen), off);
@@ -434,7 +433,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     if (block < 0) return false;
     const woff = block + align16(r.readLen);
     const mem = this.#mem;
-    r.fill(mem, block, woff, this.#dv);
+    r.fill(mem, block, woff);
     r.block = block;
     r.state = State.InFlight;
     r.startedAt = performance.now();

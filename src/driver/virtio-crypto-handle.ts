@@ -40,54 +40,34 @@ import {
   VIRTIO_CRYPTO_STATUS,
   VIRTIO_CRYPTO_SYM_ALG_CHAIN_ORDER,
   VIRTIO_CRYPTO_SYM_HASH_MODE,
-  VIRTIO_CRYPTO_SYM_OP,
 } from '../spec/virtio-crypto.js';
 import {
   CREATE_SESSION_INPUT_SIZE,
-  DATA_REQ_OFFSET as D,
   DESTROY_SESSION_INPUT_SIZE,
+  INHDR_SIZE,
   OP_CTRL_REQ_SIZE,
   OP_DATA_REQ_SIZE,
   decodeCreateSessionInput,
+  decodeDestroySessionInput,
+  decodeInhdr,
   encodeAeadCreateSessionReq,
+  encodeAeadDataReq,
   encodeAlgChainCreateSessionReq,
+  encodeAlgChainDataReq,
   encodeCipherCreateSessionReq,
+  encodeCipherDataReq,
+  encodeCreateSessionInput,
+  encodeDestroySessionInput,
   encodeDestroySessionReq,
   encodeHashCreateSessionReq,
+  encodeHashDataReq,
+  encodeInhdr,
   encodeMacCreateSessionReq,
 } from '../wire/virtio-crypto.js';
 
-/**
- * Writes the 72-byte dataq request header (§5.9.7.3 struct virtio_crypto_op_data_req, fixed-size
- * layout: op_header then op_flf padded to 48) straight into guest memory, fields at the offsets of
- * wire/virtio-crypto.ts. (The wire encoders return fresh buffers; this is the per-request hot path.)
- */
-function writeDataHeader(mem: Uint8Array, dv: DataView, off: number, opcode: number, sessionId: bigint, fields: readonly (readonly [number, number])[]): void {
-  mem.fill(0, off, off + OP_DATA_REQ_SIZE);
-  dv.setUint32(off + D.opcode, opcode, true);
-  dv.setBigUint64(off + D.sessionId, sessionId, true);
-  for (const [at, v] of fields) dv.setUint32(off + at, v, true);
-}
-
-/**
- * writeDataHeader for the commonest request, a plain cipher (§5.9.7.5 struct virtio_crypto_cipher_data_flf
- * inside virtio_crypto_sym_data_flf with op_type SYM_OP_CIPHER, src_data_len = dst_data_len), without
- * the per-request field list.
- */
-function writeCipherHeader(mem: Uint8Array, dv: DataView, off: number, opcode: number, sessionId: bigint, ivLen: number, len: number): void {
-  mem.fill(0, off, off + OP_DATA_REQ_SIZE);
-  dv.setUint32(off + D.opcode, opcode, true);
-  dv.setBigUint64(off + D.sessionId, sessionId, true);
-  dv.setUint32(off + D.ivLen, ivLen, true);
-  dv.setUint32(off + D.srcDataLen, len, true);
-  dv.setUint32(off + D.dstDataLen, len, true);
-  dv.setUint32(off + D.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_CIPHER, true);
-}
-
-/** Status byte of a data request: the last writable byte (struct virtio_crypto_inhdr, §5.9.7.3). */
-function dataStatus(mem: Uint8Array, woff: number, writeLen: number): number {
-  return mem[woff + writeLen - 1]!;
-}
+// Every request is encoded by the wire codecs (wire/virtio-crypto.ts) straight into guest memory:
+// the device decodes it with the same codecs. The 72-byte dataq header (§5.9.7.3 struct
+// virtio_crypto_op_data_req) is written in place, without allocating (the per-request hot path).
 
 // ------------------------------------------------------------------------------------------------
 // Sessions
@@ -118,6 +98,8 @@ function deviceIds(s: SessionState): bigint[] {
 }
 
 const REQ = OP_DATA_REQ_SIZE;
+/** Chained sessions are AES-CBC: a 16-byte IV. */
+const CBC_IV_LENGTH = cipherIvLength('aes-cbc');
 
 export class VirtioHandle implements CryptoHandle {
   readonly device: DeviceInfo;
@@ -172,8 +154,7 @@ export class VirtioHandle implements CryptoHandle {
           mem.set(k, p);
           p += k.length;
         }
-        mem.fill(0, woff, woff + CREATE_SESSION_INPUT_SIZE);
-        mem[woff + 8] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR; // status starts at ERR
+        encodeCreateSessionInput({ sessionId: 0n, status: VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR }, mem, woff); // status starts at ERR
       },
       (mem, woff) => {
         const input = decodeCreateSessionInput(mem, woff);
@@ -194,10 +175,10 @@ export class VirtioHandle implements CryptoHandle {
       false,
       (mem, off, woff) => {
         mem.set(header, off);
-        mem[woff] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
+        encodeDestroySessionInput(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR, mem, woff);
       },
       (mem, woff) => {
-        const err = errorFromStatus(mem[woff]!, `destroy session ${id}`);
+        const err = errorFromStatus(decodeDestroySessionInput(mem, woff), `destroy session ${id}`);
         if (err) throw err;
       },
     );
@@ -308,16 +289,16 @@ export class VirtioHandle implements CryptoHandle {
       this,
       false,
       REQ + ivLen + n, // §5.9.7.5 readable: header, iv, src
-      n + 1, //           writable: dst, status
+      n + INHDR_SIZE, //  writable: dst, status
       false,
-      (mem, off, woff, dv) => {
-        writeCipherHeader(mem, dv, off, opcode, sessionId, ivLen, n);
+      (mem, off, woff) => {
+        encodeCipherDataReq(opcode, sessionId, { ivLen, srcDataLen: n, dstDataLen: n }, undefined, mem, off);
         if (iv) mem.set(iv, off + REQ);
         mem.set(src, off + REQ + ivLen);
-        mem[woff + n] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
+        encodeInhdr(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR, mem, woff, n + INHDR_SIZE);
       },
       (mem, woff) => {
-        const err = errorFromStatus(dataStatus(mem, woff, n + 1), s.cipher);
+        const err = errorFromStatus(decodeInhdr(mem, woff, n + INHDR_SIZE), s.cipher);
         if (err) throw err;
         return mem.slice(woff, woff + n);
       },
@@ -351,16 +332,10 @@ export class VirtioHandle implements CryptoHandle {
       this,
       false,
       REQ + GCM_IV_LENGTH + srcLen + aad.length, // §5.9.7.6 readable: header, iv, src, aad
-      dstLen + 1, //                                 writable: dst, status
+      dstLen + INHDR_SIZE, //                        writable: dst, status
       false,
-      (mem, off, woff, dv) => {
-        writeDataHeader(mem, dv, off, opcode, sessionId, [
-          [D.aeadIvLen, GCM_IV_LENGTH],
-          [D.aeadAadLen, aad.length],
-          [D.aeadSrcDataLen, srcLen],
-          [D.aeadDstDataLen, dstLen],
-          [D.aeadTagLen, tagLen],
-        ]);
+      (mem, off, woff) => {
+        encodeAeadDataReq(opcode, sessionId, { ivLen: GCM_IV_LENGTH, aadLen: aad.length, srcDataLen: srcLen, dstDataLen: dstLen, tagLen }, undefined, mem, off);
         let p = off + REQ;
         mem.set(iv, p);
         p += GCM_IV_LENGTH;
@@ -371,10 +346,10 @@ export class VirtioHandle implements CryptoHandle {
           p += tagLen;
         }
         mem.set(aad, p);
-        mem[woff + dstLen] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
+        encodeInhdr(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR, mem, woff, dstLen + INHDR_SIZE);
       },
       (mem, woff) => {
-        const err = errorFromStatus(dataStatus(mem, woff, dstLen + 1), 'aes-gcm');
+        const err = errorFromStatus(decodeInhdr(mem, woff, dstLen + INHDR_SIZE), 'aes-gcm');
         if (err) {
           mem.fill(0, woff, woff + dstLen); // never leave unauthenticated plaintext around
           throw err;
@@ -397,18 +372,16 @@ export class VirtioHandle implements CryptoHandle {
       this,
       false,
       REQ + data.length, // §5.9.7.4 readable: header, src
-      resultLen + 1, //     writable: hash_result, status
+      resultLen + INHDR_SIZE, // writable: hash_result, status
       false,
-      (mem, off, woff, dv) => {
-        writeDataHeader(mem, dv, off, opcode, s.id, [
-          [D.hashSrcDataLen, data.length],
-          [D.hashResultLen, resultLen],
-        ]);
+      (mem, off, woff) => {
+        // virtio_crypto_mac_data_flf has hash_data_flf's layout.
+        encodeHashDataReq(opcode, s.id, { srcDataLen: data.length, hashResultLen: resultLen }, undefined, mem, off);
         mem.set(data, off + REQ);
-        mem[woff + resultLen] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
+        encodeInhdr(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR, mem, woff, resultLen + INHDR_SIZE);
       },
       (mem, woff) => {
-        const err = errorFromStatus(dataStatus(mem, woff, resultLen + 1), s.kind === 'hash' ? s.hash : `hmac-${s.hash}`);
+        const err = errorFromStatus(decodeInhdr(mem, woff, resultLen + INHDR_SIZE), s.kind === 'hash' ? s.hash : `hmac-${s.hash}`);
         if (err) throw err;
         return mem.slice(woff, woff + resultLen);
       },
@@ -430,26 +403,19 @@ export class VirtioHandle implements CryptoHandle {
     const out = await this.#driver.submit(
       this,
       false,
-      REQ + 16 + n, //     §5.9.7.5 readable: header, iv, src (aad empty)
-      n + macLen + 1, //   writable: dst, hash_result, status
+      REQ + CBC_IV_LENGTH + n, // §5.9.7.5 readable: header, iv, src (aad empty)
+      n + macLen + INHDR_SIZE, // writable: dst, hash_result, status
       false,
-      (mem, off, woff, dv) => {
+      (mem, off, woff) => {
         // The whole of src is ciphered and hashed (offsets 0, lengths n); no AAD.
-        writeDataHeader(mem, dv, off, opcode, s.id, [
-          [D.ivLen, 16],
-          [D.srcDataLen, n],
-          [D.dstDataLen, n],
-          [D.lenToCipher, n],
-          [D.lenToHash, n],
-          [D.chainHashResultLen, macLen],
-          [D.symOpType, VIRTIO_CRYPTO_SYM_OP.VIRTIO_CRYPTO_SYM_OP_ALGORITHM_CHAINING],
-        ]);
+        const flf = { ivLen: CBC_IV_LENGTH, srcDataLen: n, dstDataLen: n, cipherStartSrcOffset: 0, lenToCipher: n, hashStartSrcOffset: 0, lenToHash: n, aadLen: 0, hashResultLen: macLen };
+        encodeAlgChainDataReq(opcode, s.id, flf, undefined, mem, off);
         mem.set(iv, off + REQ);
-        mem.set(src, off + REQ + 16);
-        mem[woff + n + macLen] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR;
+        mem.set(src, off + REQ + CBC_IV_LENGTH);
+        encodeInhdr(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR, mem, woff, n + macLen + INHDR_SIZE);
       },
       (mem, woff) => {
-        const err = errorFromStatus(dataStatus(mem, woff, n + macLen + 1), 'chained aes-cbc/hmac');
+        const err = errorFromStatus(decodeInhdr(mem, woff, n + macLen + INHDR_SIZE), 'chained aes-cbc/hmac');
         if (err) throw err;
         return mem.slice(woff, woff + n + macLen);
       },

@@ -15,6 +15,7 @@ import {
   VHOST_CRYPTO_SYM_HMAC_MAX_KEY_LEN,
   VHOST_CRYPTO_ASYM_MAX_KEY_LEN,
 } from '../spec/vhost-user.js';
+import { VIRTIO_CRYPTO_CTRL_OPCODE } from '../spec/virtio-crypto.js';
 
 export class VhostUserWireError extends Error {
   override readonly name = 'VhostUserWireError';
@@ -213,6 +214,32 @@ export function decodeMemoryTable(payload: Uint8Array): MemoryRegionDesc[] {
 
 export type CryptoSessionLayout = 'qemu-7.1' | 'qemu-8.1';
 
+/** Byte offsets in the CREATE_CRYPTO_SESSION payload (both layouts; see above). */
+const SESSION_OFFSET = {
+  /** 7.1-8.0: int64 session_id (request: ignored; reply: the id or -status). */
+  sessionIdV71: 0,
+  /** 8.1+: u64 op_code (a VIRTIO_CRYPTO_*_CREATE_SESSION opcode). */
+  opCode: 0,
+  // CryptoDevBackendSymSessionInfo
+  cipherAlg: 8,
+  keyLen: 12,
+  hashAlg: 16,
+  hashResultLen: 20,
+  authKeyLen: 24,
+  aadLen: 28,
+  opType: 32,
+  direction: 33,
+  hashMode: 34,
+  algChainOrder: 35,
+  key: 56,
+  authKey: 120,
+  // 8.1+ CryptoDevBackendAsymSessionInfo
+  asymAlgo: 8,
+  asymKeyLen: 16,
+  /** 8.1+: int64 session_id after the union. */
+  sessionIdV81: 1064,
+} as const;
+
 export interface SymSessionParams {
   readonly cipherAlg: number;
   readonly keyLen: number;
@@ -244,8 +271,9 @@ export function cryptoSessionLayout(size: number): CryptoSessionLayout | undefin
 }
 
 function decodeSym(v: DataView, payload: Uint8Array): SymSessionParams {
-  const keyLen = v.getUint32(12, true);
-  const authKeyLen = v.getUint32(24, true);
+  const O = SESSION_OFFSET;
+  const keyLen = v.getUint32(O.keyLen, true);
+  const authKeyLen = v.getUint32(O.authKeyLen, true);
   // DPDK CVE-2020-10724: never trust key lengths beyond the fixed buffers.
   if (keyLen > VHOST_CRYPTO_SYM_CIPHER_MAX_KEY_LEN) {
     throw new CryptoSessionParamError(`cipher key_len ${keyLen} > ${VHOST_CRYPTO_SYM_CIPHER_MAX_KEY_LEN}`);
@@ -254,23 +282,29 @@ function decodeSym(v: DataView, payload: Uint8Array): SymSessionParams {
     throw new CryptoSessionParamError(`auth_key_len ${authKeyLen} > ${VHOST_CRYPTO_SYM_HMAC_MAX_KEY_LEN}`);
   }
   return {
-    cipherAlg: v.getUint32(8, true),
+    cipherAlg: v.getUint32(O.cipherAlg, true),
     keyLen,
-    hashAlg: v.getUint32(16, true),
-    hashResultLen: v.getUint32(20, true),
+    hashAlg: v.getUint32(O.hashAlg, true),
+    hashResultLen: v.getUint32(O.hashResultLen, true),
     authKeyLen,
-    aadLen: v.getUint32(28, true),
-    opType: v.getUint8(32),
-    direction: v.getUint8(33),
-    hashMode: v.getUint8(34),
-    algChainOrder: v.getUint8(35),
-    key: payload.slice(56, 56 + keyLen),
-    authKey: payload.slice(120, 120 + authKeyLen),
+    aadLen: v.getUint32(O.aadLen, true),
+    opType: v.getUint8(O.opType),
+    direction: v.getUint8(O.direction),
+    hashMode: v.getUint8(O.hashMode),
+    algChainOrder: v.getUint8(O.algChainOrder),
+    key: payload.slice(O.key, O.key + keyLen),
+    authKey: payload.slice(O.authKey, O.authKey + authKeyLen),
   };
 }
 
-/** VIRTIO_CRYPTO_AKCIPHER_CREATE_SESSION: the 8.1+ op_code of an asymmetric session. */
-const AKCIPHER_CREATE_SESSION = 0x0404;
+/**
+ * The 8.1+ payload's op_code (its low 32 bits: a virtio-crypto opcode), or undefined for a payload
+ * of another size (the 7.1-8.0 layout has none). Reads nothing else (no key material).
+ */
+export function cryptoSessionOpCode(payload: Uint8Array): number | undefined {
+  if (cryptoSessionLayout(payload.length) !== 'qemu-8.1') return undefined;
+  return dv(payload).getUint32(SESSION_OFFSET.opCode, true);
+}
 
 export function decodeCryptoSession(payload: Uint8Array): CryptoSessionRequest {
   const layout = cryptoSessionLayout(payload.length);
@@ -281,36 +315,41 @@ export function decodeCryptoSession(payload: Uint8Array): CryptoSessionRequest {
   }
   const v = dv(payload);
   if (layout === 'qemu-7.1') return { layout, kind: 'sym', sym: decodeSym(v, payload) };
-  const opCode = Number(v.getBigUint64(0, true) & 0xffffffffn);
-  if (opCode === AKCIPHER_CREATE_SESSION) {
-    const keyLen = v.getUint32(16, true);
+  const opCode = cryptoSessionOpCode(payload)!;
+  if (opCode === VIRTIO_CRYPTO_CTRL_OPCODE.VIRTIO_CRYPTO_AKCIPHER_CREATE_SESSION) {
+    const keyLen = v.getUint32(SESSION_OFFSET.asymKeyLen, true);
     if (keyLen > VHOST_CRYPTO_ASYM_MAX_KEY_LEN) throw new CryptoSessionParamError(`asym keylen ${keyLen} > ${VHOST_CRYPTO_ASYM_MAX_KEY_LEN}`);
-    return { layout, opCode, kind: 'asym', algo: v.getUint32(8, true), keyLen };
+    return { layout, opCode, kind: 'asym', algo: v.getUint32(SESSION_OFFSET.asymAlgo, true), keyLen };
   }
   return { layout, opCode, kind: 'sym', sym: decodeSym(v, payload) };
 }
 
 /** Builds a CREATE_CRYPTO_SESSION request (used by tests and our own front-end). */
-export function encodeCryptoSession(layout: CryptoSessionLayout, sym: Omit<SymSessionParams, 'keyLen' | 'authKeyLen'>, opCode = 0x0002): Uint8Array {
+export function encodeCryptoSession(
+  layout: CryptoSessionLayout,
+  sym: Omit<SymSessionParams, 'keyLen' | 'authKeyLen'>,
+  opCode: number = VIRTIO_CRYPTO_CTRL_OPCODE.VIRTIO_CRYPTO_CIPHER_CREATE_SESSION,
+): Uint8Array {
   const size = layout === 'qemu-7.1' ? VHOST_USER_CRYPTO_SESSION_SIZE_V71 : VHOST_USER_CRYPTO_SESSION_SIZE_V81;
   if (sym.key.length > VHOST_CRYPTO_SYM_CIPHER_MAX_KEY_LEN || sym.authKey.length > VHOST_CRYPTO_SYM_HMAC_MAX_KEY_LEN) {
     throw new RangeError('key too long for the session payload');
   }
   const out = new Uint8Array(size);
   const v = dv(out);
-  if (layout === 'qemu-8.1') v.setBigUint64(0, BigInt(opCode), true);
-  v.setUint32(8, sym.cipherAlg, true);
-  v.setUint32(12, sym.key.length, true);
-  v.setUint32(16, sym.hashAlg, true);
-  v.setUint32(20, sym.hashResultLen, true);
-  v.setUint32(24, sym.authKey.length, true);
-  v.setUint32(28, sym.aadLen, true);
-  v.setUint8(32, sym.opType);
-  v.setUint8(33, sym.direction);
-  v.setUint8(34, sym.hashMode);
-  v.setUint8(35, sym.algChainOrder);
-  out.set(sym.key, 56);
-  out.set(sym.authKey, 120);
+  const O = SESSION_OFFSET;
+  if (layout === 'qemu-8.1') v.setBigUint64(O.opCode, BigInt(opCode), true);
+  v.setUint32(O.cipherAlg, sym.cipherAlg, true);
+  v.setUint32(O.keyLen, sym.key.length, true);
+  v.setUint32(O.hashAlg, sym.hashAlg, true);
+  v.setUint32(O.hashResultLen, sym.hashResultLen, true);
+  v.setUint32(O.authKeyLen, sym.authKey.length, true);
+  v.setUint32(O.aadLen, sym.aadLen, true);
+  v.setUint8(O.opType, sym.opType);
+  v.setUint8(O.direction, sym.direction);
+  v.setUint8(O.hashMode, sym.hashMode);
+  v.setUint8(O.algChainOrder, sym.algChainOrder);
+  out.set(sym.key, O.key);
+  out.set(sym.authKey, O.authKey);
   return out;
 }
 
@@ -323,10 +362,10 @@ export function encodeCryptoSessionReply(layout: CryptoSessionLayout, sessionId:
   const size = layout === 'qemu-7.1' ? VHOST_USER_CRYPTO_SESSION_SIZE_V71 : VHOST_USER_CRYPTO_SESSION_SIZE_V81;
   const out = new Uint8Array(size);
   const v = dv(out);
-  if (layout === 'qemu-7.1') v.setBigInt64(0, sessionId, true);
+  if (layout === 'qemu-7.1') v.setBigInt64(SESSION_OFFSET.sessionIdV71, sessionId, true);
   else {
-    v.setBigUint64(0, BigInt(opCode), true);
-    v.setBigInt64(1064, sessionId, true);
+    v.setBigUint64(SESSION_OFFSET.opCode, BigInt(opCode), true);
+    v.setBigInt64(SESSION_OFFSET.sessionIdV81, sessionId, true);
   }
   return out;
 }
@@ -334,5 +373,5 @@ export function encodeCryptoSessionReply(layout: CryptoSessionLayout, sessionId:
 export function decodeCryptoSessionReply(payload: Uint8Array): bigint {
   const layout = cryptoSessionLayout(payload.length);
   if (layout === undefined) throw new VhostUserWireError(`crypto session reply: ${payload.length} bytes`);
-  return dv(payload).getBigInt64(layout === 'qemu-7.1' ? 0 : 1064, true);
+  return dv(payload).getBigInt64(layout === 'qemu-7.1' ? SESSION_OFFSET.sessionIdV71 : SESSION_OFFSET.sessionIdV81, true);
 }

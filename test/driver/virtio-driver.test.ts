@@ -17,14 +17,7 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { VIRTIO_CRYPTO_STATUS } from '../../src/spec/virtio-crypto.js';
 import { DeviceQueue } from '../../src/virtqueue/device-queue.js';
 import { ringSizes } from '../../src/virtqueue/layout.js';
-import {
-  decodeConfig,
-  encodeAeadDataReq,
-  encodeAlgChainDataReq,
-  encodeCipherDataReq,
-  encodeConfig,
-  encodeHashDataReq,
-} from '../../src/wire/virtio-crypto.js';
+import { decodeConfig, encodeConfig } from '../../src/wire/virtio-crypto.js';
 import { hex } from '../fixtures/bytes.js';
 import { FIPS180_ABC } from '../fixtures/fips180.js';
 
@@ -62,6 +55,8 @@ class Loopback implements VirtioTransport {
   readonly controlOpcodes: number[] = [];
   /** The 72-byte header of every data request served, as the device read it. */
   readonly dataHeaders: Uint8Array[] = [];
+  /** The first 72 bytes of every control request (header + op_flf). */
+  readonly controlHeaders: Uint8Array[] = [];
   held = false;
   closed = false;
   #status = 0;
@@ -184,6 +179,7 @@ class Loopback implements VirtioTransport {
           if (i === ctrl) {
             this.controlRequests++;
             this.controlOpcodes.push(Buffer.concat(p.chain.readable).readUInt32LE(0));
+            this.controlHeaders.push(Buffer.concat(p.chain.readable).subarray(0, 72));
           }
           else this.dataHeaders.push(Buffer.concat(p.chain.readable).subarray(0, 72));
           q.addUsed(p.chain.head, i === ctrl ? this.device.processControl(p.chain) : this.device.processData(p.chain));
@@ -249,26 +245,64 @@ describe('virtio-crypto driver over a loopback transport', () => {
     });
   });
 
-  it('writes data headers byte-identical to the wire encoders (cipher, hash, AEAD, chaining)', async () => {
+  it('writes the request bytes of VIRTIO 1.2 §5.9.7, and the device parses them (bytes written by hand here)', async () => {
+    // Little-endian fields, formatted with Buffer (not with the wire codecs the driver and device share).
+    const le32 = (...v: number[]): string => {
+      const b = Buffer.alloc(4 * v.length);
+      v.forEach((n, i) => b.writeUInt32LE(n, 4 * i));
+      return b.toString('hex');
+    };
+    const le64 = (n: bigint): string => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(n);
+      return b.toString('hex');
+    };
+    const zeros = (n: number): string => '00'.repeat(n);
+    /** struct virtio_crypto_op_header: opcode, algo, session_id, flag, padding. */
+    const opHeader = (opcode: number, id: bigint): string => le32(opcode, 0) + le64(id) + le32(0, 0);
     await withDriver({}, async (_d, t, h) => {
       const cbc = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: KEY128 });
       const sha = await h.createSession({ kind: 'mac', hash: 'sha256', key: KEY128 });
       const gcm = await h.createSession({ kind: 'aead', aead: 'aes-gcm', key: KEY128 });
       const chain = await h.createSession({ kind: 'chain', cipher: 'aes-cbc', key: KEY128, hash: 'sha1', macKey: KEY128, order: 'cipher-then-hash', op: 'encrypt' });
+      // §5.9.7.2: ctrl_header (opcode, algo, flag, queue_id) + op_flf padded to 56.
+      assert.deepEqual(t.controlHeaders.map(toHex), [
+        // CIPHER_CREATE_SESSION, AES_CBC: cipher_session_flf (algo, key_len, op ENCRYPT / DECRYPT, padding), op_type CIPHER
+        le32(0x002, 3, 0, 0) + le32(3, 16, 1, 0) + zeros(32) + le32(1, 0),
+        le32(0x002, 3, 0, 0) + le32(3, 16, 2, 0) + zeros(32) + le32(1, 0),
+        // MAC_CREATE_SESSION, HMAC_SHA_256: mac_create_session_flf (algo, hash_result_len, auth_key_len, padding)
+        le32(0x202, 4, 0, 0) + le32(4, 32, 16) + zeros(44),
+        // AEAD_CREATE_SESSION, GCM: aead_create_session_flf (algo, key_len, tag_len, aad_len, op, padding)
+        le32(0x302, 1, 0, 0) + le32(1, 16, 16, 0, 1, 0) + zeros(32),
+        le32(0x302, 1, 0, 0) + le32(1, 16, 16, 0, 2, 0) + zeros(32),
+        // CIPHER_CREATE_SESSION, chaining: alg_chain_session_flf (order CIPHER_THEN_HASH, hash_mode AUTH,
+        // cipher AES_CBC/16/ENCRYPT/padding, mac flf HMAC_SHA1/20/auth_key_len 16/padding, aad_len, padding), op_type CHAINING
+        le32(0x002, 3, 0, 0) + le32(2, 2) + le32(3, 16, 1, 0) + le32(2, 20, 16, 0) + le32(0, 0) + le32(2, 0),
+      ]);
       t.dataHeaders.length = 0;
-      await h.crypt(cbc, { op: 'decrypt', src: PLAIN, iv: CBC_IV });
+      const dec = await h.crypt(cbc, { op: 'decrypt', src: hex(CBC_CT), iv: CBC_IV });
+      assert.equal(toHex(dec.dst), toHex(PLAIN), 'the device parsed the cipher request (SP 800-38A F.2.2)');
       await h.digest(sha, PLAIN.subarray(0, 5));
       const e = await h.aead(gcm, { op: 'encrypt', src: PLAIN.subarray(0, 7), iv: CBC_IV.subarray(0, 12), aad: PLAIN.subarray(0, 3) });
       await h.aead(gcm, { op: 'decrypt', src: e.dst, iv: CBC_IV.subarray(0, 12), aad: PLAIN.subarray(0, 3), tag: e.tag! });
-      await h.chain(chain, { src: PLAIN, iv: CBC_IV });
-      const expected = [
-        encodeCipherDataReq(1, cbc.id + 1n, { ivLen: 16, srcDataLen: 32, dstDataLen: 32 }), // decrypt uses the pair's 2nd session
-        encodeHashDataReq(0x200, sha.id, { srcDataLen: 5, hashResultLen: 32 }),
-        encodeAeadDataReq(0x300, gcm.id, { ivLen: 12, aadLen: 3, srcDataLen: 7, dstDataLen: 23, tagLen: 16 }),
-        encodeAeadDataReq(0x301, gcm.id + 1n, { ivLen: 12, aadLen: 3, srcDataLen: 23, dstDataLen: 7, tagLen: 16 }),
-        encodeAlgChainDataReq(0, chain.id, { ivLen: 16, srcDataLen: 32, dstDataLen: 32, cipherStartSrcOffset: 0, lenToCipher: 32, hashStartSrcOffset: 0, lenToHash: 32, aadLen: 0, hashResultLen: 20 }),
-      ];
-      assert.deepEqual(t.dataHeaders.map(toHex), expected.map(toHex));
+      const c = await h.chain(chain, { src: PLAIN, iv: CBC_IV });
+      assert.equal(toHex(c.dst), CBC_CT, 'the device parsed the chaining request');
+      assert.deepEqual(t.dataHeaders.map(toHex), [
+        // CIPHER_DECRYPT on the pair's 2nd session: cipher_data_flf (iv_len, src, dst, padding), op_type CIPHER
+        opHeader(0x001, cbc.id + 1n) + le32(16, 32, 32, 0) + zeros(24) + le32(1, 0),
+        // MAC: mac_data_flf (src_data_len, hash_result_len)
+        opHeader(0x200, sha.id) + le32(5, 32) + zeros(40),
+        // AEAD_ENCRYPT / _DECRYPT: aead_data_flf (iv_len, aad_len, src_data_len, dst_data_len, tag_len, reserved)
+        opHeader(0x300, gcm.id) + le32(12, 3, 7, 23, 16, 0) + zeros(24),
+        opHeader(0x301, gcm.id + 1n) + le32(12, 3, 23, 7, 16, 0) + zeros(24),
+        // CIPHER_ENCRYPT, chaining: alg_chain_data_flf (iv_len, src, dst, cipher_start_src_offset, len_to_cipher,
+        // hash_start_src_offset, len_to_hash, aad_len, hash_result_len, reserved), op_type ALGORITHM_CHAINING
+        opHeader(0x000, chain.id) + le32(16, 32, 32, 0, 32, 0, 32, 0, 20, 0) + le32(2, 0),
+      ]);
+      t.controlHeaders.length = 0;
+      await h.closeSession(sha);
+      // MAC_DESTROY_SESSION: destroy_session_flf (session_id)
+      assert.deepEqual(t.controlHeaders.map(toHex), [le32(0x203, 0, 0, 0) + le64(sha.id) + zeros(48)]);
     });
   });
 

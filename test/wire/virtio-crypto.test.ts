@@ -22,6 +22,8 @@ import {
   decodeConfig,
   decodeCreateSessionInput,
   decodeCtrlHeader,
+  decodeDestroySessionInput,
+  decodeInhdr,
   decodeDestroySessionFlf,
   decodeHashCreateSessionFlf,
   decodeHashDataFlf,
@@ -37,7 +39,9 @@ import {
   encodeCipherDataReq,
   encodeConfig,
   encodeCreateSessionInput,
+  encodeDestroySessionInput,
   encodeDestroySessionReq,
+  encodeInhdr,
   encodeHashCreateSessionReq,
   encodeHashDataReq,
   encodeMacCreateSessionReq,
@@ -206,6 +210,55 @@ test('dataq HASH / MAC / AEAD requests', () => {
   const flf = { ivLen: 12, aadLen: 20, srcDataLen: 60, dstDataLen: 44, tagLen: 16 };
   assert.deepEqual(encodeAeadDataReq(0x301, 1n, flf), aead);
   assert.deepEqual(decodeAeadDataFlf(aead), flf);
+});
+
+test('encoders write in place: at an offset of a caller buffer (a view into a larger one), the 72 bytes zeroed first, nothing else touched', () => {
+  // The same hand-written requests as above.
+  const cipher = hex('01000000 00000000 0200000000000000 00000000 00000000' + '10000000 00100000 00100000 00000000' + zeros(24) + '01000000 00000000');
+  const aead = hex('01030000 00000000 0100000000000000 00000000 00000000' + '0c000000 14000000 3c000000 2c000000 10000000 00000000' + zeros(24));
+  const create = hex('02000000 03000000 00000000 00000000' + '03000000 20000000 02000000 00000000' + zeros(32) + '01000000 00000000');
+  const cases: [Uint8Array, (out: Uint8Array, offset: number) => Uint8Array][] = [
+    [cipher, (out, o) => encodeCipherDataReq(1, 2n, { ivLen: 16, srcDataLen: 4096, dstDataLen: 4096 }, undefined, out, o)],
+    [aead, (out, o) => encodeAeadDataReq(0x301, 1n, { ivLen: 12, aadLen: 20, srcDataLen: 60, dstDataLen: 44, tagLen: 16 }, undefined, out, o)],
+    [create, (out, o) => encodeCipherCreateSessionReq({ algo: 3, keyLen: 32, op: 2 }, undefined, out, o)],
+  ];
+  for (const [expected, encode] of cases) {
+    const backing = new Uint8Array(200).fill(0xee); // stale bytes: padding must come out zero
+    const view = backing.subarray(16, 120);
+    assert.equal(encode(view, 8), view, 'returns the caller buffer');
+    assert.deepEqual(backing.subarray(24, 96), expected);
+    assert.ok(backing.subarray(0, 24).every((b) => b === 0xee) && backing.subarray(96).every((b) => b === 0xee), 'bytes around the request untouched');
+    assert.throws(() => encode(view, view.length - 71), WireError, 'a request that does not fit is refused');
+    assert.throws(() => encode(view, -1), WireError);
+  }
+});
+
+test('decoders read at an offset of a view, into a caller object when given', () => {
+  const req = hex('00030000 00000000 0900000000000000 00000000 00000000' + '0c000000 14000000 3c000000 2c000000 10000000 00000000' + zeros(24));
+  const backing = new Uint8Array(160).fill(0xee);
+  backing.set(req, 40);
+  const view = backing.subarray(30, 130);
+  const into = { ivLen: 0, aadLen: 0, srcDataLen: 0, dstDataLen: 0, tagLen: 0 };
+  assert.equal(decodeAeadDataFlf(view, 10, into), into, 'fills and returns the caller object');
+  assert.deepEqual(into, { ivLen: 12, aadLen: 20, srcDataLen: 60, dstDataLen: 44, tagLen: 16 });
+  const header = { opcode: 1, algo: 1, sessionId: 1n, flag: 1 };
+  assert.equal(decodeOpHeader(view, 10, header), header);
+  assert.deepEqual(header, { opcode: 0x300, algo: 0, sessionId: 9n, flag: 0 });
+  assert.throws(() => decodeAeadDataFlf(view, 29, into), WireError, 'the request must lie inside the view, not just the backing buffer');
+});
+
+test('virtio_crypto_inhdr and virtio_crypto_destroy_session_input: one u8 status (the inhdr is the last writable byte)', () => {
+  const w = new Uint8Array(12).fill(0xee);
+  encodeInhdr(2, w, 4, 8); // writable part of 8 bytes at 4: status at 11
+  assert.deepEqual(w, hex('eeeeeeee eeeeeeee eeeeee02'));
+  assert.equal(decodeInhdr(w, 4, 8), 2);
+  assert.throws(() => encodeInhdr(1, w, 4, 9), WireError);
+  assert.throws(() => decodeInhdr(w, 4, 0), WireError, 'no writable byte: no status');
+  assert.throws(() => encodeInhdr(256, w, 4, 8), WireError);
+  encodeDestroySessionInput(1, w, 3);
+  assert.equal(w[3], 1);
+  assert.equal(decodeDestroySessionInput(w, 3), 1);
+  assert.throws(() => decodeDestroySessionInput(w, 12), WireError);
 });
 
 test('encoders reject fields that do not fit the wire type', () => {

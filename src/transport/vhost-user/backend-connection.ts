@@ -40,6 +40,7 @@ import {
   VHOST_USER_CRYPTO_SESSION_SIZE_V81,
 } from '../../spec/vhost-user.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from '../../spec/virtio.js';
+import { VIRTIO_CRYPTO_STATUS } from '../../spec/virtio-crypto.js';
 import {
   decodeU64,
   decodeVringState,
@@ -51,6 +52,7 @@ import {
   encodeCryptoSessionReply,
   CryptoSessionParamError,
   cryptoSessionLayout,
+  cryptoSessionOpCode,
   type VhostUserHeader,
   type CryptoSessionRequest,
 } from '../../wire/vhost-user.js';
@@ -339,8 +341,8 @@ export class VhostUserBackendConnection {
             ? `QEMU 8.1+ (${VHOST_USER_CRYPTO_SESSION_SIZE_V81} bytes)`
             : `unknown (${payload.length} bytes)`;
       detail += ` session layout ${described}`;
-      if (layout === 'qemu-8.1') {
-        const opCode = dv.getUint32(0, true);
+      const opCode = cryptoSessionOpCode(payload);
+      if (opCode !== undefined) {
         fields.opCode = opCode;
         detail += ` op_code 0x${opCode.toString(16).padStart(4, '0')}`;
       }
@@ -440,7 +442,7 @@ export class VhostUserBackendConnection {
       id = this.#device.createSessionFromMessage(request);
     } catch (err) {
       if (!(err instanceof CryptoSessionParamError)) throw err;
-      id = -1n; // VIRTIO_CRYPTO_ERR: a bad request, not a broken connection
+      id = -BigInt(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_ERR); // a bad request, not a broken connection
     } finally {
       payload.fill(0); // the payload held key material
       if (request?.kind === 'sym') {

@@ -39,6 +39,8 @@ import {
   VHOST_USER_NEED_REPLY_MASK,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_USER_PROTOCOL_F,
+  VHOST_CRYPTO_SYM_CIPHER_MAX_KEY_LEN,
+  VHOST_CRYPTO_SYM_HMAC_MAX_KEY_LEN,
 } from '../../spec/vhost-user.js';
 import {
   encodeCryptoSession,
@@ -64,7 +66,13 @@ import { checkRingAlignment, ringSizes } from '../../virtqueue/layout.js';
 import type { DescriptorChain } from '../../virtqueue/chain.js';
 import { VIRTIO_RING_F_EVENT_IDX } from '../../spec/virtio.js';
 import { VIRTIO_CRYPTO_CTRL_OPCODE, VIRTIO_CRYPTO_STATUS } from '../../spec/virtio-crypto.js';
-import { CREATE_SESSION_INPUT_SIZE, encodeCreateSessionInput } from '../../wire/virtio-crypto.js';
+import {
+  CREATE_SESSION_INPUT_SIZE,
+  DESTROY_SESSION_INPUT_SIZE,
+  OP_CTRL_REQ_SIZE,
+  encodeCreateSessionInput,
+  encodeDestroySessionInput,
+} from '../../wire/virtio-crypto.js';
 
 /** Guest-physical address of our memory (deliberately unlike its user address: translation is tested). */
 export const FRONTEND_GUEST_PHYS_BASE = 0x4000_0000n;
@@ -96,7 +104,7 @@ export interface FrontendTransportOptions {
 }
 
 /** The most a control request's readable part holds: the 72-byte request and both keys. */
-const MAX_CONTROL_REQUEST = 72 + 64 + 512;
+const MAX_CONTROL_REQUEST = OP_CTRL_REQ_SIZE + VHOST_CRYPTO_SYM_CIPHER_MAX_KEY_LEN + VHOST_CRYPTO_SYM_HMAC_MAX_KEY_LEN;
 
 export class VhostUserFrontendTransport implements VirtioTransport {
   readonly description: string;
@@ -482,15 +490,15 @@ export class VhostUserFrontendTransport implements VirtioTransport {
           encodeCreateSessionInput({ sessionId: 0n, status: action.status }, out);
           outLen = CREATE_SESSION_INPUT_SIZE;
         } else {
-          out[0] = action.status;
-          outLen = 1;
+          encodeDestroySessionInput(action.status, out); // one status byte, as for a destroy
+          outLen = DESTROY_SESSION_INPUT_SIZE;
         }
         break;
       case 'close':
         // vhost-user.rst / QEMU: no reply; the guest is told OK once the message is written.
         await this.#send(VHOST_USER.CLOSE_CRYPTO_SESSION, encodeU64(action.sessionId), [], 'none');
-        out[0] = VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_OK;
-        outLen = 1;
+        encodeDestroySessionInput(VIRTIO_CRYPTO_STATUS.VIRTIO_CRYPTO_OK, out);
+        outLen = DESTROY_SESSION_INPUT_SIZE;
         break;
       case 'create': {
         const layout = this.#sessions === 'qemu-8.1' ? 'qemu-8.1' : 'qemu-7.1';
