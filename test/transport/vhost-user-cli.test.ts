@@ -108,3 +108,38 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('vcrypto device --max-size bounds a request: a larger one fails with the device error status (no crash, the device keeps serving), smaller ones work (= openssl, FIPS 180-2); a bad size exits 2', async (t) => {
+  for (const bad of ['0', '12Q', '5G', '-1', '1.5M']) {
+    const r = await runCli(['device', '--socket', '/nonexistent/vc.sock', '--max-size', bad]);
+    assert.equal(r.code, 2, `--max-size ${bad}: ${r.stderr}`);
+    assert.match(r.stderr, /invalid --max-size/);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'vcrypto-dev-'));
+  const sock = join(dir, 'vc.sock');
+  try {
+    const device = spawnCli(['device', '--socket', sock, '--max-size', '64K'], { t, stdin: 'ignore' });
+    await device.waitForStdout('listening on');
+    const spec = `vhost-user:${sock}`;
+    const env = { ...process.env, VCRYPTO_VHOST_USER_SESSIONS: 'controlq' };
+    // Over vhost-user the front-end cannot read the limit (QEMU's vhost-user crypto has no config
+    // query), so the device answers VIRTIO_CRYPTO_ERR, as it does for a QEMU guest.
+    const big = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.alloc(200_000, 7), env });
+    assert.equal(big.code, 1, big.stderr);
+    assert.match(big.stderr, /EIO: sha256: device error \(VIRTIO_CRYPTO_ERR\)/);
+    const small = await runCli(['dgst', '--digest', 'sha256', '--device', spec], { input: Buffer.from('abc'), env });
+    assert.equal(small.code, 0, small.stderr);
+    assert.match(small.stdout.toString(), /^ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad {2}-\n$/);
+    const plain = Buffer.alloc(30_000).map((_, i) => (i * 13 + 1) & 0xff); // iv + src + dst under 64 KiB
+    const ours = await runCli(['enc', '--cipher', 'aes-128-cbc', '--key', KEY, '--iv', IV, '--device', spec], { input: plain });
+    assert.equal(ours.code, 0, ours.stderr);
+    const openssl = spawnProcess('openssl', ['enc', '-aes-128-cbc', '-K', KEY, '-iv', IV]);
+    openssl.stdin.end(plain);
+    assert.equal((await openssl.waitForExit()).code, 0);
+    assert.ok(Buffer.compare(ours.stdout, openssl.stdout()) === 0, 'ciphertext differs from openssl enc');
+    device.child.kill('SIGTERM');
+    assert.equal((await device.waitForExit()).code, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

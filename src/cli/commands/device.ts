@@ -2,6 +2,7 @@
  * `vcrypto device --socket PATH`: serve the virtio-crypto device as a vhost-user back-end, for stock
  * QEMU's cryptodev-vhost-user (7.2) or our own driver (`--device vhost-user:PATH`).
  */
+import { DEFAULT_MAX_SIZE } from '../../device/virtio-crypto-device.js';
 import { resolve } from 'node:path';
 import { type Command, UsageError, CliError, formatHelp, parseCommandArgs, parsePositiveInt } from '../command.js';
 import { VhostUserBackendServer, DEFAULT_DATA_QUEUES, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_CONNECTIONS } from '../../transport/vhost-user/backend-server.js';
@@ -24,7 +25,7 @@ export function parsePollMicros(text: string): number {
 
 const help = formatHelp({
   usage: [
-    'vcrypto device --socket PATH [--queues N] [--max-sessions N] [--max-connections N]',
+    'vcrypto device --socket PATH [--queues N] [--max-sessions N] [--max-connections N] [--max-size SIZE]',
     '               [--throttle-ops N] [--throttle-bps N] [--poll-us N]',
     '               [--metrics-listen HOST:PORT] [--log-level LEVEL] [--log-format text|json] [--verbose]',
     'vcrypto device --socket PATH --print-qemu-args [--memory SIZE] [--qemu PATH]',
@@ -42,6 +43,9 @@ const help = formatHelp({
     '  --socket PATH          Unix socket to listen on',
     `  --queues N             data queues per device (default ${DEFAULT_DATA_QUEUES}; QEMU 7.2 only uses queue 0)`,
     `  --max-sessions N       session table bound per connection (default ${DEFAULT_MAX_SESSIONS})`,
+    '  --max-size SIZE        the largest request (iv + data + output) a front-end may send: bytes, or',
+    `                         with K, M or G (default ${formatSize(DEFAULT_MAX_SIZE)}); a guest can make the`,
+    '                         device allocate that much per request in flight: bound it for untrusted VMs',
     '  --max-connections N    connections served at once; more are refused with one log line',
     `                         (default ${DEFAULT_MAX_CONNECTIONS}; each costs a worker thread, ~12 MB)`,
     '  --throttle-ops N       per connection: at most N requests per second (token bucket; requests',
@@ -78,6 +82,21 @@ export function parseRate(name: string, text: string): number {
 }
 
 /** --memory for --print-qemu-args: a size with its unit, M (MiB) or G (GiB), as QEMU's -m takes it. */
+/** 4096, 64K, 16M, 1G (binary units) -> bytes; 1 byte to 4 GiB - 1 (max_size is a le64, but a request's lengths are le32). */
+export function parseByteSize(option: string, text: string): number {
+  const m = /^([1-9]\d{0,12})([KMG]?)$/.exec(text);
+  const bytes = m === null ? NaN : Number(m[1]) * (m[2] === 'K' ? 1024 : m[2] === 'M' ? 1024 ** 2 : m[2] === 'G' ? 1024 ** 3 : 1);
+  if (!Number.isSafeInteger(bytes) || bytes > 2 ** 32 - 1) {
+    throw new UsageError(`invalid ${option} '${text}': expected a size in bytes from 1 to 4294967295, or with K, M or G (e.g. 16M)`);
+  }
+  return bytes;
+}
+
+function formatSize(bytes: number): string {
+  const mib = Math.floor(bytes / 1024 ** 2);
+  return bytes % 1024 ** 2 === 0 ? `${mib}M` : `${mib}M + ${bytes % 1024 ** 2} bytes`;
+}
+
 export function parseGuestMemory(text: string): string {
   if (!/^[1-9]\d{0,6}[MG]$/.test(text)) {
     throw new UsageError(`invalid --memory '${text}': give the size with its unit, e.g. 512M or 2G${/^\d+$/.test(text) ? ' (a bare number is ambiguous: QEMU reads MiB, memfd sizes read bytes)' : ''}`);
@@ -94,6 +113,7 @@ export const deviceCommand: Command = {
       socket: { type: 'string' },
       queues: { type: 'string' },
       'max-sessions': { type: 'string' },
+      'max-size': { type: 'string' },
       'max-connections': { type: 'string' },
       'throttle-ops': { type: 'string' },
       'throttle-bps': { type: 'string' },
@@ -109,6 +129,7 @@ export const deviceCommand: Command = {
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
     const queues = values.queues === undefined ? DEFAULT_DATA_QUEUES : parsePositiveInt('--queues', values.queues, 255);
     const maxSessions = values['max-sessions'] === undefined ? DEFAULT_MAX_SESSIONS : parsePositiveInt('--max-sessions', values['max-sessions'], 1 << 20);
+    const maxSize = values['max-size'] === undefined ? undefined : parseByteSize('--max-size', values['max-size']);
     const maxConnections =
       values['max-connections'] === undefined ? DEFAULT_MAX_CONNECTIONS : parsePositiveInt('--max-connections', values['max-connections'], 4096);
     const throttleOps = values['throttle-ops'] === undefined ? 0 : parseRate('--throttle-ops', values['throttle-ops']);
@@ -158,6 +179,7 @@ export const deviceCommand: Command = {
       server = VhostUserBackendServer.listen(values.socket, {
         dataQueues: queues,
         maxSessions,
+        ...(maxSize !== undefined ? { maxSize } : {}),
         maxConnections,
         throttleOps,
         throttleBps,

@@ -12,6 +12,8 @@ import type { BackendDeviceModel } from './backend-connection.js';
 export interface BackendDeviceOptions {
   readonly dataQueues: number;
   readonly maxSessions: number;
+  /** config max_size (default DEFAULT_MAX_SIZE). */
+  readonly maxSize?: number;
   /** Where the device counts (default: a private block). */
   readonly stats?: DeviceStats;
 }
@@ -24,6 +26,7 @@ export function createBackendDevice(opts: BackendDeviceOptions): BackendDeviceMo
   const device = new VirtioCryptoDevice({
     maxDataQueues: opts.dataQueues,
     maxSessions: opts.maxSessions,
+    ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
     ...(opts.stats !== undefined ? { stats: opts.stats } : {}),
     // A random start in [1, 2^62]: a restarted back-end (QEMU reconnect=N) must not give a new
     // session an id the guest still holds for an old one (its requests must fail INVSESS, not be

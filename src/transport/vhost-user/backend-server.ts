@@ -27,6 +27,8 @@ export interface BackendServerOptions {
   readonly dataQueues: number;
   /** Session table bound per connection. */
   readonly maxSessions: number;
+  /** The device's max_size (bytes a request's variable part may have). Default DEFAULT_MAX_SIZE. */
+  readonly maxSize?: number;
   /** Connections served at once; more are refused. Default DEFAULT_MAX_CONNECTIONS. */
   readonly maxConnections?: number;
   /** Per-connection QoS: requests per second (token bucket; 0 or absent: unlimited). */
@@ -220,6 +222,7 @@ export class VhostUserBackendServer {
       stats: statsBuffer,
       dataQueues: o.dataQueues,
       maxSessions: o.maxSessions,
+      ...(o.maxSize !== undefined ? { maxSize: o.maxSize } : {}),
       verbose: o.verbose ?? false,
       ...(o.pollMicros !== undefined ? { pollMicros: o.pollMicros } : {}),
       ...(o.throttleOps ? { throttleOps: o.throttleOps } : {}),

@@ -37,7 +37,7 @@ function serveConnection(data: ConnectionWorkerData): void {
     `after ${connection?.messages ?? 0} messages; ${connection?.pollHits ?? 0} requests found by polling; ${stats.values[STAT.requests]} requests served`;
   try {
     const channel = new VhostUserChannel(socket);
-    const device = createBackendDevice({ dataQueues: data.dataQueues, maxSessions: data.maxSessions, stats });
+    const device = createBackendDevice({ dataQueues: data.dataQueues, maxSessions: data.maxSessions, ...(data.maxSize !== undefined ? { maxSize: data.maxSize } : {}), stats });
     connection = new VhostUserBackendConnection(channel, device, {
       dataQueues: data.dataQueues,
       verbose: data.verbose,

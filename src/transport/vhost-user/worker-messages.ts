@@ -12,6 +12,8 @@ export interface ConnectionWorkerData {
   readonly stats: SharedArrayBuffer;
   readonly dataQueues: number;
   readonly maxSessions: number;
+  /** The device's max_size; undefined = the default. */
+  readonly maxSize?: number;
   /** Log every message received (request, flags, size, fd count, vring index, session layout). */
   readonly verbose: boolean;
   /** Bound of the adaptive polling window after a completion (µs); undefined = the default. */
