@@ -46,6 +46,7 @@ import { VIRTIO_CRYPTO_S_HW_READY } from '../spec/virtio-crypto.js';
 import { OP_DATA_REQ_SIZE, decodeConfig, type VirtioCryptoConfig } from '../wire/virtio-crypto.js';
 import { DriverQueue } from '../virtqueue/driver-queue.js';
 import { layoutRings, ringViews } from '../virtqueue/layout.js';
+import { MARK, mark } from '../trace/latency-marks.js';
 
 export { dataLengthLimit, errorFromStatus } from './virtio-crypto-mapping.js';
 
@@ -439,6 +440,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     const addr = this.#guestBase + block;
     this.#queues[qi]!.addOutIn(addr, r.readLen, addr + (woff - block), r.writeLen, r);
     this.#inFlight++;
+    mark(MARK.SUBMITTED);
     this.#dirty |= 1 << qi;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -449,6 +451,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
 
   /** Publishes every queue touched this tick, and kicks those whose device asked for it (§2.7.13). */
   readonly #flush = (): void => {
+    mark(MARK.FLUSH);
     this.#flushScheduled = false;
     const dirty = this.#dirty;
     this.#dirty = 0;
@@ -462,6 +465,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       if (this.#queues[i]!.publish()) kicks.push(i);
     }
     for (const i of kicks) this.#transport.notify(i === this.#dataQueues ? this.config.maxDataqueues : i);
+    if (kicks.length > 0) mark(MARK.KICKED);
   };
 
   #admitWaiting(): void {
@@ -524,6 +528,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
   #onInterrupt(qi: number): void {
     const q = this.#queues[qi];
     if (!q || this.#closed) return;
+    mark(MARK.COMPLETION_SEEN);
     const mem = this.#mem;
     q.disableInterrupts();
     try {
@@ -558,6 +563,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       } catch (err) {
         r.reject(err);
       }
+      mark(MARK.RESOLVED);
     } else {
       r.state = State.Done;
     }

@@ -33,6 +33,8 @@ export interface InProcessDeviceOptions {
    * 256 MiB: `vcrypto dgst` hashes a 256 MiB file in one request.
    */
   maxSize?: bigint;
+  /** Round-trip stage timestamps for the device threads (src/trace/latency-marks.ts; bench/breakdown.ts). */
+  traceMarks?: SharedArrayBuffer;
 }
 
 /** The transport behind each embedded device this module made (for embeddedDeviceStatistics). */
@@ -68,6 +70,7 @@ export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): 
     memoryBytes,
     ...(opts.maxSessions !== undefined && { maxSessions: opts.maxSessions }),
     maxSize,
+    ...(opts.traceMarks !== undefined && { traceMarks: opts.traceMarks }),
   });
   try {
     const device = await VirtioCryptoDriver.create(transport, {

@@ -31,9 +31,11 @@ import { checkRingAlignment, ringSizes } from '../../virtqueue/layout.js';
 import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
 import { copySession, sessionFromCopy } from '../../device/engine.js';
 import type { QueueAddresses } from '../../driver/virtio-transport.js';
+import type { DescriptorChain } from '../../virtqueue/chain.js';
 import { PEER_REGISTER_WORDS, PeerRegister, type DeviceWorkerData, type FromDevice, type FromPeer, type ToDevice, type ToPeer } from './messages.js';
 import { Register, doorbellWord, queueThread, raiseInterrupt } from './registers.js';
 import { deviceWorkerEntry } from './worker-entry.js';
+import { MARK, installMarks, mark, marking } from '../../trace/latency-marks.js';
 
 const data = workerData as DeviceWorkerData;
 const regs = new Int32Array(data.registers);
@@ -41,6 +43,7 @@ const thread = data.thread;
 const myDoorbell = doorbellWord(thread);
 /** Threads 1..: the register block shared with thread 0 (PeerRegister words). */
 const peerRegs = data.peer === undefined ? null : new Int32Array(data.peer.registers);
+if (data.traceMarks !== undefined) installMarks(data.traceMarks);
 const memory = new GuestMemory([{ guestPhysAddr: data.guestPhysAddr, bytes: new Uint8Array(data.memory) }]);
 
 /**
@@ -203,11 +206,25 @@ function activate(features: bigint, announced: readonly (QueueAddresses | null)[
         maxChainBytes: Number(data.maxSize) * 2 + 64 * 1024,
       });
       const bit = 1 << list.length;
+      const serveChain: (chain: DescriptorChain) => number =
+        list.length === controlIndex ? (chain) => device.processControl(chain) : (chain) => device.processData(chain);
       list.push(
         new QueueServer(queue, {
-          process: list.length === controlIndex ? (chain) => device.processControl(chain) : (chain) => device.processData(chain),
+          process: marking()
+            ? (chain) => {
+                mark(MARK.PROCESS_START);
+                const n = serveChain(chain);
+                mark(MARK.PROCESS_END);
+                return n;
+              }
+            : serveChain,
           // Each notification goes out at once: the driver starts on a batch while we go on.
-          notify: () => raiseInterrupt(regs, bit),
+          notify: marking()
+            ? () => {
+                raiseInterrupt(regs, bit);
+                mark(MARK.INTERRUPT_RAISED);
+              }
+            : () => raiseInterrupt(regs, bit),
           // The driver shares this process: a malformed chain is its bug, completed with 0 bytes
           // (the request fails with EIO there) while the queue goes on.
           malformedChain: MALFORMED_CHAIN.COMPLETE_EMPTY,
@@ -305,6 +322,7 @@ function serve(kicked: number): void {
 function serveKicks(): void {
   const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
   if (!active) return;
+  mark(MARK.DEVICE_AWAKE);
   try {
     serve(kicked);
   } catch (err) {

@@ -49,6 +49,8 @@ export interface InProcessTransportOptions {
    * min(maxDataQueues, MAX_DEVICE_THREADS).
    */
   deviceThreads?: number;
+  /** Round-trip stage timestamps for the device threads to record into (src/trace/latency-marks.ts). */
+  traceMarks?: SharedArrayBuffer;
 }
 
 export const DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024;
@@ -150,6 +152,7 @@ export class InProcessTransport implements VirtioTransport {
       maxSessions: opts.maxSessions ?? 1024,
       maxSize: opts.maxSize ?? 1n << 20n,
       queueMaxSize: opts.queueMaxSize ?? 1024,
+      ...(opts.traceMarks !== undefined && { traceMarks: opts.traceMarks }),
     };
     const { entry, eval: isEval } = deviceWorkerEntry();
     const worker = new Worker(entry, { workerData, transferList: [channel.port2], eval: isEval });

@@ -25,6 +25,8 @@ export interface DeviceWorkerData {
   readonly queueMaxSize: number;
   /** Statistics: `threads` DeviceStats blocks (device-stats.ts), thread k's at k * DeviceStats.byteLength(). */
   readonly stats?: SharedArrayBuffer;
+  /** Round-trip stage timestamps (src/trace/latency-marks.ts), when measuring a breakdown. */
+  readonly traceMarks?: SharedArrayBuffer;
 }
 
 /** main -> worker */
