@@ -470,7 +470,8 @@ export class VirtioCryptoDriver implements CryptoDevice {
     // suppresses interrupts BEFORE the requests are published: the device may complete them before
     // the kick returns. Sleeping needs the interrupt.
     const spin = this.#spin;
-    const windowMs = spin === null ? 0 : spin.window(this.#inFlight, this.#newSpinRun);
+    // (Not for the control queue: rare, and a transport may serve it on this very thread.)
+    const windowMs = spin === null || (dirty & (1 << this.#dataQueues)) !== 0 ? 0 : spin.window(this.#inFlight, this.#newSpinRun);
     const mode = windowMs === 0 ? 0 : spin!.cpuSpare() ? 1 : this.#transport.waitForInterrupt !== undefined ? 2 : 0;
     if (mode === 1) for (const q of this.#queues) q.disableInterrupts();
     // The control queue first, so the device sees a new session before data that uses it.
