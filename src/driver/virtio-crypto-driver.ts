@@ -85,6 +85,16 @@ interface Request {
   startedAt: number;
 }
 
+/** How the driver waits for the completions of what it just published (see #flush). */
+const WAIT = {
+  /** The interrupt, on the event loop. */
+  INTERRUPT: 0,
+  /** Spinning on the used rings, interrupts suppressed (a CPU is spare). */
+  SPIN: 1,
+  /** Blocked in the transport's waitForInterrupt (a busy machine). */
+  BLOCK: 2,
+} as const;
+
 function align16(n: number): number {
   return (n + 15) & ~15;
 }
@@ -472,8 +482,8 @@ export class VirtioCryptoDriver implements CryptoDevice {
     const spin = this.#spin;
     // (Not for the control queue: rare, and a transport may serve it on this very thread.)
     const windowMs = spin === null || (dirty & (1 << this.#dataQueues)) !== 0 ? 0 : spin.window(this.#inFlight, this.#newSpinRun);
-    const mode = windowMs === 0 ? 0 : spin!.cpuSpare() ? 1 : this.#transport.waitForInterrupt !== undefined ? 2 : 0;
-    if (mode === 1) for (const q of this.#queues) q.disableInterrupts();
+    const mode = windowMs === 0 ? WAIT.INTERRUPT : spin!.cpuSpare() ? WAIT.SPIN : this.#transport.waitForInterrupt !== undefined ? WAIT.BLOCK : WAIT.INTERRUPT;
+    if (mode === WAIT.SPIN) for (const q of this.#queues) q.disableInterrupts();
     // The control queue first, so the device sees a new session before data that uses it.
     const order = [this.#dataQueues];
     for (let i = 0; i < this.#dataQueues; i++) order.push(i);
@@ -485,8 +495,8 @@ export class VirtioCryptoDriver implements CryptoDevice {
     spin?.notePublished();
     for (const i of kicks) this.#transport.notify(i === this.#dataQueues ? this.config.maxDataqueues : i);
     if (kicks.length > 0) mark(MARK.KICKED);
-    if (mode === 1) this.#spinForCompletions(spin!, windowMs);
-    else if (mode === 2) spin!.sleepEpisode(windowMs, (ms) => this.#transport.waitForInterrupt!(ms));
+    if (mode === WAIT.SPIN) this.#spinForCompletions(spin!, windowMs);
+    else if (mode === WAIT.BLOCK) spin!.sleepEpisode(windowMs, (ms) => this.#transport.waitForInterrupt!(ms));
   };
 
   readonly #newSpinRun = (): void => void setImmediate(this.#spinRunEnded).unref();
