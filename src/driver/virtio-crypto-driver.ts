@@ -46,6 +46,8 @@ import { VIRTIO_CRYPTO_S_HW_READY } from '../spec/virtio-crypto.js';
 import { INHDR_SIZE, OP_DATA_REQ_SIZE, decodeConfig, type VirtioCryptoConfig } from '../wire/virtio-crypto.js';
 import { DriverQueue } from '../virtqueue/driver-queue.js';
 import { layoutRings, ringViews } from '../virtqueue/layout.js';
+import { MARK, mark } from '../trace/latency-marks.js';
+import { CompletionSpin } from './completion-spin.js';
 
 export { dataLengthLimit, errorFromStatus } from './virtio-crypto-mapping.js';
 
@@ -82,6 +84,16 @@ interface Request {
   /** performance.now() when it went on a queue (the deadline counts from there). */
   startedAt: number;
 }
+
+/** How the driver waits for the completions of what it just published (see #flush). */
+const WAIT = {
+  /** The interrupt, on the event loop. */
+  INTERRUPT: 0,
+  /** Spinning on the used rings, interrupts suppressed (a CPU is spare). */
+  SPIN: 1,
+  /** Blocked in the transport's waitForInterrupt (a busy machine). */
+  BLOCK: 2,
+} as const;
 
 function align16(n: number): number {
   return (n + 15) & ~15;
@@ -146,7 +158,11 @@ export class VirtioCryptoDriver implements CryptoDevice {
   #waitingHead = 0;
   #inFlight = 0;
   #busy = false;
-  #nextQueue = 0;
+  /** The data queue the last request went to (a tie between queues goes to it, see #start). */
+  #lastQueue = 0;
+  /** Spin-then-sleep on the used rings (null: the transport does not want it). */
+  readonly #spin: CompletionSpin | null;
+  readonly #spinRunEnded = (): void => this.#spin?.runEnded();
   #dirty = 0;
   #flushScheduled = false;
   #failure: CryptoError | null = null;
@@ -172,6 +188,8 @@ export class VirtioCryptoDriver implements CryptoDevice {
     this.#dataQueues = init.dataQueues;
     this.#arena = init.arena;
     this.#timeoutMs = init.timeoutMs;
+    const spin = init.transport.completionSpin;
+    this.#spin = spin !== undefined && spin.boundMicros > 0 ? new CompletionSpin(spin.boundMicros, () => performance.now(), spin.cpuSpare) : null;
   }
 
   /** Runs the VIRTIO 1.2 §3.1.1 initialization sequence over `transport`. */
@@ -417,17 +435,20 @@ export class VirtioCryptoDriver implements CryptoDevice {
       qi = this.#dataQueues;
       if (this.#queues[qi]!.freeCount < 2) return false;
     } else {
-      // Spread over the data queues, round robin, skipping full ones.
-      qi = -1;
-      for (let n = 0; n < this.#dataQueues; n++) {
-        const c = (this.#nextQueue + n) % this.#dataQueues;
-        if (this.#queues[c]!.freeCount >= 2) {
+      // Spread over the data queues: the one with the most free descriptors (the fewest requests in
+      // flight), a tie going to the queue used last, so one request at a time stays on one queue
+      // (one device thread, whose polling window then sees every request) and many spread evenly.
+      qi = this.#lastQueue;
+      let best = this.#queues[qi]!.freeCount;
+      for (let c = 0; c < this.#dataQueues; c++) {
+        const free = this.#queues[c]!.freeCount;
+        if (free > best) {
+          best = free;
           qi = c;
-          break;
         }
       }
-      if (qi < 0) return false;
-      this.#nextQueue = (qi + 1) % this.#dataQueues;
+      if (best < 2) return false;
+      this.#lastQueue = qi;
     }
     const block = this.#arena.alloc(r.blockLen);
     if (block < 0) return false;
@@ -440,6 +461,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
     const addr = this.#guestBase + block;
     this.#queues[qi]!.addOutIn(addr, r.readLen, addr + (woff - block), r.writeLen, r);
     this.#inFlight++;
+    mark(MARK.SUBMITTED);
     this.#dirty |= 1 << qi;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -450,10 +472,19 @@ export class VirtioCryptoDriver implements CryptoDevice {
 
   /** Publishes every queue touched this tick, and kicks those whose device asked for it (§2.7.13). */
   readonly #flush = (): void => {
+    mark(MARK.FLUSH);
     this.#flushScheduled = false;
     const dirty = this.#dirty;
     this.#dirty = 0;
     if (this.#closed || this.#failure) return;
+    // Spin (or, on a busy machine, sleep) for the completions (completion-spin.ts)? Spinning
+    // suppresses interrupts BEFORE the requests are published: the device may complete them before
+    // the kick returns. Sleeping needs the interrupt.
+    const spin = this.#spin;
+    // (Not for the control queue: rare, and a transport may serve it on this very thread.)
+    const windowMs = spin === null || (dirty & (1 << this.#dataQueues)) !== 0 ? 0 : spin.window(this.#inFlight, this.#newSpinRun);
+    const mode = windowMs === 0 ? WAIT.INTERRUPT : spin!.cpuSpare() ? WAIT.SPIN : this.#transport.waitForInterrupt !== undefined ? WAIT.BLOCK : WAIT.INTERRUPT;
+    if (mode === WAIT.SPIN) for (const q of this.#queues) q.disableInterrupts();
     // The control queue first, so the device sees a new session before data that uses it.
     const order = [this.#dataQueues];
     for (let i = 0; i < this.#dataQueues; i++) order.push(i);
@@ -462,8 +493,28 @@ export class VirtioCryptoDriver implements CryptoDevice {
       if ((dirty & (1 << i)) === 0) continue;
       if (this.#queues[i]!.publish()) kicks.push(i);
     }
+    spin?.notePublished();
     for (const i of kicks) this.#transport.notify(i === this.#dataQueues ? this.config.maxDataqueues : i);
+    if (kicks.length > 0) mark(MARK.KICKED);
+    if (mode === WAIT.SPIN) this.#spinForCompletions(spin!, windowMs);
+    else if (mode === WAIT.BLOCK) spin!.sleepEpisode(windowMs, (ms) => this.#transport.waitForInterrupt!(ms));
   };
+
+  readonly #newSpinRun = (): void => void setImmediate(this.#spinRunEnded).unref();
+
+  /**
+   * Spin-then-sleep (completion-spin.ts): with few requests in flight, watch the used rings for a
+   * short adaptive window (interrupts suppressed by #flush, §2.7.7) and reap what comes; then
+   * re-enable interrupts and re-check (§2.7.10, in #onInterrupt) whatever happened.
+   */
+  #spinForCompletions(spin: CompletionSpin, windowMs: number): void {
+    const queues = this.#queues;
+    spin.episode(windowMs, () => {
+      for (const q of queues) if (q.hasUsed()) return true;
+      return false;
+    });
+    for (let qi = 0; qi <= this.#dataQueues && !this.#closed; qi++) this.#onInterrupt(qi);
+  }
 
   #admitWaiting(): void {
     while (this.#waitingHead < this.#waiting.length) {
@@ -537,6 +588,8 @@ export class VirtioCryptoDriver implements CryptoDevice {
         for (;;) {
           const used = q.getUsed();
           if (used === null) break;
+          if (this.#spin !== null) this.#spin.noteCompletion();
+          mark(MARK.COMPLETION_SEEN);
           this.#complete(used.token, used.len, mem);
         }
         // The transport is polling the used ring: no interrupt needed (it calls us again when it stops).
@@ -564,6 +617,7 @@ export class VirtioCryptoDriver implements CryptoDevice {
       } catch (err) {
         r.reject(err);
       }
+      mark(MARK.RESOLVED);
     } else {
       r.state = State.Done;
     }

@@ -68,6 +68,19 @@ export interface VirtioTransport {
    * re-checks (§2.7.10). Transports that never poll leave this undefined.
    */
   readonly polling?: boolean;
+  /**
+   * The driver's spin on the used rings after it publishes requests, with few in flight
+   * (src/driver/completion-spin.ts): for transports whose device answers within microseconds on
+   * another CPU. `boundMicros` bounds the window; `cpuSpare()` says whether a CPU can be spared for
+   * spinning now (false on a busy machine). Undefined: the driver never spins, it waits for interrupts.
+   */
+  readonly completionSpin?: { readonly boundMicros: number; readonly cpuSpare: () => boolean };
+  /**
+   * Blocks the calling thread (the event loop) for at most `timeoutMs` until a used-buffer
+   * notification comes, and delivers it (calls the interrupt handler) before returning true; false
+   * after the timeout. Only for short windows (the driver's spin-then-sleep). Optional.
+   */
+  waitForInterrupt?(timeoutMs: number): boolean;
   /** Tear down: stop the device, release memory, threads, fds. Idempotent. */
   close(): Promise<void>;
 }

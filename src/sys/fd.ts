@@ -100,6 +100,23 @@ export function pollSync(fds: readonly PollRequest[], timeoutMs: number): number
 }
 
 /**
+ * ppoll(2) on the calling thread for at most `micros` microseconds (blocks it: only for short
+ * waits). Returns the revents of each entry (all 0 on timeout). EINTR ends the wait early (all 0).
+ */
+export function pollSyncMicros(fds: readonly PollRequest[], micros: number): number[] {
+  const buf = pollBuffer(fds);
+  const us = Math.max(0, Math.floor(micros));
+  const timeout = Buffer.alloc(16); // struct timespec { time_t tv_sec; long tv_nsec; }
+  timeout.writeBigInt64LE(BigInt(Math.floor(us / 1e6)), 0);
+  timeout.writeBigInt64LE(BigInt((us % 1e6) * 1000), 8);
+  const n = native.ppoll(buf, fds.length, timeout, null) as number;
+  if (n >= 0) return revents(buf, fds.length);
+  const errno = lastErrno();
+  if (errno !== errnoValues.EINTR) throw new SysError('ppoll', errno);
+  return fds.map(() => 0);
+}
+
+/**
  * A reusable poll(2) set for a thread's hot loop: the struct pollfd array is allocated once (and
  * re-filled only when the set changes), and waiting allocates nothing. Blocks the calling thread
  * (use in worker threads). The fds are borrowed.

@@ -18,6 +18,7 @@ export const native = {
   read: lib.func('long read(int fd, void *buf, unsigned long count)'),
   write: lib.func('long write(int fd, const void *buf, unsigned long count)'),
   poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  ppoll: lib.func('int ppoll(void *fds, unsigned long nfds, const void *tmo, const void *sigmask)'),
   fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   memfdCreate: lib.func('int memfd_create(const char *name, unsigned int flags)'),

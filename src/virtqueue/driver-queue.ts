@@ -277,6 +277,11 @@ export class DriverQueue<T> {
     throw new VirtqueueError(kind, message);
   }
 
+  /** Has the device published used elements not reaped yet? (One Atomics load: for polling.) */
+  hasUsed(): boolean {
+    return !this.#broken && Atomics.load(this.#used16, USED.idx >>> 1) !== this.#lastUsed;
+  }
+
   /** Reap one used element, or null if there is none. Frees the chain's descriptors. */
   getUsed(): { token: T; len: number } | null {
     if (this.#broken) return null;

@@ -395,7 +395,7 @@ test('bench --json prints exactly one JSON object of the documented shape', asyn
   ];
   assert.deepEqual(parsed.results.map(({ device, size, depth }) => ({ device, size, depth })), expected);
   for (const res of parsed.results) {
-    assert.deepEqual(Object.keys(res).sort(), ['depth', 'device', 'mbPerSec', 'op', 'opsPerSec', 'size']);
+    assert.deepEqual(Object.keys(res).sort(), ['depth', 'device', 'mbPerSec', 'op', 'opsPerSec', 'rawMbPerSec', 'rawOpsPerSec', 'size', 'vsRawMb', 'vsRawOps']);
     assert.equal(res.op, 'aes-128-cbc-encrypt');
     assert.ok(typeof res.opsPerSec === 'number' && res.opsPerSec > 0);
     assert.ok(typeof res.mbPerSec === 'number' && Math.abs(res.mbPerSec - ((res.opsPerSec as number) * (res.size as number)) / 1e6) < 0.01 + (res.mbPerSec as number) * 1e-3);

@@ -131,4 +131,26 @@ describe('AdaptivePolling', () => {
     assert.equal(checks, 1);
     assert.equal(p.misses, 1);
   });
+
+  it('never polls while cpuSpare() says no CPU is spare; maxBackoff caps the skips', () => {
+    const env = { t: 1024 };
+    let spare = false;
+    const p = new AdaptivePolling(1000, { now: () => env.t, yieldCpu: () => (env.t += 0.01), cpuSpare: () => spare }, 1);
+    p.noteCompletion();
+    request(p, env, 0.1);
+    let checks = 0;
+    p.noteCompletion();
+    p.episode(() => (checks++, -1), () => 0);
+    assert.equal(checks, 0, 'busy machine: no episode');
+    spare = true;
+    const ran = (): boolean => {
+      let checked = false;
+      p.noteCompletion();
+      p.episode(() => ((checked = true), -1), () => 0);
+      return checked;
+    };
+    // maxBackoff 1: every miss skips exactly 1 episode (2^1 - 1), never more.
+    assert.deepEqual(Array.from({ length: 8 }, ran), [true, false, true, false, true, false, true, false]);
+    assert.throws(() => new AdaptivePolling(1000, { now: () => 0, yieldCpu: () => undefined }, 31), RangeError);
+  });
 });

@@ -7,7 +7,9 @@
  * Fairness: with raw listed, every device cell alternates raw and device slices of the same size, and
  * its ratio is taken against that interleaved raw rate (side by side, whatever the machine does
  * meanwhile). The raw rows report all raw slices of a size together.
- * Prints a table with the ratio to raw, or with --json exactly one JSON object.
+ * Prints a table with the ratio to raw, or with --json exactly one JSON object. With --latency, every
+ * operation is timed on its own (submission to result, performance.now()) and each row gains the
+ * p50, p99 and max of those latencies, as dpdk-test-crypto-perf's latency test reports them.
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -27,6 +29,27 @@ export interface BenchResult {
   mbPerSec: number;
 }
 
+/** Latency percentiles of one row in microseconds (nearest rank), over `samples` operations. */
+export interface LatencySummary {
+  p50: number;
+  p99: number;
+  max: number;
+  samples: number;
+}
+
+/**
+ * One row of `--json`: the result, the raw rate measured in slices interleaved with it and the
+ * ratios to that rate (a raw row: its own pooled rate, ratios 1; without raw in the run: null), and
+ * with --latency its latency percentiles.
+ */
+export interface BenchJsonRow extends BenchResult {
+  rawOpsPerSec: number | null;
+  rawMbPerSec: number | null;
+  vsRawOps: number | null;
+  vsRawMb: number | null;
+  latencyUs?: LatencySummary;
+}
+
 function result(device: string, size: number, depth: number, ops: number, seconds: number): BenchResult {
   const opsPerSec = ops / seconds;
   return { device, op: BENCH_OP, size, depth, opsPerSec: Math.round(opsPerSec * 10) / 10, mbPerSec: Math.round(((opsPerSec * size) / 1e6) * 100) / 100 };
@@ -36,6 +59,53 @@ function result(device: string, size: number, depth: number, ops: number, second
 interface Tally {
   ops: number;
   seconds: number;
+}
+
+/** Per-operation latencies (ms, as performance.now() gives them), in a growing Float64Array. */
+export class LatencyRecorder {
+  #samples = new Float64Array(4096);
+  #count = 0;
+
+  add(ms: number): void {
+    if (this.#count === this.#samples.length) {
+      const grown = new Float64Array(this.#samples.length * 2);
+      grown.set(this.#samples);
+      this.#samples = grown;
+    }
+    this.#samples[this.#count++] = ms;
+  }
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** p50, p99 and max in µs (nearest-rank percentiles: the ceil(p/100 * n)-th smallest); null when empty. */
+  summary(): LatencySummary | null {
+    const n = this.#count;
+    if (n === 0) return null;
+    const sorted = this.#samples.slice(0, n).sort();
+    const rank = (p: number): number => sorted[Math.max(0, Math.ceil((p / 100) * n) - 1)]!;
+    const us = (ms: number): number => Math.round(ms * 1000 * 10) / 10;
+    return { p50: us(rank(50)), p99: us(rank(99)), max: us(sorted[n - 1]!), samples: n };
+  }
+}
+
+/**
+ * The --json row of `r`, measured side by side with `raw` (null: `r` is a raw row, or raw was not
+ * in the run; `withRaw` tells which).
+ */
+export function jsonRow(r: BenchResult, raw: BenchResult | null, withRaw: boolean, latency: LatencySummary | null): BenchJsonRow {
+  const base = r.device === 'raw' ? r : withRaw ? raw : null;
+  const ratio = (a: number, b: number): number => Math.round((a / b) * 1000) / 1000;
+  const row: BenchJsonRow = {
+    ...r,
+    rawOpsPerSec: base ? base.opsPerSec : null,
+    rawMbPerSec: base ? base.mbPerSec : null,
+    vsRawOps: base && base.opsPerSec > 0 ? ratio(r.opsPerSec, base.opsPerSec) : null,
+    vsRawMb: base && base.mbPerSec > 0 ? ratio(r.mbPerSec, base.mbPerSec) : null,
+  };
+  if (latency) row.latencyUs = latency;
+  return row;
 }
 
 /**
@@ -55,12 +125,27 @@ class RawLoop {
     this.#data = randomBytes(size);
   }
 
-  /** Runs for `ms` milliseconds and adds to `t`. */
-  run(ms: number, t: Tally): void {
+  /** Runs for `ms` milliseconds and adds to `t`; with `latency`, times every operation into it. */
+  run(ms: number, t: Tally, latency: LatencyRecorder | null = null): void {
     let ops = 0;
     const start = performance.now();
     const deadline = start + ms;
     let now = start;
+    if (latency) {
+      do {
+        const c = createCipheriv('aes-128-cbc', this.#key, this.#iv);
+        c.setAutoPadding(false);
+        c.update(this.#data);
+        c.final();
+        ops++;
+        const done = performance.now();
+        latency.add(done - now);
+        now = done;
+      } while (now < deadline);
+      t.ops += ops;
+      t.seconds += (now - start) / 1000;
+      return;
+    }
     do {
       // Check the clock every few ops only: the clock costs as much as a 64-byte encryption.
       for (let i = 0; i < 16; i++) {
@@ -85,7 +170,14 @@ class RawLoop {
  * One device cell (size, depth) through the session API, `depth` requests in flight on one handle and
  * session; with `raw`, each device slice is preceded by a raw slice of the same length.
  */
-async function benchDevice(device: CryptoDevice, size: number, depth: number, seconds: number, raw: RawLoop | null): Promise<{ dev: Tally; raw: Tally }> {
+async function benchDevice(
+  device: CryptoDevice,
+  size: number,
+  depth: number,
+  seconds: number,
+  raw: RawLoop | null,
+  latency: { dev: LatencyRecorder; raw: LatencyRecorder } | null,
+): Promise<{ dev: Tally; raw: Tally }> {
   const handle = await device.open();
   try {
     const key = randomBytes(16);
@@ -98,16 +190,28 @@ async function benchDevice(device: CryptoDevice, size: number, depth: number, se
     const slices = raw ? SLICES : 1;
     const sliceMs = (seconds * 1000) / slices;
     for (let k = 0; k < slices; k++) {
-      raw?.run(sliceMs, rawTally);
+      raw?.run(sliceMs, rawTally, latency?.raw ?? null);
       const start = performance.now();
       const deadline = start + sliceMs;
       // `depth` independent request loops: each submits its next request as soon as its last completes.
-      const loop = async (): Promise<void> => {
-        while (performance.now() < deadline) {
-          await handle.crypt(session, { op: 'encrypt', src: data, iv });
-          dev.ops++;
-        }
-      };
+      const rec = latency?.dev;
+      const loop = rec
+        ? async (): Promise<void> => {
+            let t0 = performance.now();
+            while (t0 < deadline) {
+              await handle.crypt(session, { op: 'encrypt', src: data, iv });
+              dev.ops++;
+              const t1 = performance.now();
+              rec.add(t1 - t0);
+              t0 = t1;
+            }
+          }
+        : async (): Promise<void> => {
+            while (performance.now() < deadline) {
+              await handle.crypt(session, { op: 'encrypt', src: data, iv });
+              dev.ops++;
+            }
+          };
       await Promise.all(Array.from({ length: depth }, loop));
       dev.seconds += (performance.now() - start) / 1000;
     }
@@ -127,9 +231,12 @@ function parseList(name: string, text: string, max: number): number[] {
 interface Row {
   result: BenchResult;
   raw: BenchResult | null;
+  /** With --latency: the row's latency percentiles. */
+  latency: LatencySummary | null;
 }
 
 const HEADER = ['device', 'size', 'depth', 'ops/s', 'MB/s', 'vs raw MB/s', 'vs raw ops/s'] as const;
+const LATENCY_HEADER = ['p50 us', 'p99 us', 'max us'] as const;
 
 /**
  * The table, printed a row at a time as each is measured: column widths are fixed up front from the
@@ -143,10 +250,12 @@ class StreamingTable {
     sizes: readonly number[],
     depths: readonly number[],
     readonly withRaw: boolean,
+    readonly withLatency: boolean,
     readonly write: (line: string) => void,
   ) {
     const longest = (xs: readonly (string | number)[]): number => Math.max(...xs.map((x) => String(x).length));
     this.#widths = [Math.max(HEADER[0].length, longest(devices)), Math.max(4, longest(sizes)), Math.max(5, longest(depths)), 9, 8, HEADER[5].length, HEADER[6].length];
+    if (withLatency) this.#widths.push(9, 9, 9);
   }
 
   #line(cells: readonly string[]): string {
@@ -156,13 +265,15 @@ class StreamingTable {
   header(): void {
     this.write(`AES-128-CBC encryption (${BENCH_OP})`);
     if (this.withRaw) this.write('(each ratio: against raw measured in slices interleaved with that device row; raw rows last)');
-    this.write(this.#line(HEADER));
+    this.write(this.#line(this.withLatency ? [...HEADER, ...LATENCY_HEADER] : HEADER));
   }
 
-  row({ result: r, raw }: Row): void {
+  row({ result: r, raw, latency }: Row): void {
     const base = r.device === 'raw' ? r : raw;
     const ratio = (a: number, b: number | undefined): string => (b ? `${(a / b).toFixed(2)}x` : '-');
-    this.write(this.#line([r.device, String(r.size), String(r.depth), r.opsPerSec.toFixed(0), r.mbPerSec.toFixed(1), ratio(r.mbPerSec, base?.mbPerSec), ratio(r.opsPerSec, base?.opsPerSec)]));
+    const cells = [r.device, String(r.size), String(r.depth), r.opsPerSec.toFixed(0), r.mbPerSec.toFixed(1), ratio(r.mbPerSec, base?.mbPerSec), ratio(r.opsPerSec, base?.opsPerSec)];
+    if (this.withLatency) cells.push(...(latency ? [latency.p50, latency.p99, latency.max].map((x) => x.toFixed(1)) : ['-', '-', '-']));
+    this.write(this.#line(cells));
   }
 }
 
@@ -170,13 +281,14 @@ export const benchCommand: Command = {
   name: 'bench',
   summary: 'AES-128-CBC throughput: raw node:crypto vs the devices',
   help: formatHelp({
-    usage: ['vcrypto bench [--device raw,host,virtio] [--sizes 64,1024,16384,65536] [--depth 1,64] [--seconds S] [--json]'],
+    usage: ['vcrypto bench [--device raw,host,virtio] [--sizes 64,1024,16384,65536] [--depth 1,64] [--seconds S] [--latency] [--json]'],
     description: [
       'Measures AES-128-CBC encryption throughput. "raw" is a plain node:crypto loop (createCipheriv/',
       'update/final per op), the baseline; every other entry is a device spec used through the session',
       'API with DEPTH requests in flight. The table shows the ratio to raw for the same size, raw being',
       'measured in slices interleaved with each device row (so the ratio is side by side). Each row is',
-      'printed as soon as it is measured.',
+      'printed as soon as it is measured. --latency times every operation (submission to result) and',
+      'adds its p50, p99 and max in microseconds to each row.',
     ],
     options: [
       '  --device LIST      comma-separated: raw and/or device specs (default raw,host,virtio);',
@@ -185,11 +297,14 @@ export const benchCommand: Command = {
       '  --sizes LIST       request sizes in bytes, multiples of 16 (default 64,1024,16384,65536)',
       '  --depth LIST       requests in flight (default 1,64)',
       '  --seconds S        seconds per measurement (default 1; fractions allowed)',
-      '  --json             print {"results":[{device,op,size,depth,opsPerSec,mbPerSec}],"deviceStats":{...}}',
-      "                     only, at the end (deviceStats: the embedded device's counters, see vcrypto stats)",
+      '  --latency          time each operation: p50, p99 and max latency (us) per row',
+      '  --json             print {"results":[{device,op,size,depth,opsPerSec,mbPerSec,rawOpsPerSec,rawMbPerSec,',
+      '                     vsRawOps,vsRawMb[,latencyUs:{p50,p99,max,samples}]}],"deviceStats":{...}} only, at',
+      '                     the end: raw* is the raw rate interleaved with that row, vsRaw* the ratios (null',
+      "                     without raw); deviceStats: the embedded device's counters, see vcrypto stats",
     ],
     exitCodes: [[1, 'no device could be opened, or a measurement failed']],
-    examples: ['vcrypto bench', 'vcrypto bench --device raw,virtio,vhost-user:./vc.sock --sizes 4096,65536 --depth 64'],
+    examples: ['vcrypto bench', 'vcrypto bench --device raw,virtio,vhost-user:./vc.sock --sizes 4096,65536 --depth 64', 'vcrypto bench --device raw,virtio --sizes 64 --depth 1 --latency'],
   }),
 
   async run(argv) {
@@ -199,6 +314,7 @@ export const benchCommand: Command = {
       depth: { type: 'string' },
       seconds: { type: 'string' },
       json: { type: 'boolean' },
+      latency: { type: 'boolean' },
     });
     const devices = [...new Set((values.device ?? 'raw,host,virtio').split(',').map((s) => s.trim()))];
     for (const d of devices) if (d !== 'raw') checkDeviceSpec(d);
@@ -212,8 +328,11 @@ export const benchCommand: Command = {
     const withRaw = devices.includes('raw');
     const rawLoops = new Map(withRaw ? sizes.map((size) => [size, new RawLoop(size)] as const) : []);
     const rawTotals = new Map(sizes.map((size) => [size, { ops: 0, seconds: 0 } as Tally]));
+    const withLatency = values.latency === true;
+    /** With --latency: every raw operation of a size, pooled like rawTotals. */
+    const rawLatency = new Map(withLatency ? sizes.map((size) => [size, new LatencyRecorder()] as const) : []);
     const rows = new Map<string, Row[]>();
-    const table = values.json ? null : new StreamingTable(devices, sizes, depths, withRaw, (line) => void process.stdout.write(`${line}\n`));
+    const table = values.json ? null : new StreamingTable(devices, sizes, depths, withRaw, withLatency, (line) => void process.stdout.write(`${line}\n`));
     table?.header();
     let skipped = 0;
     /** The embedded device's statistics after its rows (device-stats.ts names), for --json. */
@@ -235,11 +354,16 @@ export const benchCommand: Command = {
         try {
           for (const size of sizes) {
             for (const depth of depths) {
-              const m = await benchDevice(device, size, depth, seconds, rawLoops.get(size) ?? null);
+              const latency = withLatency ? { dev: new LatencyRecorder(), raw: rawLatency.get(size)! } : null;
+              const m = await benchDevice(device, size, depth, seconds, rawLoops.get(size) ?? null, latency);
               const total = rawTotals.get(size)!;
               total.ops += m.raw.ops;
               total.seconds += m.raw.seconds;
-              const row: Row = { result: result(spec, size, depth, m.dev.ops, m.dev.seconds), raw: withRaw ? result('raw', size, 1, m.raw.ops, m.raw.seconds) : null };
+              const row: Row = {
+                result: result(spec, size, depth, m.dev.ops, m.dev.seconds),
+                raw: withRaw ? result('raw', size, 1, m.raw.ops, m.raw.seconds) : null,
+                latency: latency?.dev.summary() ?? null,
+              };
               list.push(row);
               table?.row(row);
             }
@@ -257,8 +381,9 @@ export const benchCommand: Command = {
           'raw',
           sizes.map((size) => {
             const total = rawTotals.get(size)!;
-            if (total.ops === 0) rawLoops.get(size)!.run(seconds * 1000, total);
-            return { result: result('raw', size, 1, total.ops, total.seconds), raw: null };
+            const latency = rawLatency.get(size) ?? null;
+            if (total.ops === 0) rawLoops.get(size)!.run(seconds * 1000, total, latency);
+            return { result: result('raw', size, 1, total.ops, total.seconds), raw: null, latency: latency?.summary() ?? null };
           }),
         );
       }
@@ -268,7 +393,7 @@ export const benchCommand: Command = {
     for (const r of rows.get('raw') ?? []) table?.row(r);
     if (values.json) {
       const ordered = devices.flatMap((spec) => rows.get(spec) ?? []);
-      process.stdout.write(JSON.stringify({ results: ordered.map((r) => r.result), deviceStats }) + '\n');
+      process.stdout.write(JSON.stringify({ results: ordered.map((r) => jsonRow(r.result, r.raw, withRaw, r.latency)), deviceStats }) + '\n');
     }
     const measured = devices.filter((d) => d !== 'raw').length - skipped;
     if (measured === 0 && !withRaw) throw new CliError('no device could be opened');

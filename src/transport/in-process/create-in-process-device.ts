@@ -9,6 +9,7 @@ import { availableParallelism } from 'node:os';
 import { InProcessTransport } from './in-process-transport.js';
 import { MAX_DEVICE_THREADS } from './registers.js';
 import type { StatsSnapshot } from '../../device/device-stats.js';
+import type { PollMode } from '../spare-cpu.js';
 
 export interface InProcessDeviceOptions {
   /** Data queues (max_dataqueues). Default 2. */
@@ -33,6 +34,10 @@ export interface InProcessDeviceOptions {
    * 256 MiB: `vcrypto dgst` hashes a 256 MiB file in one request.
    */
   maxSize?: bigint;
+  /** Round-trip stage timestamps for the device threads (src/trace/latency-marks.ts; bench/breakdown.ts). */
+  traceMarks?: SharedArrayBuffer;
+  /** When the driver and the device threads may poll (spare-cpu.ts). Default: VCRYPTO_POLL, else auto. */
+  pollMode?: PollMode;
 }
 
 /** The transport behind each embedded device this module made (for embeddedDeviceStatistics). */
@@ -68,6 +73,8 @@ export async function createInProcessDevice(opts: InProcessDeviceOptions = {}): 
     memoryBytes,
     ...(opts.maxSessions !== undefined && { maxSessions: opts.maxSessions }),
     maxSize,
+    ...(opts.traceMarks !== undefined && { traceMarks: opts.traceMarks }),
+    ...(opts.pollMode !== undefined && { pollMode: opts.pollMode }),
   });
   try {
     const device = await VirtioCryptoDriver.create(transport, {

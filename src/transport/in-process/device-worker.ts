@@ -31,9 +31,13 @@ import { checkRingAlignment, ringSizes } from '../../virtqueue/layout.js';
 import { VirtioCryptoDevice } from '../../device/virtio-crypto-device.js';
 import { copySession, sessionFromCopy } from '../../device/engine.js';
 import type { QueueAddresses } from '../../driver/virtio-transport.js';
+import type { DescriptorChain } from '../../virtqueue/chain.js';
 import { PEER_REGISTER_WORDS, PeerRegister, type DeviceWorkerData, type FromDevice, type FromPeer, type ToDevice, type ToPeer } from './messages.js';
 import { Register, doorbellWord, queueThread, raiseInterrupt } from './registers.js';
 import { deviceWorkerEntry } from './worker-entry.js';
+import { AdaptivePolling } from '../vhost-user/backend-polling.js';
+import { POLL_MODE, cpuSpareFor } from '../spare-cpu.js';
+import { MARK, installMarks, mark, marking } from '../../trace/latency-marks.js';
 
 const data = workerData as DeviceWorkerData;
 const regs = new Int32Array(data.registers);
@@ -41,6 +45,7 @@ const thread = data.thread;
 const myDoorbell = doorbellWord(thread);
 /** Threads 1..: the register block shared with thread 0 (PeerRegister words). */
 const peerRegs = data.peer === undefined ? null : new Int32Array(data.peer.registers);
+if (data.traceMarks !== undefined) installMarks(data.traceMarks);
 const memory = new GuestMemory([{ guestPhysAddr: data.guestPhysAddr, bytes: new Uint8Array(data.memory) }]);
 
 /**
@@ -203,11 +208,25 @@ function activate(features: bigint, announced: readonly (QueueAddresses | null)[
         maxChainBytes: Number(data.maxSize) * 2 + 64 * 1024,
       });
       const bit = 1 << list.length;
+      const serveChain: (chain: DescriptorChain) => number =
+        list.length === controlIndex ? (chain) => device.processControl(chain) : (chain) => device.processData(chain);
       list.push(
         new QueueServer(queue, {
-          process: list.length === controlIndex ? (chain) => device.processControl(chain) : (chain) => device.processData(chain),
+          process: marking()
+            ? (chain) => {
+                mark(MARK.PROCESS_START);
+                const n = serveChain(chain);
+                mark(MARK.PROCESS_END);
+                return n;
+              }
+            : serveChain,
           // Each notification goes out at once: the driver starts on a batch while we go on.
-          notify: () => raiseInterrupt(regs, bit),
+          notify: marking()
+            ? () => {
+                raiseInterrupt(regs, bit);
+                mark(MARK.INTERRUPT_RAISED);
+              }
+            : () => raiseInterrupt(regs, bit),
           // The driver shares this process: a malformed chain is its bug, completed with 0 bytes
           // (the request fails with EIO there) while the queue goes on.
           malformedChain: MALFORMED_CHAIN.COMPLETE_EMPTY,
@@ -282,22 +301,78 @@ function handlePeerMessage(msg: ToPeer): string | null {
   }
 }
 
+/**
+ * Polling after a completion (backend-polling.ts, as the vhost-user back-end does it): the served
+ * queues keep notifications disabled for a short adaptive window (twice the average gap between a
+ * completion and the driver's next request, at most IN_PROCESS_POLL_MICROS), so a driver that
+ * submits one request at a time needs no kick and this thread no wake-up. Nothing is polled while
+ * idle or while requests come slower than the bound, and misses (a window that finds nothing, or
+ * this thread descheduled on a busy machine) back off exponentially.
+ */
+export const IN_PROCESS_POLL_MICROS = 200;
+/** Misses skip at most 2^this - 1 episodes. */
+export const IN_PROCESS_POLL_BACKOFF = 2;
+const polling = new AdaptivePolling(
+  data.pollMode === POLL_MODE.NEVER ? 0 : IN_PROCESS_POLL_MICROS,
+  { now: () => performance.now(), yieldCpu: () => undefined, cpuSpare: cpuSpareFor(data.pollMode ?? POLL_MODE.AUTO) },
+  IN_PROCESS_POLL_BACKOFF,
+);
+
+/**
+ * Serves queue `i` with `how` (drain: leave notifications disabled; serve: re-enable and re-check);
+ * the chains completed, or -1 if the queue broke (the device then needs a reset).
+ */
+function serveQueue(i: number, server: QueueServer, how: 'drain' | 'serve'): number {
+  try {
+    return how === 'drain' ? server.drain() : server.serve(); // QueueServer: the one serve routine (src/virtqueue/serve-queue.ts)
+  } catch (err) {
+    // Queue-fatal (avail index jump, head out of range): completions so far are published.
+    raiseInterrupt(regs, 1 << i);
+    fail(`queue ${i} is broken: ${(err as Error).message}: the device needs a reset`);
+    return -1;
+  }
+}
+
+function findWork(): number {
+  for (const i of SERVE_ORDER) if (queues[i]?.queue.hasAvailable()) return i;
+  return -1;
+}
+
+function servePolled(i: number): number {
+  const server = queues[i];
+  if (!server) return 0;
+  const n = serveQueue(i, server, 'drain');
+  if (n > 0) {
+    stats.add(STAT['polled-requests'], n);
+    polling.noteCompletion();
+  }
+  return Math.max(n, 0);
+}
+
 function serve(kicked: number): void {
   // Every active queue is looked at on a kick of any of them: cheap (one avail.idx read each) and it
   // makes a lost kick harmless. The control queue goes first so a session exists before its data.
+  let served = 0;
   for (const i of SERVE_ORDER) {
     const server = queues[i];
     if (!server) continue;
-    if ((kicked & (1 << i)) !== 0) stats.add(STAT.kicks);
-    else if (!server.queue.hasAvailable()) continue;
-    try {
-      server.serve(); // QueueServer: the one serve routine (src/virtqueue/serve-queue.ts)
-    } catch (err) {
-      // Queue-fatal (avail index jump, head out of range): completions so far are published.
-      raiseInterrupt(regs, 1 << i);
-      fail(`queue ${i} is broken: ${(err as Error).message}: the device needs a reset`);
-      return;
-    }
+    if ((kicked & (1 << i)) !== 0) {
+      stats.add(STAT.kicks);
+      if (served === 0) polling.noteRequest();
+    } else if (!server.queue.hasAvailable()) continue;
+    const n = serveQueue(i, server, 'drain');
+    if (n < 0) return;
+    served += n;
+  }
+  if (served > 0) {
+    polling.noteCompletion();
+    polling.episode(findWork, servePolled);
+    if (!active) return; // a queue broke while polling
+  }
+  // §2.7.10: re-enable notifications on the drained queues, then re-check, before sleeping.
+  for (const i of SERVE_ORDER) {
+    const server = queues[i];
+    if (server?.quiet && serveQueue(i, server, 'serve') < 0) return;
   }
 }
 
@@ -305,6 +380,7 @@ function serve(kicked: number): void {
 function serveKicks(): void {
   const kicked = Atomics.and(regs, Register.KICK_PENDING, ~myQueues) & myQueues;
   if (!active) return;
+  mark(MARK.DEVICE_AWAKE);
   try {
     serve(kicked);
   } catch (err) {

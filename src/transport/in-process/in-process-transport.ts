@@ -17,8 +17,9 @@ import { statusTransition } from '../device-status.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import { VIRTIO_STATUS } from '../../spec/virtio.js';
 import type { DeviceWorkerData, FromDevice, ToDevice } from './messages.js';
-import { MAX_DEVICE_THREADS, MAX_QUEUES, Register, createRegisterBlock, doorbellWord, queueThread, ringDoorbell, wakeDevice } from './registers.js';
+import { MAX_DEVICE_THREADS, MAX_QUEUES, Register, createRegisterBlock, doorbellWord, queueThread, ringDoorbell, waitInterruptSync, wakeDevice } from './registers.js';
 import { deviceWorkerEntry } from './worker-entry.js';
+import { POLL_MODE, cpuSpareFor, pollModeFromEnv, type PollMode } from '../spare-cpu.js';
 import { DeviceStats, sumSnapshots, type StatsSnapshot } from '../../device/device-stats.js';
 
 /** `Atomics.waitAsync` (ES2024; Node 20 has it, this project's `lib` is ES2023). */
@@ -49,12 +50,24 @@ export interface InProcessTransportOptions {
    * min(maxDataQueues, MAX_DEVICE_THREADS).
    */
   deviceThreads?: number;
+  /** Round-trip stage timestamps for the device threads to record into (src/trace/latency-marks.ts). */
+  traceMarks?: SharedArrayBuffer;
+  /** When the driver and the device threads may poll (spare-cpu.ts). Default: VCRYPTO_POLL, else auto. */
+  pollMode?: PollMode;
 }
 
 export const DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024;
 
+/** Bound of the driver's spin on the used rings (µs; requests that take longer are waited for). */
+export const IN_PROCESS_SPIN_MICROS = 100;
+
 export class InProcessTransport implements VirtioTransport {
   readonly description = 'embedded worker thread';
+  /**
+   * The device threads answer within microseconds on another CPU: the driver spins on the used rings
+   * for up to this long (adaptively, completion-spin.ts) before it waits for the interrupt.
+   */
+  readonly completionSpin: { readonly boundMicros: number; readonly cpuSpare: () => boolean };
   readonly memory: DriverMemory;
   readonly #regs: Int32Array;
   /** Doorbell word per queue index (the device thread that serves it). */
@@ -88,7 +101,9 @@ export class InProcessTransport implements VirtioTransport {
     memory: DriverMemory;
     ready: Extract<FromDevice, { type: 'ready' }>;
     exited: Promise<unknown>;
+    pollMode: PollMode;
   }) {
+    this.completionSpin = { boundMicros: init.pollMode === POLL_MODE.NEVER ? 0 : IN_PROCESS_SPIN_MICROS, cpuSpare: cpuSpareFor(init.pollMode) };
     this.#regs = init.regs;
     this.#stats = init.stats;
     this.#doorbells = init.doorbells;
@@ -132,6 +147,7 @@ export class InProcessTransport implements VirtioTransport {
       throw new RangeError(`deviceThreads must be 1..${Math.min(maxDataQueues, MAX_DEVICE_THREADS)} (at most one per data queue)`);
     }
     const memoryBytes = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES;
+    const pollMode = opts.pollMode ?? pollModeFromEnv() ?? POLL_MODE.AUTO;
     if (!Number.isInteger(memoryBytes) || memoryBytes < 64 * 1024) throw new RangeError('memoryBytes must be at least 64 KiB');
     const regs = createRegisterBlock();
     const memory = new SharedArrayBuffer(memoryBytes);
@@ -150,6 +166,8 @@ export class InProcessTransport implements VirtioTransport {
       maxSessions: opts.maxSessions ?? 1024,
       maxSize: opts.maxSize ?? 1n << 20n,
       queueMaxSize: opts.queueMaxSize ?? 1024,
+      ...(opts.traceMarks !== undefined && { traceMarks: opts.traceMarks }),
+      pollMode,
     };
     const { entry, eval: isEval } = deviceWorkerEntry();
     const worker = new Worker(entry, { workerData, transferList: [channel.port2], eval: isEval });
@@ -179,6 +197,7 @@ export class InProcessTransport implements VirtioTransport {
       memory: { guestPhysAddr: GUEST_PHYS_BASE, bytes: new Uint8Array(memory) },
       ready,
       exited,
+      pollMode,
     });
   }
 
@@ -255,6 +274,24 @@ export class InProcessTransport implements VirtioTransport {
     this.#interruptHandler = handler;
   }
 
+  /** Blocks in Atomics.wait for an interrupt, at most `timeoutMs`, and delivers it (registers.ts). */
+  waitForInterrupt(timeoutMs: number): boolean {
+    if (this.#closed || !this.#interruptLoop) return false;
+    const pending = waitInterruptSync(this.#regs, timeoutMs);
+    this.#deliverPending(pending);
+    return pending !== 0;
+  }
+
+  #deliverPending(pending: number): void {
+    try {
+      for (let i = 0; pending >>> i !== 0; i++) {
+        if ((pending & (1 << i)) !== 0) this.#interruptHandler?.(i);
+      }
+    } catch (err) {
+      this.#fail(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
   onFailure(handler: (error: Error) => void): void {
     this.#failureHandler = handler;
   }
@@ -326,23 +363,13 @@ export class InProcessTransport implements VirtioTransport {
     this.#interruptLoop = true;
     const regs = this.#regs;
     let seen = Atomics.load(regs, Register.INTERRUPT);
-    const deliver = (): void => {
-      const pending = Atomics.exchange(regs, Register.INTERRUPT_PENDING, 0);
-      for (let i = 0; pending >>> i !== 0; i++) {
-        if ((pending & (1 << i)) !== 0) this.#interruptHandler?.(i);
-      }
-    };
     const loop = async (): Promise<void> => {
       while (!this.#closed) {
         const w = waitAsync(regs, Register.INTERRUPT, seen);
         if (w.async) await w.value;
         if (this.#closed) break;
         seen = Atomics.load(regs, Register.INTERRUPT);
-        try {
-          deliver();
-        } catch (err) {
-          this.#fail(err instanceof Error ? err : new Error(String(err)));
-        }
+        this.#deliverPending(Atomics.exchange(regs, Register.INTERRUPT_PENDING, 0));
       }
     };
     void loop();

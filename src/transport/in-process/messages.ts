@@ -6,6 +6,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { QueueAddresses } from '../../driver/virtio-transport.js';
 import type { SessionCopy } from '../../device/engine.js';
+import type { PollMode } from '../spare-cpu.js';
 
 /** What the worker is started with (`workerData`). */
 export interface DeviceWorkerData {
@@ -25,6 +26,10 @@ export interface DeviceWorkerData {
   readonly queueMaxSize: number;
   /** Statistics: `threads` DeviceStats blocks (device-stats.ts), thread k's at k * DeviceStats.byteLength(). */
   readonly stats?: SharedArrayBuffer;
+  /** Round-trip stage timestamps (src/trace/latency-marks.ts), when measuring a breakdown. */
+  readonly traceMarks?: SharedArrayBuffer;
+  /** When the device threads may poll their queues (spare-cpu.ts; default auto). */
+  readonly pollMode?: PollMode;
 }
 
 /** main -> worker */

@@ -22,6 +22,10 @@ export const Register = {
   STOP: 4,
   /** Bumped by the driver side after posting a control message: the device drains its port only then. */
   MESSAGES: 5,
+  /** 1 while the driver thread blocks in Atomics.wait on SYNC_INTERRUPT (waitForInterrupt). */
+  SYNC_WAITING: 6,
+  /** Interrupt sequence for that blocking wait (the event loop's INTERRUPT is not bumped then). */
+  SYNC_INTERRUPT: 7,
   /** Doorbells of device threads 1..MAX_DEVICE_THREADS-1 (thread 0 uses DOORBELL), see doorbellWord(). */
   DOORBELL_THREAD_1: 8,
 } as const;
@@ -76,6 +80,28 @@ export function wakeDevice(regs: Int32Array): void {
  */
 export function raiseInterrupt(regs: Int32Array, mask: number): void {
   if (Atomics.or(regs, Register.INTERRUPT_PENDING, mask) !== 0) return;
+  // The driver blocks in Atomics.wait for it (a short window after it submitted): wake only that
+  // wait, a futex wake, rather than the event loop's Atomics.waitAsync (a task posted to the event
+  // loop). The driver sets SYNC_WAITING and then re-checks INTERRUPT_PENDING; we set the bit and then
+  // read SYNC_WAITING (all sequentially consistent): one of us sees the other, nothing is lost.
+  if (Atomics.load(regs, Register.SYNC_WAITING) !== 0) {
+    Atomics.add(regs, Register.SYNC_INTERRUPT, 1);
+    Atomics.notify(regs, Register.SYNC_INTERRUPT);
+    return;
+  }
   Atomics.add(regs, Register.INTERRUPT, 1);
   Atomics.notify(regs, Register.INTERRUPT);
+}
+
+/**
+ * Driver side: blocks this thread up to `timeoutMs` for an interrupt (see raiseInterrupt); returns
+ * the pending queue bits taken (0: none came).
+ */
+export function waitInterruptSync(regs: Int32Array, timeoutMs: number): number {
+  Atomics.store(regs, Register.SYNC_WAITING, 1);
+  const seq = Atomics.load(regs, Register.SYNC_INTERRUPT);
+  if (Atomics.load(regs, Register.INTERRUPT_PENDING) === 0) Atomics.wait(regs, Register.SYNC_INTERRUPT, seq, timeoutMs);
+  Atomics.store(regs, Register.SYNC_WAITING, 0);
+  // After clearing SYNC_WAITING: a device that still saw it set has set its bit before, taken here.
+  return Atomics.exchange(regs, Register.INTERRUPT_PENDING, 0);
 }

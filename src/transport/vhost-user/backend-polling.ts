@@ -43,6 +43,8 @@ export interface PollingEnvironment {
   readonly now: () => number;
   /** Gives the CPU away between two checks (sched_yield(2)). */
   readonly yieldCpu: () => void;
+  /** May a CPU be spent polling now (src/transport/spare-cpu.ts)? Default: always. */
+  readonly cpuSpare?: () => boolean;
 }
 
 export class AdaptivePolling {
@@ -56,11 +58,18 @@ export class AdaptivePolling {
   hits = 0;
   misses = 0;
 
-  /** `boundMicros`: the window's upper bound (0: never poll). */
-  constructor(boundMicros: number, env: PollingEnvironment) {
+  readonly #maxBackoff: number;
+
+  /**
+   * `boundMicros`: the window's upper bound (0: never poll). `maxBackoff`: consecutive misses skip
+   * up to 2^maxBackoff - 1 episodes (default MAX_POLL_BACKOFF).
+   */
+  constructor(boundMicros: number, env: PollingEnvironment, maxBackoff = MAX_POLL_BACKOFF) {
     if (!Number.isFinite(boundMicros) || boundMicros < 0) throw new RangeError(`pollMicros must be >= 0, got ${boundMicros}`);
+    if (!Number.isInteger(maxBackoff) || maxBackoff < 0 || maxBackoff > 30) throw new RangeError(`maxBackoff must be 0..30, got ${maxBackoff}`);
     this.#boundMs = boundMicros / 1000;
     this.#env = env;
+    this.#maxBackoff = maxBackoff;
   }
 
   /** The moving average of request gaps (ms; Infinity before the first one). */
@@ -97,6 +106,7 @@ export class AdaptivePolling {
       return;
     }
     const env = this.#env;
+    if (env.cpuSpare !== undefined && !env.cpuSpare()) return;
     const window = Math.min(bound, 2 * this.#gapAverageMs);
     let prev = env.now();
     const episodeEnd = prev + MAX_POLL_EPISODE_MS;
@@ -105,7 +115,7 @@ export class AdaptivePolling {
       const now = env.now();
       if (now >= deadline || now >= episodeEnd || now - prev > PREEMPTED_MS) {
         this.misses++;
-        this.#backoff = Math.min(this.#backoff + 1, MAX_POLL_BACKOFF);
+        this.#backoff = Math.min(this.#backoff + 1, this.#maxBackoff);
         this.#skips = (1 << this.#backoff) - 1;
         return;
       }

@@ -56,7 +56,8 @@ import {
 } from '../../wire/vhost-user.js';
 import { connectUnix, type UnixSocket } from '../../sys/unix-socket.js';
 import { createMemfd, mapShared, type Mapping } from '../../sys/memfd.js';
-import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
+import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, pollSyncMicros, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
+import { POLL_MODE, cpuSpareFor, pollModeFromEnv } from '../spare-cpu.js';
 import { VhostUserChannel } from './channel.js';
 import { requestName } from './message-table.js';
 import { sessionActionFor, statusForSessionReply } from './frontend-sessions.js';
@@ -81,6 +82,12 @@ export const DEFAULT_FRONTEND_MEMORY_BYTES = 64 * 1024 * 1024 + 512 * 1024 * 102
 /** Largest queue the transport offers the driver (QEMU uses 1024 for virtio-crypto). */
 export const FRONTEND_QUEUE_MAX_SIZE = 1024;
 const REPLY_TIMEOUT_MS = 10_000;
+/**
+ * Bound of the driver's spin on the used rings after a kick (completion-spin.ts), in µs: the
+ * back-end answers a small request in tens of µs, and polls its avail rings meanwhile
+ * (backend-polling.ts), so one request at a time needs neither a kick nor a call.
+ */
+export const FRONTEND_SPIN_MICROS = 100;
 const POLLRDHUP = 0x2000;
 
 const WANTED_PROTOCOL_FEATURES =
@@ -134,6 +141,8 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   #failure: ((error: Error) => void) | undefined;
   #failed = false;
   #closed = false;
+  /** The driver's spin-then-sleep after a kick (VCRYPTO_POLL: auto, always, never). */
+  readonly completionSpin: { readonly boundMicros: number; readonly cpuSpare: () => boolean };
   /** Serializes socket exchanges (one request/reply at a time, as vhost-user requires). */
   #exchange: Promise<unknown> = Promise.resolve();
 
@@ -158,6 +167,8 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     this.#protocolFeatures = init.protocolFeatures;
     this.#dataQueues = init.dataQueues;
     this.memory = { guestPhysAddr: FRONTEND_GUEST_PHYS_BASE, bytes: new Uint8Array(init.mapping.buffer) };
+    const pollMode = pollModeFromEnv() ?? POLL_MODE.AUTO;
+    this.completionSpin = { boundMicros: pollMode === POLL_MODE.NEVER ? 0 : FRONTEND_SPIN_MICROS, cpuSpare: cpuSpareFor(pollMode) };
     this.#waiter = new InterruptWaiter({
       ready: () => this.#started && !this.#failed && !this.#closed,
       fds: () => {
@@ -298,6 +309,29 @@ export class VhostUserFrontendTransport implements VirtioTransport {
 
   onFailure(handler: (error: Error) => void): void {
     this.#failure = handler;
+  }
+
+  /**
+   * Blocks this thread in ppoll(2) on the call eventfds (and the socket) for at most `timeoutMs`:
+   * the back-end's call wakes it directly, without the wait thread's hop to the event loop.
+   * Delivers what came; true if a call came.
+   */
+  waitForInterrupt(timeoutMs: number): boolean {
+    if (!this.#started || this.#failed || this.#closed) return false;
+    const calls = [...this.#callFds.entries()];
+    const revents = pollSyncMicros([{ fd: this.#socket.fd, events: POLLRDHUP }, ...calls.map(([, fd]) => ({ fd, events: POLLIN }))], timeoutMs * 1000);
+    if (((revents[0] ?? 0) & (POLLRDHUP | POLLHUP | POLLERR)) !== 0) {
+      this.#fail(new Error(`${this.description}: the back-end closed the connection`));
+      return false;
+    }
+    let called = false;
+    calls.forEach(([index, fd], k) => {
+      if ((revents[k + 1] ?? 0) === 0) return;
+      drainEventFd(fd);
+      called = true;
+      this.#interrupt?.(index);
+    });
+    return called;
   }
 
   /** Keep waiting for interrupts (work is in flight). Nested. */
