@@ -4,13 +4,14 @@
  * Exit codes: 0 success, 1 failure, 2 usage error (unknown command, bad arguments).
  */
 import { type Command, UsageError, CliError, PROGRAM, didYouMean, packageVersion, usageOf } from './command.js';
-import { commands } from './commands/index.js';
+import { commands, loadCommand } from './commands/index.js';
 
 const TOP_USAGE = `Usage: ${PROGRAM} <command> [options]`;
 
-function topHelp(): string {
-  const width = Math.max(...commands.map((c) => c.name.length));
-  const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
+async function topHelp(): Promise<string> {
+  const all = await Promise.all(commands.map((c) => c.load()));
+  const width = Math.max(...all.map((c) => c.name.length));
+  const lines = all.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
   return [
     TOP_USAGE,
     `       ${PROGRAM} <command> --help | ${PROGRAM} --help [<command>] | ${PROGRAM} --version`,
@@ -51,10 +52,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (name === '--help' || name === '-h' || name === 'help') {
     const target = rest[0];
     if (target === undefined) {
-      process.stdout.write(topHelp() + '\n');
+      process.stdout.write((await topHelp()) + '\n');
       return 0;
     }
-    const cmd = commands.find((c) => c.name === target);
+    const cmd = await loadCommand(target);
     if (!cmd) return unknownCommand(target);
     process.stdout.write(cmd.help + '\n');
     return 0;
@@ -63,7 +64,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(packageVersion() + '\n');
     return 0;
   }
-  const cmd: Command | undefined = commands.find((c) => c.name === name);
+  const cmd: Command | undefined = await loadCommand(name);
   if (!cmd) return unknownCommand(name);
   const terminator = rest.indexOf('--');
   const options = terminator === -1 ? rest : rest.slice(0, terminator);
