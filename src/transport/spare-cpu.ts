@@ -59,6 +59,17 @@ export function cpuSpareFor(mode: PollMode): () => boolean {
   return new SpareCpu().spare;
 }
 
+/**
+ * A transport's `completionSpin` (VirtioTransport): the driver's spin window bounded by `boundMicros`,
+ * none under `never`, gated by the mode's `cpuSpare` test. The mode defaults to VCRYPTO_POLL, else auto.
+ */
+export function completionSpinFor(
+  boundMicros: number,
+  mode: PollMode = pollModeFromEnv() ?? POLL_MODE.AUTO,
+): { readonly boundMicros: number; readonly cpuSpare: () => boolean } {
+  return { boundMicros: mode === POLL_MODE.NEVER ? 0 : boundMicros, cpuSpare: cpuSpareFor(mode) };
+}
+
 export class SpareCpu {
   readonly #source: SpareCpuSource;
   #checkedAt = -Infinity;

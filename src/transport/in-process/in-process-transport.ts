@@ -19,7 +19,7 @@ import { VIRTIO_STATUS } from '../../spec/virtio.js';
 import type { DeviceWorkerData, FromDevice, ToDevice } from './messages.js';
 import { MAX_DEVICE_THREADS, MAX_QUEUES, Register, createRegisterBlock, doorbellWord, queueThread, ringDoorbell, waitInterruptSync, wakeDevice } from './registers.js';
 import { deviceWorkerEntry } from './worker-entry.js';
-import { POLL_MODE, cpuSpareFor, pollModeFromEnv, type PollMode } from '../spare-cpu.js';
+import { POLL_MODE, completionSpinFor, pollModeFromEnv, type PollMode } from '../spare-cpu.js';
 import { DeviceStats, sumSnapshots, type StatsSnapshot } from '../../device/device-stats.js';
 
 /** `Atomics.waitAsync` (ES2024; Node 20 has it, this project's `lib` is ES2023). */
@@ -103,7 +103,7 @@ export class InProcessTransport implements VirtioTransport {
     exited: Promise<unknown>;
     pollMode: PollMode;
   }) {
-    this.completionSpin = { boundMicros: init.pollMode === POLL_MODE.NEVER ? 0 : IN_PROCESS_SPIN_MICROS, cpuSpare: cpuSpareFor(init.pollMode) };
+    this.completionSpin = completionSpinFor(IN_PROCESS_SPIN_MICROS, init.pollMode);
     this.#regs = init.regs;
     this.#stats = init.stats;
     this.#doorbells = init.doorbells;

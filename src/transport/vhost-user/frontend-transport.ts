@@ -57,7 +57,7 @@ import {
 import { connectUnix, type UnixSocket } from '../../sys/unix-socket.js';
 import { createMemfd, mapShared, type Mapping } from '../../sys/memfd.js';
 import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, pollSyncMicros, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
-import { POLL_MODE, cpuSpareFor, pollModeFromEnv } from '../spare-cpu.js';
+import { completionSpinFor } from '../spare-cpu.js';
 import { VhostUserChannel } from './channel.js';
 import { requestName } from './message-table.js';
 import { sessionActionFor, statusForSessionReply } from './frontend-sessions.js';
@@ -167,8 +167,7 @@ export class VhostUserFrontendTransport implements VirtioTransport {
     this.#protocolFeatures = init.protocolFeatures;
     this.#dataQueues = init.dataQueues;
     this.memory = { guestPhysAddr: FRONTEND_GUEST_PHYS_BASE, bytes: new Uint8Array(init.mapping.buffer) };
-    const pollMode = pollModeFromEnv() ?? POLL_MODE.AUTO;
-    this.completionSpin = { boundMicros: pollMode === POLL_MODE.NEVER ? 0 : FRONTEND_SPIN_MICROS, cpuSpare: cpuSpareFor(pollMode) };
+    this.completionSpin = completionSpinFor(FRONTEND_SPIN_MICROS);
     this.#waiter = new InterruptWaiter({
       ready: () => this.#started && !this.#failed && !this.#closed,
       fds: () => {

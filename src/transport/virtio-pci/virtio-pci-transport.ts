@@ -23,7 +23,7 @@
 import { performance } from 'node:perf_hooks';
 import { statusTransition } from '../device-status.js';
 import { InterruptWaiter } from '../interrupt-waiter.js';
-import { POLL_MODE, cpuSpareFor, pollModeFromEnv } from '../spare-cpu.js';
+import { POLL_MODE, completionSpinFor, pollModeFromEnv } from '../spare-cpu.js';
 import type { DriverMemory, QueueAddresses, VirtioTransport } from '../../driver/virtio-transport.js';
 import {
   PCI_CFG,
@@ -146,7 +146,7 @@ export class VirtioPciTransport implements VirtioTransport {
     // per device): spinning 1526-1918 ops/s (QEMU's device) and 3149-3905 (ours) against
     // 1360-1821 and 2379-2400 without.
     const pollMode = pollModeFromEnv() ?? POLL_MODE.AUTO;
-    this.completionSpin = { boundMicros: pollMode === POLL_MODE.NEVER ? 0 : PCI_SPIN_MICROS, cpuSpare: cpuSpareFor(pollMode === POLL_MODE.AUTO ? POLL_MODE.ALWAYS : pollMode) };
+    this.completionSpin = completionSpinFor(PCI_SPIN_MICROS, pollMode === POLL_MODE.AUTO ? POLL_MODE.ALWAYS : pollMode);
     this.description = `pci:${fn.bdf} (${fn.kind}, ${irq === null ? 'polling' : irq.kind === 'msix' ? 'MSI-X' : 'INTx'})`;
   }
 
