@@ -189,14 +189,22 @@ export class VirtioPciTransport implements VirtioTransport {
   async setStatus(status: number): Promise<void> {
     // The device holds the register and decides FEATURES_OK; the driver's writes obey the same rules.
     statusTransition(this.#common.r8(C.device_status), status, () => true);
-    this.#common.w8(C.device_status, status);
-    if (status !== 0) return;
-    // §4.1.4.3.2: wait for the reset to complete before re-initializing.
+    if (status !== 0) {
+      this.#common.w8(C.device_status, status);
+      return;
+    }
+    if (!(await this.#reset())) throw new Error(`${this.description}: the device did not complete its reset within ${RESET_TIMEOUT_MS} ms`);
+  }
+
+  /** Writes 0 to device_status and waits (§4.1.4.3.2) until it reads back 0: false after RESET_TIMEOUT_MS. */
+  async #reset(): Promise<boolean> {
+    this.#common.w8(C.device_status, 0);
     const deadline = Date.now() + RESET_TIMEOUT_MS;
     while (this.#common.r8(C.device_status) !== 0) {
-      if (Date.now() > deadline) throw new Error(`${this.description}: the device did not complete its reset within ${RESET_TIMEOUT_MS} ms`);
+      if (Date.now() > deadline) return false;
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
+    return true;
   }
 
   /** §4.1.4.3 config_generation: re-read until the generation is stable around the copy. */
@@ -321,9 +329,7 @@ export class VirtioPciTransport implements VirtioTransport {
     this.#closed = true;
     await this.#waiter.close();
     try {
-      this.#common.w8(C.device_status, 0); // reset: the device stops using our memory
-      const deadline = Date.now() + RESET_TIMEOUT_MS;
-      while (this.#common.r8(C.device_status) !== 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 1));
+      await this.#reset(); // the device stops using our memory (a device that never resets is released anyway)
     } finally {
       this.#fn.close();
     }
