@@ -19,6 +19,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { CryptoError, type CryptoHandle, type Session } from '../driver/api.js';
 import { AES_BLOCK_SIZE, zeroize } from '../driver/cryptodev-semantics.js';
+import { MAX_NONCE } from './noise/cipher-state.js';
 import { NoiseError, NoiseErrorCode } from './noise/noise-error.js';
 
 export const CBC_HMAC_KEYLEN = 32;
@@ -26,7 +27,6 @@ export const CBC_HMAC_TAGLEN = 32;
 export const CBC_HMAC_IVLEN = AES_BLOCK_SIZE;
 export const CBC_HMAC_ENC_LABEL = 'vcrypto chat cbc-hmac enc';
 export const CBC_HMAC_MAC_LABEL = 'vcrypto chat cbc-hmac mac';
-const MAX_NONCE = 0xffff_ffff_ffff_ffffn;
 
 /** The largest plaintext whose sealed message fits in `limit` bytes (iv, padding of 1..16 bytes, tag). */
 export function cbcHmacMaxPlaintext(limit: number): number {

@@ -15,7 +15,7 @@ export const KEYLEN = 32;
 /** AES-GCM tag length (§12.3: a 16-byte authentication tag is appended). */
 export const TAGLEN = 16;
 /** §5.1: 2^64-1 is reserved for rekey; a nonce may never reach it. */
-const MAX_NONCE = 0xffff_ffff_ffff_ffffn;
+export const MAX_NONCE = 0xffff_ffff_ffff_ffffn;
 
 /** §12.3: the 96-bit AES-GCM nonce is 32 bits of zeros followed by the big-endian 64-bit n. */
 export function aesGcmNonce(n: bigint): Uint8Array {

@@ -158,12 +158,7 @@ export class HandshakeState {
 
   /** After the last message: §5.2 Split() into transport keys; the handshake state is wiped. */
   async split(): Promise<TransportKeys> {
-    if (this.#destroyed) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() after destroy()');
-    if (!this.isComplete) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() before the handshake is complete');
-    const handshakeHash = this.#ss.handshakeHash;
-    const [c1, c2] = await this.#ss.split();
-    await this.destroy();
-    return this.#initiator ? { send: c1, receive: c2, handshakeHash } : { send: c2, receive: c1, handshakeHash };
+    return this.#split(() => this.#ss.split());
   }
 
   /**
@@ -171,12 +166,17 @@ export class HandshakeState {
    * CipherState: [send, receive] from this side's point of view (the caller wipes them) and the handshake hash.
    */
   async splitKeys(): Promise<{ send: Uint8Array; receive: Uint8Array; handshakeHash: Uint8Array }> {
+    return this.#split(() => this.#ss.splitKeys());
+  }
+
+  /** Split() with `take` (initiator->responder, responder->initiator), oriented for this side; wipes the state. */
+  async #split<T>(take: () => Promise<[T, T]>): Promise<{ send: T; receive: T; handshakeHash: Uint8Array }> {
     if (this.#destroyed) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() after destroy()');
     if (!this.isComplete) throw new NoiseError(NoiseErrorCode.INVALID_STATE, 'split() before the handshake is complete');
     const handshakeHash = this.#ss.handshakeHash;
-    const [k1, k2] = await this.#ss.splitKeys();
+    const [first, second] = await take();
     await this.destroy();
-    return this.#initiator ? { send: k1, receive: k2, handshakeHash } : { send: k2, receive: k1, handshakeHash };
+    return this.#initiator ? { send: first, receive: second, handshakeHash } : { send: second, receive: first, handshakeHash };
   }
 
   /** Wipes the PSK and ephemeral secrets and closes the handshake's device sessions. Idempotent. */
