@@ -8,8 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { createServer, connect, type Socket } from 'node:net';
-import { once } from 'node:events';
+import type { Socket } from 'node:net';
+import { socketPair } from '../fixtures/socket-pair.js';
 import {
   CBC_HMAC_ENC_LABEL,
   CBC_HMAC_MAC_LABEL,
@@ -147,22 +147,6 @@ function aesCbcOnly(inner: CryptoDevice): CryptoDevice & { readonly seen: string
     close: () => h.close(),
   });
   return { info: inner.info, seen, open: async () => wrap(await inner.open()), close: () => inner.close() };
-}
-
-async function socketPair(): Promise<[Socket, Socket, () => Promise<void>]> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const client = connect((server.address() as { port: number }).port, '127.0.0.1');
-  await once(client, 'connect');
-  const [s] = await accepted;
-  for (const x of [client, s]) x.on('error', () => {});
-  return [client, s, async () => {
-    client.destroy();
-    s.destroy();
-    await new Promise<void>((r) => server.close(() => r()));
-  }];
 }
 
 /** Feeds what `from` writes into `to`, until `n` whole messages came out. */

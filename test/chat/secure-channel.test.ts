@@ -8,30 +8,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, connect, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { socketPair } from '../fixtures/socket-pair.js';
 import { randomBytes } from 'node:crypto';
 import { secureChannel, AUTH_FAILED } from '../../src/chat/secure-channel.js';
 import { ChannelError, type ChatChannel } from '../../src/chat/chat-channel.js';
 import { FrameDecoder, encodeFrame, hello, MAX_FRAGMENT } from '../../src/chat/secure-framing.js';
 import { createHostDevice } from '../../src/driver/host-device.js';
 import type { CryptoDevice } from '../../src/driver/api.js';
-
-/** A connected loopback socket pair. */
-async function socketPair(): Promise<[client: Socket, server: Socket, cleanup: () => Promise<void>]> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const client = connect(port, '127.0.0.1');
-  await once(client, 'connect');
-  const [serverSide] = await accepted;
-  for (const s of [client, serverSide]) s.on('error', () => {});
-  return [client, serverSide, async () => {
-    client.destroy();
-    serverSide.destroy();
-    await new Promise<void>((r) => server.close(() => r()));
-  }];
-}
 
 /** Reads everything the socket delivers until `n` bytes are in (after the channel handed it back). */
 async function readBytes(socket: Socket, n: number): Promise<Uint8Array> {
