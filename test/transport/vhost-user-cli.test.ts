@@ -24,6 +24,16 @@ function sha256OfZeros(mib: number): string {
 }
 const IV = '000102030405060708090a0b0c0d0e0f';
 
+/** `vcrypto enc --device spec` of `plain` exits 0 and gives the bytes `openssl enc` gives. */
+async function assertEncEqualsOpenssl(spec: string, plain: Uint8Array): Promise<void> {
+  const ours = await runCli(['enc', '--cipher', 'aes-128-cbc', '--key', KEY, '--iv', IV, '--device', spec], { input: plain });
+  assert.equal(ours.code, 0, ours.stderr);
+  const openssl = spawnProcess('openssl', ['enc', '-aes-128-cbc', '-K', KEY, '-iv', IV]);
+  openssl.stdin.end(plain);
+  assert.equal((await openssl.waitForExit()).code, 0);
+  assert.ok(Buffer.compare(ours.stdout, openssl.stdout()) === 0, 'ciphertext differs from openssl enc');
+}
+
 test('vcrypto device --print-qemu-args prints the QEMU 7.2 flags for the socket; bad usage exits 2', async () => {
   // The system's QEMU 7.2 (or none) gets vectors=0; test/vm/vm-cli.test.ts covers QEMU 10.
   const r = await runCli(['device', '--socket', '/run/vc.sock', '--print-qemu-args']);
@@ -55,12 +65,7 @@ test('vcrypto device serves other processes (enc = openssl, dgst = FIPS 180-2, t
     const spec = `vhost-user:${sock}`;
 
     const plain = Buffer.alloc(100_000).map((_, i) => (i * 31 + 7) & 0xff);
-    const ours = await runCli(['enc', '--cipher', 'aes-128-cbc', '--key', KEY, '--iv', IV, '--device', spec], { input: plain });
-    assert.equal(ours.code, 0, ours.stderr);
-    const openssl = spawnProcess('openssl', ['enc', '-aes-128-cbc', '-K', KEY, '-iv', IV]);
-    openssl.stdin.end(plain);
-    assert.equal((await openssl.waitForExit()).code, 0);
-    assert.ok(Buffer.compare(ours.stdout, openssl.stdout()) === 0, 'ciphertext differs from openssl enc');
+    await assertEncEqualsOpenssl(spec, plain);
 
     // Our front-end's DRIVER_OK sequence, every message asking for REPLY_ACK (memory table: one memfd).
     assert.match(
@@ -131,12 +136,7 @@ test('vcrypto device --max-size bounds a request: a larger one fails with the de
     assert.equal(small.code, 0, small.stderr);
     assert.match(small.stdout.toString(), /^ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad {2}-\n$/);
     const plain = Buffer.alloc(30_000).map((_, i) => (i * 13 + 1) & 0xff); // iv + src + dst under 64 KiB
-    const ours = await runCli(['enc', '--cipher', 'aes-128-cbc', '--key', KEY, '--iv', IV, '--device', spec], { input: plain });
-    assert.equal(ours.code, 0, ours.stderr);
-    const openssl = spawnProcess('openssl', ['enc', '-aes-128-cbc', '-K', KEY, '-iv', IV]);
-    openssl.stdin.end(plain);
-    assert.equal((await openssl.waitForExit()).code, 0);
-    assert.ok(Buffer.compare(ours.stdout, openssl.stdout()) === 0, 'ciphertext differs from openssl enc');
+    await assertEncEqualsOpenssl(spec, plain);
     device.child.kill('SIGTERM');
     assert.equal((await device.waitForExit()).code, 0);
   } finally {
