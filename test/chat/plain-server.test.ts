@@ -12,37 +12,7 @@ import { ChannelError, plainChannel, type ChatChannelFactory } from '../../src/c
 import { runChatClient } from '../../src/chat/chat-client.js';
 import { ChatError } from '../../src/chat/chat-error.js';
 import { DEFAULT_BUSY_NOTICE, runChatServer } from '../../src/chat/chat-server.js';
-
-/** A log that can be awaited: resolves when a line matching `re` has been logged. */
-function awaitableLog() {
-  const lines: string[] = [];
-  const waiters = new Set<() => void>();
-  return {
-    lines,
-    log: (line: string) => {
-      lines.push(line);
-      for (const w of waiters) w();
-    },
-    waitFor(re: RegExp, count = 1): Promise<RegExpMatchArray> {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const hits = lines.map((l) => l.match(re)).filter((m): m is RegExpMatchArray => m !== null);
-          if (hits.length >= count) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            resolve(hits[count - 1]!);
-          }
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`timed out waiting for ${re} in log:\n${lines.join('\n')}`));
-        }, 20_000);
-        waiters.add(check);
-        check();
-      });
-    },
-  };
-}
+import { awaitableLog } from '../fixtures/awaitable-log.js';
 
 function sink(): { stream: Writable; text: () => string } {
   const chunks: Buffer[] = [];
@@ -117,7 +87,7 @@ test('a channel error mid-chat drops the peer; the server logs it and keeps list
   first.write('ok then !');
   await waitFor(/^peer 127\.0\.0\.1:\d+ dropped: authentication failed$/);
   const second = await peer(Number(port));
-  await waitFor(/^peer connected from/, 2);
+  await waitFor(/^peer connected from/, { count: 2 });
   second.write('fine');
   stdin.end();
   second.resume();
@@ -172,7 +142,7 @@ test('twenty peers arriving at once while one is active each get the busy notice
   );
   assert.deepEqual(notices, crowd.map(() => DEFAULT_BUSY_NOTICE));
   assert.match(DEFAULT_BUSY_NOTICE, /^busy\b[^\n]*\n$/);
-  await waitFor(/^busy: turned away 127\.0\.0\.1:\d+$/, 20);
+  await waitFor(/^busy: turned away 127\.0\.0\.1:\d+$/, { count: 20 });
   active.write('still served');
   stdin.end();
   active.resume();

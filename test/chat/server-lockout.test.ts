@@ -18,42 +18,10 @@ import { secureChannel } from '../../src/chat/secure-channel.js';
 import { encodeFrame, hello } from '../../src/chat/secure-framing.js';
 import { createHostDevice } from '../../src/driver/host-device.js';
 import type { CryptoDevice } from '../../src/driver/api.js';
+import { awaitableLog } from '../fixtures/awaitable-log.js';
 
 /** The issue's bound for a real client to get in while attackers keep reconnecting. */
 const GET_IN_MS = 2000;
-
-function logger() {
-  const lines: string[] = [];
-  const waiters = new Set<() => void>();
-  return {
-    lines,
-    log: (line: string) => {
-      lines.push(line);
-      for (const w of waiters) w();
-    },
-    waitFor(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          for (const l of lines) {
-            const m = l.match(re);
-            if (m) {
-              waiters.delete(check);
-              clearTimeout(timer);
-              resolve(m);
-              return;
-            }
-          }
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`timed out waiting for ${re} in log:\n${lines.join('\n')}`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      });
-    },
-  };
-}
 
 function sink(): { stream: Writable; text: () => string; waitFor: (s: string) => Promise<void> } {
   const chunks: Buffer[] = [];
@@ -186,7 +154,7 @@ for (const scenario of SCENARIOS) {
     const psk = randomBytes(32);
     const stdin = new PassThrough();
     const stdout = sink();
-    const server = logger();
+    const server = awaitableLog();
     const running = runChatServer({
       host: '127.0.0.1',
       port: 0,
@@ -207,12 +175,12 @@ for (const scenario of SCENARIOS) {
 
       const clientIn = new PassThrough();
       const clientOut = sink();
-      const client = logger();
+      const client = awaitableLog();
       const started = performance.now();
       const chatting = runChatClient({ host: '127.0.0.1', port: Number(port), channel: secureChannel({ device, psk }), log: client.log, input: clientIn, output: clientOut.stream, ...(scenario.clientAddress !== undefined && { localAddress: scenario.clientAddress }) });
       chatting.catch(() => {});
       await Promise.race([
-        client.waitFor(/^channel: Noise/, GET_IN_MS),
+        client.waitFor(/^channel: Noise/, { timeoutMs: GET_IN_MS }),
         chatting.then(() => assert.fail(`the client ended before chatting:\n${client.lines.join('\n')}`)),
       ]);
       clientIn.write('the real client got in\n');
@@ -246,15 +214,15 @@ test('a second real client that authenticates while a chat is on gets the busy n
   const psk = randomBytes(32);
   const stdin = new PassThrough();
   const stdout = sink();
-  const server = logger();
+  const server = awaitableLog();
   const running = runChatServer({ host: '127.0.0.1', port: 0, channel: secureChannel({ device, psk }), log: server.log, input: stdin, output: stdout.stream });
   try {
     const [, port] = await server.waitFor(/^listening on 127\.0\.0\.1:(\d+)$/);
     const firstIn = new PassThrough();
-    const first = logger();
+    const first = awaitableLog();
     const chatting = runChatClient({ host: '127.0.0.1', port: Number(port), channel: secureChannel({ device, psk }), log: first.log, input: firstIn, output: sink().stream });
     await server.waitFor(/^channel: Noise/);
-    const second = logger();
+    const second = awaitableLog();
     await assert.rejects(
       runChatClient({ host: '127.0.0.1', port: Number(port), channel: secureChannel({ device, psk }), log: second.log, input: new PassThrough(), output: sink().stream }),
       (err: Error) => {
@@ -264,7 +232,7 @@ test('a second real client that authenticates while a chat is on gets the busy n
     );
     await server.waitFor(/^busy: turned away 127\.0\.0\.1:\d+$/);
     // A peer with another key is not told "busy": it never authenticated.
-    const intruder = logger();
+    const intruder = awaitableLog();
     await assert.rejects(
       runChatClient({ host: '127.0.0.1', port: Number(port), channel: secureChannel({ device, psk: randomBytes(32) }), log: intruder.log, input: new PassThrough(), output: sink().stream }),
       /authentication failed/,
