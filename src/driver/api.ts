@@ -57,6 +57,12 @@ export interface CryptRequest {
   iv?: Uint8Array;
   /** COP_FLAG_WRITE_IV: also return the IV to use for the next request (CBC chaining, CTR counter). */
   writeIv?: boolean;
+  /**
+   * cryptodev's `crypt_op.dst`: where to write the result, exactly `src.length` bytes; it may be `src`
+   * itself (in place). The result's `dst` is then this array, and no new one is allocated. Default: a
+   * new array.
+   */
+  dst?: Uint8Array;
 }
 
 export interface CryptResult {

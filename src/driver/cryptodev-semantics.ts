@@ -19,6 +19,7 @@ import {
   CryptoError,
   type CipherAlgorithm,
   type CryptRequest,
+  type CryptResult,
   type DeviceInfo,
   type HashAlgorithm,
   type SessionOptions,
@@ -154,6 +155,37 @@ export function validateCryptRequest(cipher: CipherAlgorithm, req: CryptRequest,
     // The XTS tweak is a sector number chosen by the caller; there is no "next IV".
     throw new CryptoError('ENOTSUP', 'writeIv is not defined for aes-xts');
   }
+  checkCryptDst(req);
+}
+
+/** A request's `dst`, when given: a Uint8Array of exactly src.length bytes (it may be src itself). */
+export function checkCryptDst(req: Pick<CryptRequest, 'src' | 'dst'>): void {
+  if (req.dst === undefined) return;
+  if (!(req.dst instanceof Uint8Array)) throw new CryptoError('EINVAL', 'dst must be a Uint8Array');
+  if (req.dst.length !== req.src.length) throw new CryptoError('EINVAL', `dst has ${req.dst.length} bytes, src ${req.src.length}: they must be the same length`);
+}
+
+/**
+ * The result of a cipher request whose output is `out` (an array of its own, or a view of the
+ * device's memory still valid): the next IV first (with `dst` = `src`, writing the result destroys
+ * the ciphertext a CBC decryption's next IV comes from), then the result in `req.dst` if given (a
+ * copy of `out`), else `copy(out)`, default `out` itself.
+ */
+export function deliverCrypt(
+  cipher: CipherAlgorithm,
+  req: CryptRequest,
+  out: Uint8Array,
+  copy: (out: Uint8Array) => Uint8Array = (o) => o,
+): CryptResult {
+  const iv = req.writeIv ? nextIv(cipher, req.op, req.iv, req.src, out) : undefined;
+  let dst: Uint8Array;
+  if (req.dst !== undefined) {
+    req.dst.set(out);
+    dst = req.dst;
+  } else {
+    dst = copy(out);
+  }
+  return iv === undefined ? { dst } : { dst, iv };
 }
 
 /**

@@ -29,7 +29,7 @@ import {
   GCM_IV_LENGTH,
   chainHashCoversSource,
   checkDataLength,
-  nextIv,
+  deliverCrypt,
   validateCryptRequest,
   validateSessionOptions,
   zeroize,
@@ -146,8 +146,7 @@ class HostHandle implements CryptoHandle {
     validateCryptRequest(s.cipher, req, this.device);
     const iv = s.cipher === 'aes-ecb' ? null : (req.iv as Uint8Array);
     const dst = req.src.length === 0 ? Buffer.alloc(0) : runCipher(opensslCipherName(s.cipher, s.key.length), req.op, s.key, iv, req.src);
-    const out = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
-    return req.writeIv ? { dst: out, iv: nextIv(s.cipher, req.op, req.iv, req.src, out) } : { dst: out };
+    return deliverCrypt(s.cipher, req, new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength));
   }
 
   async aead(session: Session, req: AeadRequest): Promise<AeadResult> {

@@ -26,6 +26,7 @@ import {
   GCM_IV_LENGTH,
   checkDataLength,
   cipherIvLength,
+  deliverCrypt,
   nextIv,
   validateCryptRequest,
   validateSessionOptions,
@@ -277,7 +278,7 @@ export class VirtioHandle implements CryptoHandle {
     const src = req.src;
     const n = src.length;
     if (n === 0) {
-      const dst = new Uint8Array(0);
+      const dst = req.dst ?? new Uint8Array(0);
       return req.writeIv ? { dst, iv: nextIv(s.cipher, req.op, req.iv, src, dst) } : { dst };
     }
     const ivLen = cipherIvLength(s.cipher);
@@ -285,7 +286,7 @@ export class VirtioHandle implements CryptoHandle {
     const encrypt = req.op === 'encrypt';
     const opcode = encrypt ? VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_ENCRYPT : VIRTIO_CRYPTO_DATA_OPCODE.VIRTIO_CRYPTO_CIPHER_DECRYPT;
     const sessionId = encrypt ? s.enc : s.dec;
-    const dst = await this.#driver.submit(
+    return this.#driver.submit(
       this,
       false,
       REQ + ivLen + n, // §5.9.7.5 readable: header, iv, src
@@ -300,10 +301,10 @@ export class VirtioHandle implements CryptoHandle {
       (mem, woff) => {
         const err = errorFromStatus(decodeInhdr(mem, woff, n + INHDR_SIZE), s.cipher);
         if (err) throw err;
-        return mem.slice(woff, woff + n);
+        // Straight from guest memory into the caller's dst when given (no array allocated), else a copy.
+        return deliverCrypt(s.cipher, req, mem.subarray(woff, woff + n), (out) => out.slice());
       },
     );
-    return req.writeIv ? { dst, iv: nextIv(s.cipher, req.op, req.iv, src, dst) } : { dst };
   }
 
   async aead(session: Session, req: AeadRequest): Promise<AeadResult> {

@@ -38,6 +38,15 @@ export type MalformedChainPolicy = (typeof MALFORMED_CHAIN)[keyof typeof MALFORM
 export const DEFAULT_PUBLISH_EVERY = 32;
 
 /**
+ * Bytes (readable + writable, the work a chain stands for) completed before used.idx is published
+ * mid-batch, whatever the count: a batch of 32 small requests is published at once, but a request
+ * of 16 KiB is published as soon as it is done, so the driver can reap it and submit the next one
+ * while this thread goes on (with 64 KiB requests, holding back 32 completions left the driver, and
+ * then this thread, idle for milliseconds: measured, 0.9x raw throughput instead of 1.1x).
+ */
+export const DEFAULT_PUBLISH_BYTES = 16 * 1024;
+
+/**
  * The counters this routine keeps (a transport's statistics object implements them; plain number
  * fields or accessors over shared memory). Single writer: the serving thread.
  */
@@ -59,6 +68,8 @@ export interface QueueServerOptions {
   readonly stats: ServeCounters;
   /** Default DEFAULT_PUBLISH_EVERY. */
   readonly publishEvery?: number;
+  /** Default DEFAULT_PUBLISH_BYTES. */
+  readonly publishBytes?: number;
   /**
    * QoS: asked before each chain is popped; false = the next request must wait (it stays in the
    * ring, `throttled` is set, and serve()/drain() return leaving notifications disabled: the caller
@@ -75,6 +86,7 @@ export class QueueServer {
   readonly #breakOnMalformed: boolean;
   readonly #stats: ServeCounters;
   readonly #publishEvery: number;
+  readonly #publishBytes: number;
   readonly #admit: (() => boolean) | undefined;
   /** The last drain stopped because admit() said wait, with requests still in the ring. */
   throttled = false;
@@ -88,8 +100,10 @@ export class QueueServer {
     this.#breakOnMalformed = opts.malformedChain === MALFORMED_CHAIN.BREAK_QUEUE;
     this.#stats = opts.stats;
     this.#publishEvery = opts.publishEvery ?? DEFAULT_PUBLISH_EVERY;
+    this.#publishBytes = opts.publishBytes ?? DEFAULT_PUBLISH_BYTES;
     this.#admit = opts.admit;
     if (!Number.isInteger(this.#publishEvery) || this.#publishEvery < 1) throw new RangeError(`publishEvery must be >= 1, got ${this.#publishEvery}`);
+    if (!Number.isInteger(this.#publishBytes) || this.#publishBytes < 1) throw new RangeError(`publishBytes must be >= 1, got ${this.#publishBytes}`);
   }
 
   /**
@@ -118,6 +132,7 @@ export class QueueServer {
     this.quiet = true;
     let served = 0;
     let sincePublish = 0;
+    let bytesSincePublish = 0;
     let failure: VirtqueueError | null = null;
     const admit = this.#admit;
     this.throttled = false;
@@ -138,6 +153,7 @@ export class QueueServer {
       let head: number;
       if (popped.ok) {
         head = popped.chain.head;
+        bytesSincePublish += popped.chain.readableLength + popped.chain.writableLength;
         try {
           used = this.#process(popped.chain);
         } catch {
@@ -154,8 +170,9 @@ export class QueueServer {
       }
       q.addUsed(head, used);
       served++;
-      if (++sincePublish === this.#publishEvery) {
+      if (++sincePublish === this.#publishEvery || bytesSincePublish >= this.#publishBytes) {
         sincePublish = 0;
+        bytesSincePublish = 0;
         this.#publish(); // let the driver start on this batch while we go on
       }
     }

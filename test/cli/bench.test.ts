@@ -80,3 +80,22 @@ test('bench --latency table: three latency columns; without raw, --json ratios a
   assert.deepEqual([results[0]!.rawOpsPerSec, results[0]!.rawMbPerSec, results[0]!.vsRawOps, results[0]!.vsRawMb], [null, null, null, null]);
   assert.equal(results[0]!.latencyUs, undefined);
 });
+
+test('bench --warmup: the warm-up requests reach the device but are not counted; a bad value exits 2', async () => {
+  // The embedded device counts every encryption it does (deviceStats), the bench only the timed ones:
+  // ops counted = opsPerSec x the measured seconds (about --seconds).
+  const run = async (warmup: string): Promise<{ counted: number; done: number }> => {
+    const { code, stdout, stderr } = await runCli(['bench', '--device', 'virtio', '--sizes', '64', '--depth', '1', '--seconds', '0.2', '--warmup', warmup, '--json']);
+    assert.equal(code, 0, stderr);
+    const out = JSON.parse(stdout.toString()) as { results: BenchJsonRow[]; deviceStats: { virtio: Record<string, number> } };
+    return { counted: out.results[0]!.opsPerSec * 0.2, done: out.deviceStats.virtio['sym-encrypt-ops']! };
+  };
+  const cold = await run('0');
+  assert.ok(cold.done <= cold.counted * 1.05 + 2, `without warm-up the device did ${cold.done} encryptions for ${cold.counted} counted`);
+  const warm = await run('0.3');
+  assert.ok(warm.done > warm.counted * 1.3, `with 0.3 s of warm-up the device did only ${warm.done} encryptions for ${warm.counted} counted`);
+
+  const bad = await runCli(['bench', '--warmup', '-1']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /invalid --warmup '-1'/);
+});

@@ -153,6 +153,37 @@ for (const backend of BACKENDS) {
       await h.close();
     }));
 
+  test(`[${spec}] dst (crypt_op.dst): the result written into the caller's array, in place too, writeIv from the ciphertext`, () =>
+    withDevice(backend, async (device) => {
+      const h = await device.open();
+      const cbc = await h.createSession({ kind: 'cipher', cipher: 'aes-cbc', key: CBC256_KEY });
+      const iv0 = hex('000102030405060708090a0b0c0d0e0f');
+      // Into a separate array, which must be the result's dst itself (nothing new allocated).
+      const out = new Uint8Array(64).fill(0xee);
+      const e = await h.crypt(cbc, { op: 'encrypt', src: PLAIN, iv: iv0, dst: out, writeIv: true });
+      assert.equal(e.dst, out);
+      assert.equal(toHex(out), CBC256_CT);
+      assert.equal(toHex(e.iv!), CBC256_CT.slice(-32));
+      // In place, decrypting: dst = src. The next IV is the last CIPHERTEXT block, which the result
+      // overwrites: it must be taken before.
+      const buf = hex(CBC256_CT);
+      const d = await h.crypt(cbc, { op: 'decrypt', src: buf, iv: iv0, dst: buf, writeIv: true });
+      assert.equal(d.dst, buf);
+      assert.equal(toHex(buf), toHex(PLAIN));
+      assert.equal(toHex(d.iv!), CBC256_CT.slice(-32));
+      // A view into a larger array: only its bytes are written.
+      const big = new Uint8Array(96).fill(0xaa);
+      await h.crypt(cbc, { op: 'encrypt', src: PLAIN.subarray(0, 32), iv: iv0, dst: big.subarray(16, 48) });
+      assert.equal(toHex(big.subarray(16, 48)), CBC256_CT.slice(0, 64));
+      assert.ok(big.subarray(0, 16).every((b) => b === 0xaa) && big.subarray(48).every((b) => b === 0xaa));
+      // A dst of the wrong length or type: EINVAL, nothing written.
+      const short = new Uint8Array(48).fill(0x11);
+      await assert.rejects(h.crypt(cbc, { op: 'encrypt', src: PLAIN, iv: iv0, dst: short }), isCode('EINVAL'));
+      assert.ok(short.every((b) => b === 0x11));
+      await assert.rejects(h.crypt(cbc, { op: 'encrypt', src: PLAIN, iv: iv0, dst: [] as unknown as Uint8Array }), isCode('EINVAL'));
+      await h.close();
+    }));
+
   test(`[${spec}] the same CryptoError codes for the same bad requests`, () =>
     withDevice(backend, async (device) => {
       const a = await device.open();

@@ -101,6 +101,60 @@ describe('QueueServer', () => {
     assert.equal(notified(), 3);
   });
 
+  it('publishes used.idx once publishBytes of chains are done, whatever the count (big requests are reaped at once)', () => {
+    const r = new RawRing({ size: 16 });
+    const stats = { requests: 0, malformedChains: 0, interrupts: 0 };
+    const usedIdxSeen: number[] = [];
+    const server = new QueueServer(r.deviceQueue({ eventIdx: false }), {
+      process: (c) => {
+        usedIdxSeen.push(r.usedIdx()); // what a driver polling used.idx sees while this chain is served
+        return c.writableLength;
+      },
+      notify: () => {},
+      malformedChain: MALFORMED_CHAIN.COMPLETE_EMPTY,
+      stats,
+      publishBytes: 100,
+    });
+    // Five chains of 60 readable + 4 writable bytes: 128 >= 100 after every second one.
+    for (let h = 0; h < 10; h += 2) {
+      r.writeDesc(h, { addr: r.buffer(new Uint8Array(60).fill(h)), len: 60, flags: F_NEXT, next: h + 1 });
+      r.writeDesc(h + 1, { addr: r.alloc(4), len: 4, flags: F_WRITE });
+      r.pushAvail(h);
+    }
+    assert.equal(server.serve(), 5);
+    assert.deepEqual(usedIdxSeen, [0, 0, 2, 2, 4]);
+    assert.equal(r.usedIdx(), 5);
+    assert.equal(stats.interrupts, 3); // at 2, at 4 and the final 5
+
+    // Small chains (8 bytes each) stay batched by count: nothing is published before the end.
+    const small = setup(MALFORMED_CHAIN.COMPLETE_EMPTY);
+    const seenSmall: number[] = [];
+    const server2 = new QueueServer(small.q, {
+      process: (c) => {
+        seenSmall.push(small.r.usedIdx());
+        return c.writableLength;
+      },
+      notify: () => {},
+      malformedChain: MALFORMED_CHAIN.COMPLETE_EMPTY,
+      stats: { requests: 0, malformedChains: 0, interrupts: 0 },
+    });
+    for (let h = 0; h < 10; h += 2) {
+      good(small.r, h);
+      small.r.pushAvail(h);
+    }
+    assert.equal(server2.serve(), 5);
+    assert.deepEqual(seenSmall, [0, 0, 0, 0, 0]);
+    assert.equal(small.r.usedIdx(), 5);
+  });
+
+  it('rejects a publishBytes below 1', () => {
+    const r = new RawRing({ size: 16 });
+    assert.throws(
+      () => new QueueServer(r.deviceQueue({ eventIdx: false }), { process: () => 0, notify: () => {}, malformedChain: MALFORMED_CHAIN.COMPLETE_EMPTY, stats: { requests: 0, malformedChains: 0, interrupts: 0 }, publishBytes: 0 }),
+      /publishBytes must be >= 1/,
+    );
+  });
+
   it('a processor that throws gets its chain completed with 0 bytes; the queue goes on', () => {
     const r = new RawRing({ size: 16 });
     const stats = { requests: 0, malformedChains: 0, interrupts: 0 };

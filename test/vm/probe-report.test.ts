@@ -43,3 +43,20 @@ test('medianSamples: per size, the run with the median ops/s (lower middle when 
   assert.deepEqual(medianSamples(runs), [s(16, 200), s(4096, 10)]);
   assert.deepEqual(medianSamples([]), []);
 });
+
+test('bench-guest table: cold and warm depth-1 columns, ratios to AF_ALG by hand, "-" for a failed cell', async () => {
+  const { formatGuestBench } = await import('../../src/vm/guest-bench.js');
+  const table = formatGuestBench(
+    [
+      { backend: 'builtin', kernel: 5000, oursDepth1Cold: 1000, oursDepth1: 4500, oursDepth32: 15000, errors: [] },
+      { backend: 'ours', kernel: 4000, errors: ['our-driver run: guest exit 1'] },
+    ],
+    4096,
+  );
+  const lines = table.split('\n');
+  assert.equal(lines.length, 3);
+  assert.match(lines[0]!, /kernel AF_ALG ops\/s\s+ours d1 cold\s+ours d1 ops\/s\s+ours d32 ops\/s\s+d1 cold\/kernel\s+d1\/kernel\s+d32\/kernel/);
+  // 1000/5000 = 0.20x, 4500/5000 = 0.90x, 15000/5000 = 3.00x.
+  assert.deepEqual(lines[1]!.trim().split(/\s+/), ['builtin', '4096', '5000', '1000', '4500', '15000', '0.20x', '0.90x', '3.00x']);
+  assert.deepEqual(lines[2]!.trim().split(/\s+/), ['ours', '(vhost-user)', '4096', '4000', '-', '-', '-', '-', '-', '-']);
+});

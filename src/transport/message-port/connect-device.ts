@@ -22,6 +22,7 @@ import {
   type Session,
   type SessionOptions,
 } from '../../driver/api.js';
+import { checkCryptDst } from '../../driver/cryptodev-semantics.js';
 import { CRYPTO_ERROR_CODES, isResponse, type RpcPort, type RpcRequest } from './protocol.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -103,7 +104,14 @@ export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
     }
     async crypt(session: Session, req: CryptRequest): Promise<CryptResult> {
       this.fits(req?.src);
-      return (await call({ method: 'crypt', handle: this.live(), session: this.sid(session), req })) as CryptResult;
+      if (req.dst === undefined) return (await call({ method: 'crypt', handle: this.live(), session: this.sid(session), req })) as CryptResult;
+      // dst stays here: checked now, not sent, and filled with the result that comes back.
+      checkCryptDst(req);
+      const { dst, ...sent } = req;
+      const r = (await call({ method: 'crypt', handle: this.live(), session: this.sid(session), req: sent })) as CryptResult;
+      if (!(r.dst instanceof Uint8Array) || r.dst.length !== dst.length) throw new CryptoError('EIO', 'the device service returned a result of the wrong length');
+      dst.set(r.dst);
+      return r.iv === undefined ? { dst } : { dst, iv: r.iv };
     }
     async aead(session: Session, req: AeadRequest): Promise<AeadResult> {
       this.fits(req?.src);
