@@ -137,9 +137,19 @@ async function stream(pollMicros: number, requests: number): Promise<{ unkicked:
 
 test('adaptive polling: a quick stream is served without kicks, nothing is lost, the ring is re-armed after', async () => {
   // A bound far above this test's own round trip, so the window (twice the average gap) covers it.
-  const { unkicked, polled } = await stream(200_000, 200);
-  assert.ok(polled > 0, 'requests that follow a completion quickly are found by polling');
-  assert.ok(unkicked >= polled, `a request found by polling was not kicked (${unkicked} unkicked, ${polled} polled)`);
+  // Polling gives up by design when its thread is descheduled (a check gap over PREEMPTED_MS counts
+  // as a miss and backs off): on a CI machine busy with other test files every episode of a stream
+  // can miss (seen once: 0 polled of 200). So up to three streams; every one must complete with every
+  // answer right (stream() asserts that), and one must find requests by polling. A back-end that
+  // never polls fails all three.
+  const attempts: string[] = [];
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const { unkicked, polled } = await stream(200_000, 200);
+    assert.ok(unkicked >= polled, `a request found by polling was not kicked (${unkicked} unkicked, ${polled} polled)`);
+    attempts.push(`${polled} polled, ${unkicked} unkicked`);
+    if (polled > 0) return;
+  }
+  assert.fail(`requests that follow a completion quickly are found by polling: none in three streams of 200 (${attempts.join('; ')})`);
 });
 
 test('polling disabled (pollMicros 0): the same stream completes, every request served, none by polling', async () => {
