@@ -21,44 +21,49 @@
  *    and the completion skips the event loop's wake-up;
  *  - on a busy machine spinning competes with the device threads it waits for: an episode that
  *    finds nothing within its window, or in which this thread was descheduled (a gap between two
- *    checks longer than PREEMPTED_MS), is a miss, and consecutive misses skip the next 1, 3, 7, ...
- *    63 episodes (a hit resets the back-off).
+ *    checks longer than PREEMPTED_MS), is a miss, and consecutive misses skip the next 1, then 3
+ *    episodes (MAX_SPIN_BACKOFF; a hit resets the back-off).
+ * The average, the bound and the back-off are src/virtqueue/adaptive-window.ts, shared with the
+ * device side's polling.
  */
+
+import { AdaptiveWindow, PREEMPTED_MS } from '../virtqueue/adaptive-window.js';
 
 /** At most this many requests in flight for the driver to spin. */
 export const SPIN_MAX_IN_FLIGHT = 2;
 /** Spinning episodes back to back (no macrotask boundary between them) stop after this long. */
 export const MAX_SYNC_RUN_MS = 4;
-/** A gap this long between two checks means this thread was descheduled. */
-export const PREEMPTED_MS = 0.1;
 /** Consecutive misses skip up to 2^this - 1 of the following episodes. */
 export const MAX_SPIN_BACKOFF = 2;
 
 export class CompletionSpin {
-  readonly #boundMs: number;
+  /** The average (publish to completion), the back-off, hits and misses (src/virtqueue/adaptive-window.ts). */
+  readonly #window: AdaptiveWindow;
   readonly #now: () => number;
-  #latencyAverageMs = Infinity;
+  readonly #cpuSpare: () => boolean;
   #publishedAt = -1;
   #runStart = -1;
-  #backoff = 0;
-  #skips = 0;
-  hits = 0;
-  misses = 0;
-
-  /** `boundMicros`: the window's upper bound (0: never spin). */
-  readonly #cpuSpare: () => boolean;
 
   /** `boundMicros`: the window's upper bound (0: never spin); `cpuSpare`: may a CPU be spent spinning now? */
   constructor(boundMicros: number, now: () => number, cpuSpare: () => boolean = () => true) {
     if (!Number.isFinite(boundMicros) || boundMicros < 0) throw new RangeError(`spin bound must be >= 0 us, got ${boundMicros}`);
-    this.#boundMs = boundMicros / 1000;
+    this.#window = new AdaptiveWindow(boundMicros / 1000, MAX_SPIN_BACKOFF);
     this.#now = now;
     this.#cpuSpare = cpuSpare;
   }
 
+  /** Episodes that saw a completion / did not. */
+  get hits(): number {
+    return this.#window.hits;
+  }
+
+  get misses(): number {
+    return this.#window.misses;
+  }
+
   /** The moving average of publish-to-completion times (ms; Infinity before the first one). */
   get latencyAverageMs(): number {
-    return this.#latencyAverageMs;
+    return this.#window.averageMs;
   }
 
   /** Requests were published just now. */
@@ -72,9 +77,8 @@ export class CompletionSpin {
    */
   noteCompletion(): void {
     if (this.#publishedAt < 0) return;
-    const latency = Math.min(this.#now() - this.#publishedAt, 4 * this.#boundMs);
+    this.#window.addSample(this.#now() - this.#publishedAt);
     this.#publishedAt = -1;
-    this.#latencyAverageMs = this.#latencyAverageMs === Infinity ? latency : this.#latencyAverageMs + (latency - this.#latencyAverageMs) / 8;
   }
 
   /** A macrotask boundary passed (the event loop ran): a new run of episodes may start. */
@@ -87,12 +91,9 @@ export class CompletionSpin {
    * `newRun` is called when this starts a run of episodes (the caller schedules runEnded()).
    */
   window(inFlight: number, newRun: () => void): number {
-    const bound = this.#boundMs;
-    if (bound === 0 || inFlight === 0 || inFlight > SPIN_MAX_IN_FLIGHT || !(this.#latencyAverageMs < bound)) return 0;
-    if (this.#skips > 0) {
-      this.#skips--;
-      return 0;
-    }
+    const w = this.#window;
+    if (inFlight === 0 || inFlight > SPIN_MAX_IN_FLIGHT || !w.worthPolling) return 0;
+    if (w.skipEpisode()) return 0;
 
     const now = this.#now();
     if (this.#runStart < 0) {
@@ -101,7 +102,7 @@ export class CompletionSpin {
     } else if (now - this.#runStart > MAX_SYNC_RUN_MS) {
       return 0; // let the event loop run; runEnded() comes from there
     }
-    return Math.min(bound, 2 * this.#latencyAverageMs + 0.002);
+    return Math.min(w.boundMs, 2 * w.averageMs + 0.002);
   }
 
   /** May this episode spin (a CPU to spare), or should it sleep? */
@@ -115,19 +116,7 @@ export class CompletionSpin {
    * event loop waits as it would while spinning. Hits and misses count as for spinning.
    */
   sleepEpisode(windowMs: number, wait: (ms: number) => boolean): boolean {
-    return this.#outcome(wait(windowMs));
-  }
-
-  #outcome(hit: boolean): boolean {
-    if (hit) {
-      this.hits++;
-      this.#backoff = 0;
-    } else {
-      this.misses++;
-      this.#backoff = Math.min(this.#backoff + 1, MAX_SPIN_BACKOFF);
-      this.#skips = (1 << this.#backoff) - 1;
-    }
-    return hit;
+    return this.#window.outcome(wait(windowMs));
   }
 
   /**
@@ -139,9 +128,9 @@ export class CompletionSpin {
     const start = now();
     let prev = start;
     for (;;) {
-      if (check()) return this.#outcome(true);
+      if (check()) return this.#window.outcome(true);
       const t = now();
-      if (t - start >= windowMs || t - prev > PREEMPTED_MS) return this.#outcome(false);
+      if (t - start >= windowMs || t - prev > PREEMPTED_MS) return this.#window.outcome(false);
       prev = t;
     }
   }

@@ -17,7 +17,10 @@
  *    that finds nothing, or in which this thread was descheduled (a gap between two checks longer
  *    than PREEMPTED_MS), is a miss, and consecutive misses skip the next 1, 3, 7, ... 63
  *    completions' episodes (any hit resets that back-off).
+ * The average, the bound and the back-off are src/virtqueue/adaptive-window.ts, shared with the
+ * driver's spin on the used ring.
  */
+import { AdaptiveWindow, PREEMPTED_MS } from '../../virtqueue/adaptive-window.js';
 
 /**
  * Default bound of the polling window after a completion. A TCG guest running one AF_ALG request
@@ -33,8 +36,6 @@ export const DEFAULT_POLL_MICROS = 1000;
 
 /** One polling episode ends after this long even if requests keep coming (control messages wait). */
 export const MAX_POLL_EPISODE_MS = 2;
-/** A gap this long between two polling checks means this thread was descheduled (a busy host). */
-export const PREEMPTED_MS = 0.1;
 /** Consecutive missed episodes skip up to 2^this - 1 of the following ones. */
 export const MAX_POLL_BACKOFF = 6;
 
@@ -48,17 +49,10 @@ export interface PollingEnvironment {
 }
 
 export class AdaptivePolling {
-  readonly #boundMs: number;
+  /** The average (completion to next request), the back-off, hits and misses. */
+  readonly #window: AdaptiveWindow;
   readonly #env: PollingEnvironment;
-  #gapAverageMs = Infinity;
   #lastCompletionMs = -1;
-  #backoff = 0;
-  #skips = 0;
-  /** Episodes that found work / ran out. */
-  hits = 0;
-  misses = 0;
-
-  readonly #maxBackoff: number;
 
   /**
    * `boundMicros`: the window's upper bound (0: never poll). `maxBackoff`: consecutive misses skip
@@ -66,15 +60,22 @@ export class AdaptivePolling {
    */
   constructor(boundMicros: number, env: PollingEnvironment, maxBackoff = MAX_POLL_BACKOFF) {
     if (!Number.isFinite(boundMicros) || boundMicros < 0) throw new RangeError(`pollMicros must be >= 0, got ${boundMicros}`);
-    if (!Number.isInteger(maxBackoff) || maxBackoff < 0 || maxBackoff > 30) throw new RangeError(`maxBackoff must be 0..30, got ${maxBackoff}`);
-    this.#boundMs = boundMicros / 1000;
+    this.#window = new AdaptiveWindow(boundMicros / 1000, maxBackoff);
     this.#env = env;
-    this.#maxBackoff = maxBackoff;
+  }
+
+  /** Episodes that found work / ran out. A productive episode counts a hit per find, then its end as a miss. */
+  get hits(): number {
+    return this.#window.hits;
+  }
+
+  get misses(): number {
+    return this.#window.misses;
   }
 
   /** The moving average of request gaps (ms; Infinity before the first one). */
   get gapAverageMs(): number {
-    return this.#gapAverageMs;
+    return this.#window.averageMs;
   }
 
   /** Requests were completed just now. */
@@ -89,8 +90,7 @@ export class AdaptivePolling {
    */
   noteRequest(): void {
     if (this.#lastCompletionMs < 0) return;
-    const gap = Math.min(this.#env.now() - this.#lastCompletionMs, 4 * this.#boundMs);
-    this.#gapAverageMs = this.#gapAverageMs === Infinity ? gap : this.#gapAverageMs + (gap - this.#gapAverageMs) / 8;
+    this.#window.addSample(this.#env.now() - this.#lastCompletionMs);
   }
 
   /**
@@ -99,24 +99,19 @@ export class AdaptivePolling {
    * (it must call noteCompletion() when > 0). Returns when the window closes.
    */
   episode(findWork: () => number, serve: (ring: number) => number): void {
-    const bound = this.#boundMs;
-    if (bound === 0 || !(this.#gapAverageMs < bound)) return;
-    if (this.#skips > 0) {
-      this.#skips--;
-      return;
-    }
+    const w = this.#window;
+    if (!w.worthPolling) return;
+    if (w.skipEpisode()) return;
     const env = this.#env;
     if (env.cpuSpare !== undefined && !env.cpuSpare()) return;
-    const window = Math.min(bound, 2 * this.#gapAverageMs);
+    const window = Math.min(w.boundMs, 2 * w.averageMs);
     let prev = env.now();
     const episodeEnd = prev + MAX_POLL_EPISODE_MS;
     let deadline = this.#lastCompletionMs + window;
     for (;;) {
       const now = env.now();
       if (now >= deadline || now >= episodeEnd || now - prev > PREEMPTED_MS) {
-        this.misses++;
-        this.#backoff = Math.min(this.#backoff + 1, this.#maxBackoff);
-        this.#skips = (1 << this.#backoff) - 1;
+        w.outcome(false);
         return;
       }
       prev = now;
@@ -125,8 +120,7 @@ export class AdaptivePolling {
         env.yieldCpu();
         continue;
       }
-      this.hits++;
-      this.#backoff = 0;
+      w.outcome(true);
       this.noteRequest();
       if (serve(found) > 0) deadline = this.#lastCompletionMs + window;
       prev = env.now();
