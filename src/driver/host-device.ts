@@ -146,7 +146,9 @@ class HostHandle implements CryptoHandle {
     validateCryptRequest(s.cipher, req, this.device);
     const iv = s.cipher === 'aes-ecb' ? null : (req.iv as Uint8Array);
     const dst = req.src.length === 0 ? Buffer.alloc(0) : runCipher(opensslCipherName(s.cipher, s.key.length), req.op, s.key, iv, req.src);
-    return deliverCrypt(s.cipher, req, new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength));
+    const result = deliverCrypt(s.cipher, req, new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength));
+    if (req.dst !== undefined) dst.fill(0); // copied into the caller's dst: the plaintext (or ciphertext) goes no further
+    return result;
   }
 
   async aead(session: Session, req: AeadRequest): Promise<AeadResult> {

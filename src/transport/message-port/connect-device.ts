@@ -111,6 +111,7 @@ export function connectDevice(port: RpcPort, info: DeviceInfo): CryptoDevice {
       const r = (await call({ method: 'crypt', handle: this.live(), session: this.sid(session), req: sent })) as CryptResult;
       if (!(r.dst instanceof Uint8Array) || r.dst.length !== dst.length) throw new CryptoError('EIO', 'the device service returned a result of the wrong length');
       dst.set(r.dst);
+      r.dst.fill(0); // the received copy: only the caller's dst keeps the result
       return r.iv === undefined ? { dst } : { dst, iv: r.iv };
     }
     async aead(session: Session, req: AeadRequest): Promise<AeadResult> {
