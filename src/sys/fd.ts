@@ -100,23 +100,6 @@ export function pollSync(fds: readonly PollRequest[], timeoutMs: number): number
 }
 
 /**
- * ppoll(2) on the calling thread for at most `micros` microseconds (blocks it: only for short
- * waits). Returns the revents of each entry (all 0 on timeout). EINTR ends the wait early (all 0).
- */
-export function pollSyncMicros(fds: readonly PollRequest[], micros: number): number[] {
-  const buf = pollBuffer(fds);
-  const us = Math.max(0, Math.floor(micros));
-  const timeout = Buffer.alloc(16); // struct timespec { time_t tv_sec; long tv_nsec; }
-  timeout.writeBigInt64LE(BigInt(Math.floor(us / 1e6)), 0);
-  timeout.writeBigInt64LE(BigInt((us % 1e6) * 1000), 8);
-  const n = native.ppoll(buf, fds.length, timeout, null) as number;
-  if (n >= 0) return revents(buf, fds.length);
-  const errno = lastErrno();
-  if (errno !== errnoValues.EINTR) throw new SysError('ppoll', errno);
-  return fds.map(() => 0);
-}
-
-/**
  * A reusable poll(2) set for a thread's hot loop: the struct pollfd array is allocated once (and
  * re-filled only when the set changes), and waiting allocates nothing. Blocks the calling thread
  * (use in worker threads). The fds are borrowed.
@@ -124,6 +107,8 @@ export function pollSyncMicros(fds: readonly PollRequest[], micros: number): num
 export class PollSet {
   #buf: Buffer = Buffer.alloc(0);
   #count = 0;
+  /** struct timespec { time_t tv_sec; long tv_nsec; } for waitMicros (ppoll). */
+  readonly #timespec = Buffer.alloc(16);
 
   /** Number of entries. */
   get size(): number {
@@ -144,7 +129,7 @@ export class PollSet {
 
   /**
    * poll(2) with `timeoutMs` (-1 = forever); returns how many entries have events (0 on timeout).
-   * EINTR is retried. Read each entry's events with revents(i) afterwards.
+   * EINTR is retried. Read each entry's events with revents(i) afterwards (also after waitMicros).
    */
   wait(timeoutMs: number): number {
     for (;;) {
@@ -153,6 +138,23 @@ export class PollSet {
       const errno = lastErrno();
       if (errno !== errnoValues.EINTR) throw new SysError('poll', errno);
     }
+  }
+
+  /**
+   * ppoll(2) for at most `micros` microseconds (a short wait, finer than poll's milliseconds);
+   * returns how many entries have events (0 on timeout). EINTR ends the wait early: 0, every
+   * revents cleared.
+   */
+  waitMicros(micros: number): number {
+    const us = Math.max(0, Math.floor(micros));
+    this.#timespec.writeBigInt64LE(BigInt(Math.floor(us / 1e6)), 0);
+    this.#timespec.writeBigInt64LE(BigInt((us % 1e6) * 1000), 8);
+    const n = native.ppoll(this.#buf, this.#count, this.#timespec, null) as number;
+    if (n >= 0) return n;
+    const errno = lastErrno();
+    if (errno !== errnoValues.EINTR) throw new SysError('ppoll', errno);
+    for (let i = 0; i < this.#count; i++) this.#buf.writeInt16LE(0, 8 * i + 6);
+    return 0;
   }
 
   /** The revents of entry `i` from the last wait() (0 for an index out of range). */

@@ -64,3 +64,27 @@ test('PollSet: a closed fd is POLLNVAL (poll never blocks on it)', () => {
   assert.equal(set.wait(-1), 1);
   assert.equal(set.revents(0), POLLNVAL);
 });
+
+test('PollSet.waitMicros: ppoll with a microsecond timeout; times out with 0 after about that long, else reports the entry', () => {
+  const a = createEventFd();
+  const b = createEventFd();
+  try {
+    const set = new PollSet();
+    set.set([
+      { fd: a, events: POLLIN },
+      { fd: b, events: POLLIN },
+    ]);
+    const t0 = performance.now();
+    assert.equal(set.waitMicros(3000), 0);
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 2.5 && waited < 1000, `waited ${waited} ms for a 3000 us timeout`);
+    assert.deepEqual([set.revents(0), set.revents(1)], [0, 0]);
+    assert.ok(signalEventFd(b));
+    assert.equal(set.waitMicros(1_500_000), 1); // over a second: the seconds field is used too
+    assert.deepEqual([set.revents(0), set.revents(1)], [0, POLLIN]);
+    assert.equal(drainEventFd(b), 1n);
+  } finally {
+    closeFd(a);
+    closeFd(b);
+  }
+});

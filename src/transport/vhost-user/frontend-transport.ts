@@ -56,7 +56,7 @@ import {
 } from '../../wire/vhost-user.js';
 import { connectUnix, type UnixSocket } from '../../sys/unix-socket.js';
 import { createMemfd, mapShared, type Mapping } from '../../sys/memfd.js';
-import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, pollSyncMicros, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
+import { createEventFd, signalEventFd, drainEventFd, closeFd, closeFds, PollSet, POLLIN, POLLHUP, POLLERR } from '../../sys/fd.js';
 import { completionSpinFor } from '../spare-cpu.js';
 import { VhostUserChannel } from './channel.js';
 import { requestName } from './message-table.js';
@@ -141,6 +141,8 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   #failure: ((error: Error) => void) | undefined;
   #failed = false;
   #closed = false;
+  /** waitForInterrupt's poll set (its pollfd array and timespec are reused from call to call). */
+  readonly #syncPoll = new PollSet();
   /** The driver's spin-then-sleep after a kick (VCRYPTO_POLL: auto, always, never). */
   readonly completionSpin: { readonly boundMicros: number; readonly cpuSpare: () => boolean };
   /** Serializes socket exchanges (one request/reply at a time, as vhost-user requires). */
@@ -318,14 +320,16 @@ export class VhostUserFrontendTransport implements VirtioTransport {
   waitForInterrupt(timeoutMs: number): boolean {
     if (!this.#started || this.#failed || this.#closed) return false;
     const calls = [...this.#callFds.entries()];
-    const revents = pollSyncMicros([{ fd: this.#socket.fd, events: POLLRDHUP }, ...calls.map(([, fd]) => ({ fd, events: POLLIN }))], timeoutMs * 1000);
-    if (((revents[0] ?? 0) & (POLLRDHUP | POLLHUP | POLLERR)) !== 0) {
+    const set = this.#syncPoll;
+    set.set([{ fd: this.#socket.fd, events: POLLRDHUP }, ...calls.map(([, fd]) => ({ fd, events: POLLIN }))]);
+    set.waitMicros(timeoutMs * 1000);
+    if ((set.revents(0) & (POLLRDHUP | POLLHUP | POLLERR)) !== 0) {
       this.#fail(new Error(`${this.description}: the back-end closed the connection`));
       return false;
     }
     let called = false;
     calls.forEach(([index, fd], k) => {
-      if ((revents[k + 1] ?? 0) === 0) return;
+      if (set.revents(k + 1) === 0) return;
       drainEventFd(fd);
       called = true;
       this.#interrupt?.(index);
