@@ -191,45 +191,36 @@ async function benchDevice(
     const rawTally: Tally = { ops: 0, seconds: 0 };
     const slices = raw ? SLICES : 1;
     const sliceMs = (seconds * 1000) / slices;
+    // `depth` independent request loops until `until`: each submits its next request as soon as its
+    // last completes, its result written into the loop's own array (cryptodev's crypt_op.dst), as a C
+    // program would. One clock read per request either way; with --latency it also times the request.
+    const rec = latency?.dev ?? null;
+    const loops = (until: number, counted: boolean): Promise<void[]> =>
+      Promise.all(
+        Array.from({ length: depth }, async () => {
+          const dst = new Uint8Array(size);
+          let t0 = performance.now();
+          while (t0 < until) {
+            await handle.crypt(session, { op: 'encrypt', src: data, iv, dst });
+            const t1 = performance.now();
+            if (counted) {
+              dev.ops++;
+              rec?.add(t1 - t0);
+            }
+            t0 = t1;
+          }
+        }),
+      );
     if (warmupSeconds > 0) {
       // Not counted: the JIT compiles the request path, the adaptive windows settle, guest memory
       // pages are touched. Under TCG a fresh Node process takes seconds to reach its steady rate.
-      const until = performance.now() + warmupSeconds * 1000;
-      await Promise.all(
-        Array.from({ length: depth }, async () => {
-          const dst = new Uint8Array(size);
-          while (performance.now() < until) await handle.crypt(session, { op: 'encrypt', src: data, iv, dst });
-        }),
-      );
+      await loops(performance.now() + warmupSeconds * 1000, false);
       raw?.run(Math.min(warmupSeconds * 1000, 200), { ops: 0, seconds: 0 });
     }
     for (let k = 0; k < slices; k++) {
       raw?.run(sliceMs, rawTally, latency?.raw ?? null);
       const start = performance.now();
-      const deadline = start + sliceMs;
-      // `depth` independent request loops: each submits its next request as soon as its last completes,
-      // its result written into the loop's own array (cryptodev's crypt_op.dst), as a C program would.
-      const rec = latency?.dev;
-      const loop = rec
-        ? async (): Promise<void> => {
-            const dst = new Uint8Array(size);
-            let t0 = performance.now();
-            while (t0 < deadline) {
-              await handle.crypt(session, { op: 'encrypt', src: data, iv, dst });
-              dev.ops++;
-              const t1 = performance.now();
-              rec.add(t1 - t0);
-              t0 = t1;
-            }
-          }
-        : async (): Promise<void> => {
-            const dst = new Uint8Array(size);
-            while (performance.now() < deadline) {
-              await handle.crypt(session, { op: 'encrypt', src: data, iv, dst });
-              dev.ops++;
-            }
-          };
-      await Promise.all(Array.from({ length: depth }, loop));
+      await loops(start + sliceMs, true);
       dev.seconds += (performance.now() - start) / 1000;
     }
     await handle.closeSession(session);
